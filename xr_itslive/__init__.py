@@ -1,0 +1,37 @@
+"""xr_itslive: ITS_LIVE image-pair velocity datacubes to regular velocity time series."""
+
+from __future__ import annotations
+
+from . import accessor as _accessor  # noqa: F401  (registers ds.itslive)
+from .access import decode_cube, open_cube, to_s3_url
+from .errors import (
+    ChunkingError,
+    DataAccessError,
+    EmptySelectionError,
+    InvalidParameterError,
+    ITSLiveError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+    OptionalDependencyError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChunkingError",
+    "DataAccessError",
+    "EmptySelectionError",
+    "ITSLiveError",
+    "InvalidParameterError",
+    "MissingVariableError",
+    "NotAnITSLiveCubeError",
+    "OptionalDependencyError",
+    "decode_cube",
+    "open_cube",
+    "to_s3_url",
+]
+
+# --- inversion core (issue 2) ---
+# --- finding data and glaciers (issue 3) ---
+# --- scaling out (issue 4) ---
+# --- robust / GP (issue 5) ---
