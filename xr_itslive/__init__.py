@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 # --- inversion core (issue 2) ---
+from .invert import DesignMatrix, design_matrix, invert, predict  # noqa: E402
+from .synthetic import synthetic_cube  # noqa: E402
+
+__all__ += ["DesignMatrix", "design_matrix", "invert", "predict", "synthetic_cube"]
 # --- finding data and glaciers (issue 3) ---
 # --- scaling out (issue 4) ---
 # --- robust / GP (issue 5) ---

@@ -13,6 +13,23 @@ class ITSLiveAccessor:
         self._obj = obj
 
     # --- inversion core (issue 2) ---
+    def design_matrix(self, step: float = 12.0, start=None, end=None, derivative: int = 2):
+        """The date-span design matrix and regularizer; see :func:`xr_itslive.design_matrix`."""
+        from .invert import design_matrix
+
+        return design_matrix(self._obj, step=step, start=start, end=end, derivative=derivative)
+
+    def invert(self, variables=("vx", "vy"), **kwargs) -> xr.Dataset:
+        """Invert to a regular time series; see :func:`xr_itslive.invert` for the parameters."""
+        from .invert import invert
+
+        return invert(self._obj, variables, **kwargs)
+
+    def predict(self, result: xr.Dataset, variables=None) -> xr.Dataset:
+        """Mean velocity of ``result`` over each pair's interval; see :func:`xr_itslive.predict`."""
+        from .invert import predict
+
+        return predict(self._obj, result, variables)
 
     # --- subsets, filters, glaciers (issue 3) ---
 
