@@ -48,8 +48,15 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                             "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        )
+    }
     os.environ.update(
         AWS_ENDPOINT_URL=url,
         AWS_ACCESS_KEY_ID="testing",
@@ -96,3 +103,28 @@ def s3_glacier_cube(s3_server):
     key = "datacubes/v2-updated-october2024/N30E090/ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
     upload_tree(client, GLACIER_CUBE, "its-live-data", key)
     return f"s3://its-live-data/{key}"
+
+
+class _ComputeForbidden:
+    """A dask scheduler that raises: building a graph must not compute anything."""
+
+    def __init__(self, max_computes: int = 0):
+        self.max_computes = max_computes
+        self.total_computes = 0
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.total_computes += 1
+        if self.total_computes > self.max_computes:
+            raise RuntimeError(
+                f"dask computed {self.total_computes} times, expected at most {self.max_computes}"
+            )
+        import dask
+
+        return dask.get(dsk, keys, **kwargs)
+
+
+def raise_if_dask_computes(max_computes: int = 0):
+    """Context manager: fail if dask computes more than ``max_computes`` times."""
+    import dask
+
+    return dask.config.set(scheduler=_ComputeForbidden(max_computes))

@@ -26,7 +26,9 @@ DEFAULT_S3_CONFIG = {
     "retries": {"max_attempts": 5, "mode": "adaptive"},
 }
 
-_HTTP_S3 = re.compile(r"^https?://(?P<bucket>[a-z0-9.\-]+)\.s3(?:[.\-][a-z0-9\-]+)?\.amazonaws\.com/(?P<key>.*)$")
+_HTTP_S3 = re.compile(
+    r"^https?://(?P<bucket>[a-z0-9.\-]+)\.s3(?:[.\-][a-z0-9\-]+)?\.amazonaws\.com/(?P<key>.*)$"
+)
 
 
 def to_s3_url(url: str) -> str:
@@ -114,7 +116,7 @@ def _as_datetime(values: np.ndarray) -> np.ndarray:
     if np.issubdtype(values.dtype, np.datetime64):
         return values.astype("datetime64[ns]")
     # Undecoded float days since 1970, as some writers leave them.
-    return (np.datetime64("1970-01-01", "ns") + (values * 86400e9).astype("timedelta64[ns]"))
+    return np.datetime64("1970-01-01", "ns") + (values * 86400e9).astype("timedelta64[ns]")
 
 
 def _crs_of(ds: xr.Dataset) -> Any:
@@ -130,7 +132,9 @@ def _crs_of(ds: xr.Dataset) -> Any:
                 return CRS.from_epsg(int(attrs["spatial_epsg"]))
     projection = ds.attrs.get("projection")
     if projection:
-        return CRS.from_user_input(f"EPSG:{projection}" if str(projection).isdigit() else projection)
+        return CRS.from_user_input(
+            f"EPSG:{projection}" if str(projection).isdigit() else projection
+        )
     return None
 
 

@@ -76,9 +76,7 @@ class TimeGrid:
         return delta.astype("int64") / _NS_PER_DAY
 
 
-def time_grid(
-    img1: np.ndarray, img2: np.ndarray, step: float, start=None, end=None
-) -> TimeGrid:
+def time_grid(img1: np.ndarray, img2: np.ndarray, step: float, start=None, end=None) -> TimeGrid:
     """The regular grid covering the pairs, or ``start``..``end`` when given."""
     img1 = np.asarray(img1, dtype="datetime64[ns]")
     img2 = np.asarray(img2, dtype="datetime64[ns]")
@@ -88,7 +86,9 @@ def time_grid(
             "no image pair has acquisition_date_img2 > acquisition_date_img1; "
             "check the cube's acquisition dates"
         )
-    first = _to_datetime64(start) if start is not None else img1[valid].min().astype("datetime64[D]")
+    first = (
+        _to_datetime64(start) if start is not None else img1[valid].min().astype("datetime64[D]")
+    )
     last = _to_datetime64(end) if end is not None else img2[valid].max()
     first = np.datetime64(first, "ns")
     if last <= first:
@@ -205,7 +205,9 @@ def difference_operator(n_cells: int, derivative: int) -> sp.csr_array:
         stencil = [1.0, -2.0, 1.0]
     rows = max(n_cells - derivative, 0)
     diagonals = [np.full(rows, c) for c in stencil]
-    return sp.diags_array(diagonals, offsets=list(range(derivative + 1)), shape=(rows, n_cells)).tocsr()
+    return sp.diags_array(
+        diagonals, offsets=list(range(derivative + 1)), shape=(rows, n_cells)
+    ).tocsr()
 
 
 def regularization_matrix(n_cells: int, derivative: int, lam: float, step: float) -> sp.csr_array:

@@ -134,7 +134,9 @@ def _choose_engine(engine: str | None, sample: Any) -> str:
     if engine is None:
         return "array" if is_cupy_array(sample) else "numba"
     if engine not in ENGINES:
-        raise InvalidParameterError(f"engine must be one of {list(ENGINES)} or None, got {engine!r}")
+        raise InvalidParameterError(
+            f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
+        )
     if engine == "numba" and is_cupy_array(sample):
         raise InvalidParameterError(
             "engine='numba' runs on the CPU but the data are CuPy arrays; use engine='array' "
@@ -150,9 +152,11 @@ def solve_block(
     min_obs: int,
     engine: str | None = None,
     threads: int = 1,
+    weights: Any = None,
 ) -> tuple[Any, Any]:
     """Invert one block: ``values`` (..., n_pairs) → (solution (..., n_cells), n_obs (...)).
 
+    ``weights`` is None, per pair ``(n_pairs,)``, or per observation like ``values``.
     Pixels where ``mask`` is False are not solved (NaN, n_obs 0).
     """
     xp = get_namespace(values)
@@ -169,19 +173,25 @@ def solve_block(
         keep = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
         index = xp.nonzero(keep)[0]
         flat = xp.take(flat, index, axis=0)
+    if weights is not None:
+        weights = xp.reshape(xp.astype(xp.asarray(weights), xp.float64), (-1, n_pairs))
+        if weights.shape[0] > 1 and index is not None:
+            weights = xp.take(weights, index, axis=0)
     if flat.shape[0]:
         if engine == "numba":
             from .kernels.compiled import solve_pixels_compiled
 
             solution, counts = solve_pixels_compiled(
-                np.asarray(flat), None, problem.term_arrays(), problem.regularization,
+                np.asarray(flat), weights, problem.term_arrays(), problem.regularization,
                 problem.n_cells, problem.bandwidth, min_obs, threads=threads,
             )  # fmt: skip
         else:
             from .kernels.banded import solve_pixels
 
             solution, counts = solve_pixels(
-                xp.permute_dims(flat, (1, 0)), None, problem.term_arrays(xp),
+                xp.permute_dims(flat, (1, 0)),
+                None if weights is None else xp.permute_dims(weights, (1, 0)),
+                problem.term_arrays(xp),
                 xp.reshape(xp.asarray(problem.regularization), (-1, 1)),
                 problem.n_cells, problem.bandwidth, min_obs,
             )  # fmt: skip
@@ -230,6 +240,7 @@ def invert(
     min_obs: int = DEFAULT_MIN_OBS,
     mask: Any = None,
     engine: Engine | None = None,
+    weights: Any = None,
 ) -> xr.Dataset:
     """Invert every pixel's image-pair velocities into a regular time series.
 
@@ -260,6 +271,10 @@ def invert(
     engine
         ``"numba"`` (CPU, compiled) or ``"array"`` (namespace-generic: numpy or cupy);
         by default from the chunk type.
+    weights
+        None (all pairs equal), ``"error"`` (``1 / error²`` from each variable's per-pair
+        error, ``vx_error`` for ``vx`` ...), or a DataArray of weights along ``mid_date``
+        (optionally also y, x). With weights the objective is ``Σ w_i (a_i·x - y_i)² + ...``.
 
     Returns
     -------
@@ -294,10 +309,14 @@ def invert(
         var = cube[name]
         args = [var]
         core = [[PAIR_DIM]]
+        pair_weights = _resolve_weights(cube, name, weights)
+        if pair_weights is not None:
+            args.append(pair_weights)
+            core.append([PAIR_DIM])
         if mask_da is not None:
             args.append(mask_da)
             core.append([])
-        kernel = _kernel_with_mask if mask_da is not None else _kernel_no_mask
+        kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
         solution, counts = xr.apply_ufunc(
             kernel,
             *args,
@@ -306,30 +325,104 @@ def invert(
             dask="parallelized",
             output_dtypes=[np.float32, np.int64],
             dask_gufunc_kwargs={"output_sizes": {TIME_DIM: problem.n_cells}},
-            kwargs={"problem": problem, "min_obs": int(min_obs), "engine": engine, "threads": threads},
+            kwargs={
+                "problem": problem,
+                "min_obs": int(min_obs),
+                "engine": engine,
+                "threads": threads,
+            },
             keep_attrs=False,
         )
         solution = solution.transpose(TIME_DIM, ...)
         solution.attrs = {
-            k: v for k, v in ds[name].attrs.items() if k in ("units", "description", "standard_name")
+            k: v
+            for k, v in ds[name].attrs.items()
+            if k in ("units", "description", "standard_name")
         }
         solution.attrs["long_name"] = f"{name} inverted to {step:g}-day cells"
         outputs[name] = solution
         if n_obs is None:
             n_obs = counts
-    result = _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, start, end)
+    result = _assemble_result(
+        ds, outputs, n_obs, problem, variables, min_obs, engine, start, end, weights
+    )
     return result
 
 
-def _kernel_no_mask(values, *, problem, min_obs, engine, threads):
-    return solve_block(values, None, problem, min_obs, engine, threads)
+def _kernel_plain(values, **kw):
+    return solve_block(values, None, **kw)
 
 
-def _kernel_with_mask(values, mask, *, problem, min_obs, engine, threads):
-    return solve_block(values, mask, problem, min_obs, engine, threads)
+def _kernel_mask(values, mask, **kw):
+    return solve_block(values, mask, **kw)
 
 
-def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, start, end):
+def _kernel_weights(values, weights, **kw):
+    return solve_block(values, None, weights=weights, **kw)
+
+
+def _kernel_weights_mask(values, weights, mask, **kw):
+    return solve_block(values, mask, weights=weights, **kw)
+
+
+_KERNELS = {
+    (False, False): _kernel_plain,
+    (False, True): _kernel_mask,
+    (True, False): _kernel_weights,
+    (True, True): _kernel_weights_mask,
+}
+
+
+def _resolve_weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataArray | None:
+    """Per-pair (or per-observation) weights for variable ``name``, or None."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        if weights != "error":
+            raise InvalidParameterError(
+                f"weights must be None, 'error' or a DataArray, got weights={weights!r}"
+            )
+        error_name = f"{name}_error"
+        if error_name not in cube.variables:
+            raise MissingVariableError(
+                f"weights='error' needs {error_name!r} for {name!r}, but the cube has "
+                f"{sorted(map(str, cube.data_vars))}. Open the cube with {error_name!r} among "
+                "variables=(...), or pass weights=None or a DataArray."
+            )
+        error = cube[error_name].astype("float64")
+        # A missing or non-positive error gets no weight rather than an infinite one.
+        weight = 1.0 / error**2
+        return weight.where(np.isfinite(weight) & (error > 0), 0.0)
+    if isinstance(weights, xr.DataArray):
+        if PAIR_DIM not in weights.dims:
+            raise InvalidParameterError(
+                f"weights must vary along 'mid_date', got dims {weights.dims}; "
+                "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
+            )
+        aligned = (
+            weights.isel({PAIR_DIM: _kept_positions(cube, weights)})
+            if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]
+            else weights
+        )
+        if aligned.chunks is not None:
+            aligned = aligned.chunk({PAIR_DIM: -1})
+        return aligned.astype("float64")
+    raise InvalidParameterError(
+        f"weights must be None, 'error' or a DataArray, got {type(weights).__name__}"
+    )
+
+
+def _kept_positions(cube: xr.Dataset, weights: xr.DataArray) -> np.ndarray:
+    if "pair_id" in weights.coords and "pair_id" in cube.coords:
+        lookup = {int(p): i for i, p in enumerate(weights["pair_id"].values)}
+        return np.asarray([lookup[int(p)] for p in cube["pair_id"].values])
+    raise InvalidParameterError(
+        f"weights has {weights.sizes[PAIR_DIM]} pairs but the inverted cube has "
+        f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (same mid_date length)"
+    )
+
+
+def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, start, end, weights):
     grid = problem.geometry.grid
     edges = grid.edges
     result = xr.Dataset(outputs)
@@ -343,7 +436,11 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, st
         {TIME_DIM: (TIME_DIM, grid.centers, {"bounds": "time_bounds", "long_name": "cell centre"})}
     )
     result["time_bounds"] = ((TIME_DIM, "bnds"), np.stack([edges[:-1], edges[1:]], axis=1))
-    keep_coords = [c for c in ds.coords if PAIR_DIM not in ds[c].dims and c in ("x", "y", "spatial_ref", "mapping")]
+    keep_coords = [
+        c
+        for c in ds.coords
+        if PAIR_DIM not in ds[c].dims and c in ("x", "y", "spatial_ref", "mapping")
+    ]
     result = result.assign_coords({c: ds[c] for c in keep_coords})
     result.attrs = {
         "title": "ITS_LIVE velocities inverted to a regular time series (xr_itslive)",
@@ -362,6 +459,7 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, st
         "bandwidth": problem.bandwidth,
         "min_obs": int(min_obs),
         "engine": engine,
+        "weights": "none" if weights is None else (weights if isinstance(weights, str) else "user"),
     }
     for key in ("url", "s3", "projection"):
         if key in ds.attrs:
@@ -395,7 +493,9 @@ def _predict_block(solution, *, matrix):
     return np.reshape(predicted, (*lead, matrix.shape[0])).astype(np.float32)
 
 
-def predict(ds: xr.Dataset, result: xr.Dataset, variables: Sequence[Hashable] | None = None) -> xr.Dataset:
+def predict(
+    ds: xr.Dataset, result: xr.Dataset, variables: Sequence[Hashable] | None = None
+) -> xr.Dataset:
     """The model's mean velocity over each observation's interval.
 
     Parameters
@@ -481,7 +581,9 @@ class DesignMatrix:
         w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
         import scipy.sparse as sp
 
-        return (a.T @ sp.diags_array(w) @ a + lam**2 * (self.regularization.T @ self.regularization)).tocsr()
+        return (
+            a.T @ sp.diags_array(w) @ a + lam**2 * (self.regularization.T @ self.regularization)
+        ).tocsr()
 
 
 def design_matrix(

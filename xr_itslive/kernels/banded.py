@@ -132,12 +132,16 @@ def banded_solve(factor, rhs, n_cells: int, bandwidth: int):
         kmax = min(bandwidth, n_cells - 1 - j)
         acc = z[j, :]
         if kmax:
-            acc = acc - xp.sum(factor[base + 1 : base + 1 + kmax, :] * z[j + 1 : j + 1 + kmax, :], axis=0)
+            acc = acc - xp.sum(
+                factor[base + 1 : base + 1 + kmax, :] * z[j + 1 : j + 1 + kmax, :], axis=0
+            )
         z[j, :] = acc / factor[base, :]
     return z
 
 
-def solve_pixels(values, weights, terms, regularization, n_cells: int, bandwidth: int, min_obs: int):
+def solve_pixels(
+    values, weights, terms, regularization, n_cells: int, bandwidth: int, min_obs: int
+):
     """Regularized least squares for a batch of pixels, pixels on the last axis.
 
     Parameters

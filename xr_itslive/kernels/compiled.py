@@ -18,8 +18,14 @@ def _solve_range(
     values,  # (n_pixels, n_pairs) float32/64, NaN missing
     weights,  # (n_pixels, n_pairs) float64 or (1, n_pairs)
     use_weights,
-    gp, gc, gv, gs,
-    rp, rc, rv, rs,
+    gp,
+    gc,
+    gv,
+    gs,
+    rp,
+    rc,
+    rv,
+    rs,
     regularization,  # (n_cells * width,)
     n_cells,
     bandwidth,
@@ -50,7 +56,11 @@ def _solve_range(
                 if b < nb:
                     y = values[p0 + b, i]
                     if y == y:
-                        wi = weights[p0 + b if weights.shape[0] > 1 else 0, i] if use_weights else 1.0
+                        wi = (
+                            weights[p0 + b if weights.shape[0] > 1 else 0, i]
+                            if use_weights
+                            else 1.0
+                        )
                         if not (wi == wi):
                             wi = 0.0
                         w[i, b] = wi
@@ -132,9 +142,9 @@ def _solve_range(
                     gram[base + k, b] *= tmp[b]
             for k in range(1, kmax + 1):
                 start = base + k * bandwidth
-                for l in range(k, kmax + 1):
+                for m in range(k, kmax + 1):
                     for b in range(BLOCK):
-                        gram[start + l, b] -= gram[base + k, b] * gram[base + l, b]
+                        gram[start + m, b] -= gram[base + k, b] * gram[base + m, b]
         # forward and back substitution
         for j in range(n_cells):
             base = j * width
@@ -181,7 +191,12 @@ def solve_pixels_compiled(
     if weights is None:
         weights = np.ones((1, 1))
     else:
-        weights = np.ascontiguousarray(np.broadcast_to(weights, values.shape) if weights.shape[0] not in (1, n_pixels) else weights, dtype=np.float64)
+        weights = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float64)
+        if weights.shape[0] not in (1, n_pixels) or weights.shape[1] != values.shape[1]:
+            raise ValueError(
+                f"weights of shape {weights.shape} do not match values {values.shape}; "
+                "pass (n_pixels, n_pairs) or (1, n_pairs)"
+            )
     values = np.ascontiguousarray(values)
     regularization = np.ascontiguousarray(regularization, dtype=np.float64).ravel()
     args = (*terms, regularization, n_cells, bandwidth, min_obs, rel_tol)
