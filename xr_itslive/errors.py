@@ -39,3 +39,11 @@ class DataAccessError(ITSLiveError, OSError):
 
 class OptionalDependencyError(ITSLiveError, ImportError):
     """An optional dependency is needed but not installed."""
+
+
+class StoreConflictError(ITSLiveError, ValueError):
+    """An output store holds something else than the run asked for (other parameters, other data)."""
+
+
+class ClusterConnectionError(ITSLiveError, OSError):
+    """A Dask scheduler could not be reached or started."""
