@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import DataAccessError, MissingVariableError, NotAnITSLiveCubeError
+from .errors import (
+    DataAccessError,
+    InvalidParameterError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+)
 
 #: The bucket's prefix now, when the catalog still names ``datacubes/v2/``.
 CURRENT_PREFIX = "datacubes/v2-updated-october2024/"
@@ -189,9 +194,12 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
 
 
 def open_cube(
-    source: Any,
+    source: Any = None,
     variables: Iterable[str] | None = None,
     *,
+    lon: float | None = None,
+    lat: float | None = None,
+    catalog: Any = None,
     storage_options: Mapping[str, Any] | None = None,
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
@@ -203,6 +211,9 @@ def open_cube(
         A local zarr path, an ``s3://`` URL, the catalog's
         ``http://its-live-data.s3.amazonaws.com/...`` form (rewritten to S3, and tried under the
         bucket's current prefix when the catalog's path is gone), or a zarr store mapping.
+    lon, lat, catalog
+        Instead of ``source``: the cube covering this point, found in ``catalog``
+        (see :func:`xr_itslive.catalog.open_cube_at`).
     variables
         Variables to keep (default: all). The pair dates are always kept.
     storage_options
@@ -223,6 +234,17 @@ def open_cube(
     >>> import xr_itslive
     >>> ds = xr_itslive.open_cube("N30E090_3x3_cube.zarr", variables=["vx", "vy"])  # doctest: +SKIP
     """
+    if source is None or lon is not None or lat is not None:
+        from .catalog import open_cube_at
+
+        if source is not None:
+            raise InvalidParameterError(
+                f"pass either source or lon=/lat=, not both (got source={source!r}, "
+                f"lon={lon!r}, lat={lat!r})"
+            )
+        return open_cube_at(
+            lon, lat, variables, catalog=catalog, storage_options=storage_options, chunks=chunks
+        )
     ds = _open_store(source, storage_options, chunks={} if chunks is None else chunks)
     if chunks is None:
         # One mid_date chunk first, so that sorting permutes within chunks only.
