@@ -166,11 +166,14 @@ def solve_block(
     flat = xp.reshape(values, (-1, n_pairs))
     n_pix = flat.shape[0]
     out = xp.full((n_pix, problem.n_cells), xp.nan, dtype=xp.float32)
-    n_obs = xp.zeros((n_pix,), dtype=xp.int64)
-    if mask is None:
-        index = None
-    else:
-        keep = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
+    # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
+    n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
+    if mask is not None:
+        inside = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
+        n_obs = xp.where(inside, n_obs, 0)
+    keep = n_obs >= min_obs
+    index = None
+    if not bool(xp.all(keep)):
         index = xp.nonzero(keep)[0]
         flat = xp.take(flat, index, axis=0)
     if weights is not None:

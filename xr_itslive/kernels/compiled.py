@@ -44,90 +44,91 @@ def _solve_range(
     gram = np.empty((size, BLOCK))
     sweep = np.empty((size, BLOCK))
     rhs = np.empty((n_cells, BLOCK))
+    lanes = w.shape[1]  # a runtime trip count: LLVM vectorizes it with alias checks
     tmp = np.empty(BLOCK)
+    counts = np.zeros(BLOCK, dtype=np.int64)
+    column = np.empty((bandwidth + 1, BLOCK))
     tol = np.empty(BLOCK)
     singular = np.empty(BLOCK, dtype=np.bool_)
     for p0 in range(pixel_start, pixel_stop, BLOCK):
         nb = min(BLOCK, pixel_stop - p0)
-        # weights and weighted values, pairs × block
+        # weights and weighted values, pairs × block; pairs outer so that reads of a
+        # (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory.
         for b in range(BLOCK):
-            count = 0
-            for i in range(n_pairs):
+            counts[b] = 0
+        for i in range(n_pairs):
+            for b in range(BLOCK):
+                wi = 0.0
+                yi = 0.0
                 if b < nb:
                     y = values[p0 + b, i]
                     if y == y:
-                        wi = (
-                            weights[p0 + b if weights.shape[0] > 1 else 0, i]
-                            if use_weights
-                            else 1.0
-                        )
-                        if not (wi == wi):
+                        wi = weights[p0 + b if weights.shape[0] > 1 else 0, i] if use_weights else 1.0
+                        if wi == wi and wi > 0:
+                            yi = wi * y
+                            counts[b] += 1
+                        else:
                             wi = 0.0
-                        w[i, b] = wi
-                        wy[i, b] = wi * y
-                        if wi > 0:
-                            count += 1
-                        continue
-                w[i, b] = 0.0
-                wy[i, b] = 0.0
-            if b < nb:
-                n_obs[p0 + b] = count
+                w[i, b] = wi
+                wy[i, b] = yi
+        for b in range(nb):
+            n_obs[p0 + b] = counts[b]
         gram[:, :] = 0.0
         sweep[:, :] = 0.0
         rhs[:, :] = 0.0
         # kind 0 into sweep, reverse cumulative sum along the band
         for t in range(gs[0], gs[1]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 sweep[gc[t], b] += gv[t] * w[gp[t], b]
         for r in range(n_cells):
             for k in range(bandwidth - 1, -1, -1):
-                for b in range(BLOCK):
+                for b in range(lanes):
                     sweep[r * width + k, b] += sweep[r * width + k + 1, b]
         # kind 1 into sweep, then the diagonal sweep
         for t in range(gs[1], gs[2]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 sweep[gc[t], b] += gv[t] * w[gp[t], b]
         for r in range(1, n_cells):
             for k in range(bandwidth):
-                for b in range(BLOCK):
+                for b in range(lanes):
                     sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
         # kind 2 into gram, cumulated along the band; kind 3 direct
         for t in range(gs[2], gs[3]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 gram[gc[t], b] += gv[t] * w[gp[t], b]
         for r in range(n_cells):
             for k in range(1, width):
-                for b in range(BLOCK):
+                for b in range(lanes):
                     gram[r * width + k, b] += gram[r * width + k - 1, b]
         for t in range(gs[3], gs[4]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 gram[gc[t], b] += gv[t] * w[gp[t], b]
         for s in range(size):
             reg = regularization[s]
-            for b in range(BLOCK):
+            for b in range(lanes):
                 gram[s, b] += sweep[s, b] + reg
         # right-hand side
         for t in range(rs[0], rs[1]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 rhs[rc[t], b] += rv[t] * wy[rp[t], b]
         for r in range(1, n_cells):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 rhs[r, b] += rhs[r - 1, b]
         for t in range(rs[1], rs[2]):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 rhs[rc[t], b] += rv[t] * wy[rp[t], b]
         # banded Cholesky, in place
-        for b in range(BLOCK):
+        for b in range(lanes):
             tol[b] = 0.0
             singular[b] = False
         for j in range(n_cells):
-            for b in range(BLOCK):
+            for b in range(lanes):
                 tol[b] = max(tol[b], gram[j * width, b])
-        for b in range(BLOCK):
+        for b in range(lanes):
             tol[b] *= rel_tol
         for j in range(n_cells):
             base = j * width
-            for b in range(BLOCK):
+            for b in range(lanes):
                 pivot = gram[base, b]
                 if pivot > tol[b]:
                     root = np.sqrt(pivot)
@@ -138,29 +139,32 @@ def _solve_range(
                 tmp[b] = 1.0 / root
             kmax = min(bandwidth, n_cells - 1 - j)
             for k in range(1, kmax + 1):
-                for b in range(BLOCK):
-                    gram[base + k, b] *= tmp[b]
+                for b in range(lanes):
+                    value = gram[base + k, b] * tmp[b]
+                    gram[base + k, b] = value
+                    column[k, b] = value
+            # A separate column buffer: no aliasing, so the update vectorizes across pixels.
             for k in range(1, kmax + 1):
                 start = base + k * bandwidth
                 for m in range(k, kmax + 1):
-                    for b in range(BLOCK):
-                        gram[start + m, b] -= gram[base + k, b] * gram[base + m, b]
+                    for b in range(lanes):
+                        gram[start + m, b] -= column[k, b] * column[m, b]
         # forward and back substitution
         for j in range(n_cells):
             base = j * width
-            for b in range(BLOCK):
+            for b in range(lanes):
                 rhs[j, b] /= gram[base, b]
             kmax = min(bandwidth, n_cells - 1 - j)
             for k in range(1, kmax + 1):
-                for b in range(BLOCK):
+                for b in range(lanes):
                     rhs[j + k, b] -= gram[base + k, b] * rhs[j, b]
         for j in range(n_cells - 1, -1, -1):
             base = j * width
             kmax = min(bandwidth, n_cells - 1 - j)
             for k in range(1, kmax + 1):
-                for b in range(BLOCK):
+                for b in range(lanes):
                     rhs[j, b] -= gram[base + k, b] * rhs[j + k, b]
-            for b in range(BLOCK):
+            for b in range(lanes):
                 rhs[j, b] /= gram[base, b]
         for b in range(nb):
             bad = singular[b] or n_obs[p0 + b] < min_obs
@@ -197,7 +201,6 @@ def solve_pixels_compiled(
                 f"weights of shape {weights.shape} do not match values {values.shape}; "
                 "pass (n_pixels, n_pairs) or (1, n_pairs)"
             )
-    values = np.ascontiguousarray(values)
     regularization = np.ascontiguousarray(regularization, dtype=np.float64).ravel()
     args = (*terms, regularization, n_cells, bandwidth, min_obs, rel_tol)
 
