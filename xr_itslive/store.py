@@ -220,10 +220,11 @@ def _plan(
             f"expected an xarray.Dataset to write, got {type(result).__name__}; pass e.g. the "
             "result of xr_itslive.invert(...)"
         )
-    dims = tuple(str(d) for d in dims if d in result.dims)
+    requested = [str(d) for d in dims]
+    dims = tuple(d for d in requested if d in result.dims)
     if not dims:
         raise InvalidParameterError(
-            f"none of the chunk dimensions {list(dims)} is in the result (dims "
+            f"none of the chunk dimensions {requested} is in the result (dims "
             f"{list(result.dims)}); pass dims=(...) naming the dimensions to write chunk by chunk"
         )
     names = tuple(str(n) for n, v in result.data_vars.items() if set(v.dims) & set(dims))
@@ -380,7 +381,10 @@ def _write_chunk(
 ) -> tuple[int, ...]:
     """Write one chunk of every variable (a zarr region write), then its done marker."""
     started = time.time()
-    data = {name: (dims, np.asarray(block)) for (name, dims), block in zip(layout.items(), blocks)}
+    data = {
+        name: (dims, np.asarray(block))
+        for (name, dims), block in zip(layout.items(), blocks, strict=True)
+    }
     chunk = xr.Dataset(data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
@@ -573,10 +577,9 @@ def write_resumable(
     remaining = [index for index in plan.indices() if index not in done]
     n_skipped = plan.n_chunks - len(remaining)
     if remaining:
-        arrays = dask.optimize(*(plan.result[n].data for n in plan.names))
-        blocks = {
-            n: a.to_delayed(optimize_graph=False) for n, a in zip(plan.names, arrays, strict=True)
-        }
+        # Unoptimized on purpose: fusing each array's graph on its own would give the blocks
+        # they share (vx feeds vx, v and n_obs) different keys, and compute them again.
+        blocks = {n: plan.result[n].data.to_delayed(optimize_graph=False) for n in plan.names}
         layout = {n: tuple(map(str, plan.result[n].dims)) for n in plan.names}
         token = dask.base.tokenize(target.url, plan.fingerprint)
         writer = dask.delayed(_write_chunk, pure=False)
