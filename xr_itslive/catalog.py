@@ -274,6 +274,8 @@ class Catalog:
         query, description = _query_geometry(point, bbox, polygon, crs)
         query_lonlat = _to_lonlat(query, crs)
         candidates = self._tree.query(query_lonlat.buffer(_ENVELOPE_MARGIN))
+        centre = query_lonlat.centroid
+        native = _utm_epsg(centre.x, centre.y)
         scored = []
         for index in np.asarray(candidates, dtype=int):
             entry = self.entries[index]
@@ -283,14 +285,18 @@ class Catalog:
             if isinstance(local, shapely.Point):
                 if not entry.box.covers(local):
                     continue
-                score = entry.box.exterior.distance(local)
+                coverage = 1.0
             else:
                 if not entry.box.intersects(local):
                     continue
                 area = local.area
-                score = entry.box.intersection(local).area / area if area > 0 else 1.0
+                coverage = entry.box.intersection(local).area / area if area > 0 else 1.0
+            # Best first: covering most of the query, then in the query's own UTM zone (least
+            # distortion; neighbouring zones' cubes overlap), then deepest inside the box.
+            depth = entry.box.exterior.distance(local.centroid)
+            score = (round(coverage, 6), entry.epsg == native, depth)
             scored.append((score, int(index), entry))
-        scored.sort(key=lambda item: (-item[0], item[1]))
+        scored.sort(key=lambda item: (tuple(-v for v in item[0]), item[1]))
         found = [entry for _, _, entry in scored]
         if not found and not allow_empty:
             raise EmptySelectionError(self._nothing_found_message(query_lonlat, description))
@@ -317,6 +323,12 @@ class Catalog:
             f"{hint}{swapped} ITS_LIVE cubes cover glacierized regions only; check the "
             "coordinates (lon/lat in degrees unless crs= says otherwise)."
         )
+
+
+def _utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS84 UTM zone holding ``(lon, lat)``."""
+    zone = int((lon + 180.0) // 6.0) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
 
 
 def _distance_km(point_lonlat: Any, entry: CubeEntry) -> float:
