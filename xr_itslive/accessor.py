@@ -32,6 +32,48 @@ class ITSLiveAccessor:
         return predict(self._obj, result, variables)
 
     # --- subsets, filters, glaciers (issue 3) ---
+    def point(self, lon=None, lat=None, *, x=None, y=None, max_offset=None) -> xr.Dataset:
+        """Series of the pixel nearest a point; see :func:`xr_itslive.subset.point_series`."""
+        from .subset import point_series
+
+        return point_series(self._obj, lon, lat, x=x, y=y, max_offset=max_offset)
+
+    def window(self, lon=None, lat=None, *, x=None, y=None, size=3, clip_edges=False):
+        """``size × size`` pixels around a point; see :func:`xr_itslive.subset.window`."""
+        from .subset import window
+
+        return window(self._obj, lon, lat, x=x, y=y, size=size, clip_edges=clip_edges)
+
+    def bbox(self, bounds, *, crs=None) -> xr.Dataset:
+        """Pixels in a box; see :func:`xr_itslive.subset.bbox`."""
+        from .subset import bbox
+
+        return bbox(self._obj, bounds, crs=crs)
+
+    def clip(self, outline, *, crs=None, all_touched=False, drop=True) -> xr.Dataset:
+        """Crop to an outline, NaN outside; see :func:`xr_itslive.subset.clip`."""
+        from .subset import clip
+
+        return clip(self._obj, outline, crs=crs, all_touched=all_touched, drop=drop)
+
+    def glacier_mask(self, outline, *, crs=None, all_touched=False) -> xr.DataArray:
+        """Boolean ``(y, x)`` glacier mask; see :func:`xr_itslive.glaciers.glacier_mask`."""
+        from .glaciers import glacier_mask
+
+        return glacier_mask(self._obj, outline, crs=crs, all_touched=all_touched)
+
+    def centerline(self, line, *, spacing=None, crs=None) -> xr.Dataset:
+        """Series along a centerline; see :func:`xr_itslive.glaciers.centerline_series`."""
+        from .glaciers import centerline_series
+
+        return centerline_series(self._obj, line, spacing=spacing, crs=crs)
+
+    def filter(self, **criteria) -> xr.Dataset:
+        """Keep pairs by mission, satellite, sensor, dates, baseline, valid fraction; see
+        :func:`xr_itslive.subset.filter_pairs` for the keywords."""
+        from .subset import filter_pairs
+
+        return filter_pairs(self._obj, **criteria)
 
     # --- scaling out (issue 4) ---
 
