@@ -37,5 +37,13 @@ from .synthetic import synthetic_cube  # noqa: E402
 
 __all__ += ["DesignMatrix", "design_matrix", "invert", "predict", "synthetic_cube"]
 # --- finding data and glaciers (issue 3) ---
+from .catalog import CubeEntry, find_cubes, load_catalog, open_cube_at  # noqa: E402
+from .glaciers import Glacier, GlacierCenterline, GlacierPoint, glacier_mask  # noqa: E402
+from .subset import filter_pairs, point_series  # noqa: E402
+
+__all__ += [
+    "CubeEntry", "Glacier", "GlacierCenterline", "GlacierPoint", "filter_pairs", "find_cubes",
+    "glacier_mask", "load_catalog", "open_cube_at", "point_series",
+]  # fmt: skip
 # --- scaling out (issue 4) ---
 # --- robust / GP (issue 5) ---
