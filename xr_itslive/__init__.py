@@ -47,3 +47,6 @@ __all__ += [
 ]  # fmt: skip
 # --- scaling out (issue 4) ---
 # --- robust / GP (issue 5) ---
+from .gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress  # noqa: E402
+
+__all__ += ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress"]
