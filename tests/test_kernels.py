@@ -8,6 +8,7 @@ from test_design import pairs
 from xr_itslive import design
 from xr_itslive.kernels.banded import assemble_normal_equations, solve_pixels
 from xr_itslive.kernels.compiled import solve_pixels_compiled
+from xr_itslive.kernels.pipeline import Options
 
 
 def problem(n_pairs=300, step=12.0, lam=10.0, derivative=2, seed=0, max_len=400.0):
@@ -18,10 +19,32 @@ def problem(n_pairs=300, step=12.0, lam=10.0, derivative=2, seed=0, max_len=400.
         terms.gram_pair, terms.gram_cell, terms.gram_coef, terms.gram_kind_starts,
         terms.rhs_pair, terms.rhs_cell, terms.rhs_coef, terms.rhs_kind_starts,
     )  # fmt: skip
-    reg = design.regularization_matrix(geometry.grid.n_cells, derivative, lam, step)
-    band = design.to_upper_band(reg, geometry.bandwidth).reshape(-1, 1)
+    unit = design.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
+    band = design.to_upper_band(unit, geometry.bandwidth).ravel()
     a = design.date_span_matrix(geometry).toarray()
-    return geometry, arrays, band, a, reg.toarray()
+    return geometry, arrays, band, a, lam**2 * unit.toarray()
+
+
+def geometry_arrays(geometry):
+    g = geometry
+    return (g.first_cell, g.last_cell, g.first_frac, g.last_frac, g.inner)
+
+
+def compiled(values, weights, geometry, arrays, band, options, threads=1):
+    n_cells, bw = geometry.grid.n_cells, geometry.bandwidth
+    return solve_pixels_compiled(
+        values, weights, arrays, geometry_arrays(geometry), band, n_cells, bw, options, threads
+    )
+
+
+def generic(values, weights, geometry, arrays, band, options):
+    """The namespace-generic engine, pixels first in and out like ``compiled``."""
+    n_cells, bw = geometry.grid.n_cells, geometry.bandwidth
+    out = solve_pixels(
+        values.T.copy(), None if weights is None else weights.T.copy(), arrays,
+        geometry_arrays(geometry), band, n_cells, bw, options,
+    )  # fmt: skip
+    return {k: np.asarray(v).T for k, v in out.items()}
 
 
 def observations(n_pix, n_pairs, seed=0, gaps=0.3):
@@ -61,7 +84,10 @@ def test_assembly_matches_dense_normal_matrix(derivative, step):
         np.testing.assert_allclose(rhs[:, p], a.T @ wy[p], rtol=1e-12, atol=1e-9)
 
 
-@pytest.mark.parametrize("engine", ["compiled", "generic"])
+ENGINES = {"compiled": compiled, "generic": generic}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("derivative", "lam"), [(1, 3.0), (2, 10.0), (2, 200.0)])
 def test_solution_matches_dense_least_squares(engine, derivative, lam):
     geometry, arrays, band, a, reg = problem(derivative=derivative, lam=lam)
@@ -69,55 +95,125 @@ def test_solution_matches_dense_least_squares(engine, derivative, lam):
     values[4] = np.nan  # an empty pixel
     values[5, 3:] = np.nan  # too few observations
     expected = dense_reference(values, None, a, reg, min_obs=5)
-    n_cells, bw = a.shape[1], geometry.bandwidth
-    if engine == "compiled":
-        got, n_obs = solve_pixels_compiled(values, None, arrays, band, n_cells, bw, 5)
-    else:
-        got, n_obs = solve_pixels(values.T.copy(), None, arrays, band, n_cells, bw, 5)
-        got = got.T
+    out = ENGINES[engine](values, None, geometry, arrays, band, Options(min_obs=5, lams=(lam,)))
+    got = out["solution"]
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.nanmax(np.abs(expected)))
-    np.testing.assert_array_equal(n_obs, (~np.isnan(values)).sum(axis=1))
+    np.testing.assert_array_equal(out["n_obs"], (~np.isnan(values)).sum(axis=1))
 
 
-def test_weighted_solution_matches_dense():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_weighted_solution_matches_dense(engine):
     geometry, arrays, band, a, reg = problem()
     values = observations(9, a.shape[0])
     weights = np.random.default_rng(5).uniform(0.05, 3.0, values.shape)
     expected = dense_reference(values, weights, a, reg, min_obs=5)
-    n_cells, bw = a.shape[1], geometry.bandwidth
-    got, _ = solve_pixels_compiled(values, weights, arrays, band, n_cells, bw, 5)
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-7)
-    got2, _ = solve_pixels(values.T.copy(), weights.T.copy(), arrays, band, n_cells, bw, 5)
-    np.testing.assert_allclose(got2.T, expected, rtol=1e-9, atol=1e-7)
+    out = ENGINES[engine](values, weights, geometry, arrays, band, Options(lams=(10.0,)))
+    np.testing.assert_allclose(out["solution"], expected, rtol=1e-9, atol=1e-7)
 
 
 def test_threads_give_identical_results():
     geometry, arrays, band, a, _ = problem()
     values = observations(101, a.shape[0], seed=2)
-    one, _ = solve_pixels_compiled(
-        values, None, arrays, band, a.shape[1], geometry.bandwidth, 5, threads=1
-    )
-    two, _ = solve_pixels_compiled(
-        values, None, arrays, band, a.shape[1], geometry.bandwidth, 5, threads=3
-    )
-    np.testing.assert_array_equal(one, two)
+    one = compiled(values, None, geometry, arrays, band, Options(), threads=1)
+    two = compiled(values, None, geometry, arrays, band, Options(), threads=3)
+    np.testing.assert_array_equal(one["solution"], two["solution"])
 
 
-def test_singular_pixels_are_nan_not_garbage():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_singular_pixels_are_nan_not_garbage(engine):
     # no smoothness term and data in a few cells only: unidentifiable cells
     geometry, arrays, band, a, _ = problem(lam=0.0)
     values = observations(4, a.shape[0])
     values[1, :] = np.nan
     values[1, :3] = 50.0
-    got, _ = solve_pixels_compiled(
-        values, None, arrays, band * 0, a.shape[1], geometry.bandwidth, 1
+    out = ENGINES[engine](values, None, geometry, arrays, band, Options(min_obs=1, lams=(0.0,)))
+    assert np.isnan(out["solution"][1]).all()
+    assert np.isfinite(out["solution"][0]).all()
+
+
+def dense_selected(values, weights, a, reg):
+    """Dense G⁻¹, effective parameters and residual variance for one pixel."""
+    valid = ~np.isnan(values)
+    w = np.ones(valid.sum()) if weights is None else weights[valid]
+    av = a[valid]
+    gram = av.T @ (w[:, None] * av)
+    inverse = np.linalg.inv(gram + reg)
+    x = inverse @ (av.T @ (w * values[valid]))
+    edf = np.trace(inverse @ gram)
+    rss = np.sum(w * (values[valid] - av @ x) ** 2)
+    return x, inverse, edf, rss
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_posterior_std_matches_dense_inverse(engine):
+    geometry, arrays, band, a, reg = problem(lam=10.0)
+    values = observations(5, a.shape[0])
+    out = ENGINES[engine](
+        values, None, geometry, arrays, band, Options(lams=(10.0,), uncertainty=True)
     )
-    assert np.isnan(got[1]).all()
-    got_generic, _ = solve_pixels(
-        values.T.copy(), None, arrays, band * 0, a.shape[1], geometry.bandwidth, 1
+    for p in range(values.shape[0]):
+        x, inverse, edf, rss = dense_selected(values[p], None, a, reg)
+        sigma2 = rss / (np.sum(~np.isnan(values[p])) - edf)
+        np.testing.assert_allclose(out["std"][p], np.sqrt(np.diag(inverse) * sigma2), rtol=1e-8)
+        np.testing.assert_allclose(out["solution"][p], x, rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_auto_lam_minimizes_gcv(engine):
+    geometry, arrays, band, a, _ = problem(n_pairs=400)
+    values = observations(4, a.shape[0], seed=7)
+    grid = (0.3, 3.0, 30.0, 300.0)
+    out = ENGINES[engine](values, None, geometry, arrays, band, Options(lams=grid))
+    unit = design.regularization_matrix(geometry.grid.n_cells, 2, 1.0, 12.0).toarray()
+    for p in range(values.shape[0]):
+        n = np.sum(~np.isnan(values[p]))
+        scores = []
+        for lam in grid:
+            _, _, edf, rss = dense_selected(values[p], None, a, lam**2 * unit)
+            scores.append(n * rss / (n - edf) ** 2)
+        best = grid[int(np.argmin(scores))]
+        assert out["lam"][p] == best
+        expected = dense_reference(values[p : p + 1], None, a, best**2 * unit, 5)[0]
+        np.testing.assert_allclose(out["solution"][p], expected, rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["tukey", "huber"])
+def test_robust_rejects_gross_outliers(engine, kind):
+    geometry, arrays, band, a, reg = problem(n_pairs=600)
+    rng = np.random.default_rng(9)
+    truth = 100 + 20 * np.sin(np.arange(a.shape[1]) / 6.0)
+    clean = a @ truth + rng.normal(0, 2.0, (6, a.shape[0]))
+    values = clean.copy()
+    hit = rng.uniform(size=values.shape) < 0.1
+    values[hit] += rng.choice([-1, 1], hit.sum()) * rng.uniform(100, 400, hit.sum())
+    plain = ENGINES[engine](values, None, geometry, arrays, band, Options())
+    robust = ENGINES[engine](
+        values, None, geometry, arrays, band, Options(robust=kind, iterations=6)
     )
-    assert np.isnan(got_generic[:, 1]).all()
+    reference = ENGINES[engine](clean, None, geometry, arrays, band, Options())
+    inner = slice(3, -3)
+    err_plain = np.abs(plain["solution"] - truth)[:, inner].mean()
+    err_robust = np.abs(robust["solution"] - truth)[:, inner].mean()
+    err_clean = np.abs(reference["solution"] - truth)[:, inner].mean()
+    assert err_robust < 0.2 * err_plain
+    assert err_robust < 2.0 * err_clean
+    flagged = robust["outlier"]
+    assert flagged[hit].mean() > 0.95  # the outliers are flagged
+    assert flagged[~hit].mean() < (0.05 if kind == "tukey" else 0.2)
+
+
+def test_engines_agree_on_every_option():
+    geometry, arrays, band, a, _ = problem(n_pairs=300)
+    values = observations(6, a.shape[0], seed=4)
+    weights = np.random.default_rng(2).uniform(0.2, 2.0, values.shape)
+    options = Options(lams=(1.0, 10.0, 100.0), robust="tukey", iterations=3, uncertainty=True)
+    one = compiled(values, weights, geometry, arrays, band, options)
+    two = generic(values, weights, geometry, arrays, band, options)
+    for key in ("solution", "std", "lam"):
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-7, atol=1e-8)
+    np.testing.assert_array_equal(one["outlier"], two["outlier"])
 
 
 def test_generic_kernels_run_under_strict_array_api():
@@ -128,10 +224,13 @@ def test_generic_kernels_run_under_strict_array_api():
     strict_terms = [xps.asarray(x) for x in arrays]
     strict_terms[3] = [int(v) for v in arrays[3]]
     strict_terms[7] = [int(v) for v in arrays[7]]
-    got, n_obs = solve_pixels(
-        xps.asarray(values.T.copy()), None, tuple(strict_terms), xps.asarray(band),
-        a.shape[1], geometry.bandwidth, 5,
+    strict_geometry = tuple(xps.asarray(x) for x in geometry_arrays(geometry))
+    options = Options(lams=(3.0, 10.0), robust="huber", iterations=2, uncertainty=True)
+    got = solve_pixels(
+        xps.asarray(values.T.copy()), None, tuple(strict_terms), strict_geometry,
+        xps.asarray(band), a.shape[1], geometry.bandwidth, options,
     )  # fmt: skip
-    assert type(got).__module__.startswith("array_api_strict")
-    expected = dense_reference(values, None, a, reg, min_obs=5)
-    np.testing.assert_allclose(np.asarray(got).T, expected, rtol=1e-9, atol=1e-7)
+    assert all(type(v).__module__.startswith("array_api_strict") for v in got.values())
+    expected = compiled(values, None, geometry, arrays, band, options)
+    for key in ("solution", "std", "lam"):
+        np.testing.assert_allclose(np.asarray(got[key]).T, expected[key], rtol=1e-7, atol=1e-8)

@@ -20,6 +20,7 @@ import xarray as xr
 
 from . import design
 from ._namespace import get_namespace, is_cupy_array
+from .kernels.pipeline import ROBUST_KINDS, Options
 from .errors import (
     ChunkingError,
     InvalidParameterError,
@@ -41,9 +42,8 @@ class Problem:
 
     geometry: design.PairGeometry
     terms: design.NormalTerms
-    regularization: np.ndarray  # upper band, flattened (n_cells * (bandwidth + 1),)
+    regularization: np.ndarray  # upper band for lam = 1, flattened (n_cells * (bandwidth + 1),)
     step: float
-    lam: float
     derivative: int
 
     @property
@@ -67,6 +67,11 @@ class Problem:
         converted[3] = [int(v) for v in arrays[3]]
         converted[7] = [int(v) for v in arrays[7]]
         return tuple(converted)
+
+    def geometry_arrays(self, xp=np) -> tuple:
+        g = self.geometry
+        arrays = (g.first_cell, g.last_cell, g.first_frac, g.last_frac, g.inner)
+        return arrays if xp is np else tuple(xp.asarray(a) for a in arrays)
 
 
 def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
@@ -114,20 +119,49 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
 def build_problem(
     ds: xr.Dataset,
     step: float = 12.0,
-    lam: float = 10.0,
     derivative: int = 2,
     start: Any = None,
     end: Any = None,
 ) -> Problem:
     """The shared part of the inversion: grid, pair geometry, scatter tables, regularizer."""
-    design.check_parameters(step, lam, derivative)
     img1 = np.asarray(ds["acquisition_date_img1"].values)
     img2 = np.asarray(ds["acquisition_date_img2"].values)
     geometry = design.pair_geometry(img1, img2, step, start, end, derivative)
     terms = design.normal_terms(geometry)
-    reg = design.regularization_matrix(geometry.grid.n_cells, derivative, lam, step)
+    reg = design.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
     band = design.to_upper_band(reg, geometry.bandwidth).ravel()
-    return Problem(geometry, terms, band, float(step), float(lam), int(derivative))
+    return Problem(geometry, terms, band, float(step), int(derivative))
+
+
+DEFAULT_LAM_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+
+
+def _lam_grid(lam: Any) -> tuple[float, ...]:
+    """``lam`` as a tuple of candidates: one value, or several for a GCV choice per pixel."""
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise InvalidParameterError(
+                f"lam must be a number >= 0, 'auto' or a sequence of candidates, got lam={lam!r}"
+            )
+        return DEFAULT_LAM_GRID
+    values = np.atleast_1d(np.asarray(lam, dtype=float)).ravel()
+    if values.size == 0:
+        raise InvalidParameterError("lam is an empty sequence; pass a number, 'auto' or candidates")
+    for value in values:
+        design.check_parameters(1.0, float(value), 2)
+    return tuple(float(v) for v in values)
+
+
+def _robust_kind(robust: Any) -> str | None:
+    if robust is None or robust is False:
+        return None
+    if robust is True:
+        return "tukey"
+    if robust in ROBUST_KINDS:
+        return robust
+    raise InvalidParameterError(
+        f"robust must be False, True, 'huber' or 'tukey', got robust={robust!r}"
+    )
 
 
 def _choose_engine(engine: str | None, sample: Any) -> str:
@@ -145,18 +179,31 @@ def _choose_engine(engine: str | None, sample: Any) -> str:
     return engine
 
 
+def output_names(options: Options) -> list[str]:
+    """The per-pixel outputs :func:`solve_block` returns for ``options``, in order."""
+    names = ["solution", "n_obs"]
+    if options.uncertainty:
+        names.append("std")
+    if options.auto_lam:
+        names.append("lam")
+    if options.robust:
+        names.append("outlier")
+    return names
+
+
 def solve_block(
     values: Any,
     mask: Any,
     problem: Problem,
-    min_obs: int,
+    options: Options,
     engine: str | None = None,
     threads: int = 1,
     weights: Any = None,
-) -> tuple[Any, Any]:
-    """Invert one block: ``values`` (..., n_pairs) → (solution (..., n_cells), n_obs (...)).
+) -> tuple[Any, ...]:
+    """Invert one block: ``values`` (..., n_pairs) → the outputs of :func:`output_names`.
 
-    ``weights`` is None, per pair ``(n_pairs,)``, or per observation like ``values``.
+    ``solution`` and ``std`` are (..., n_cells), ``n_obs`` and ``lam`` (...), ``outlier``
+    (..., n_pairs). ``weights`` is None, per pair ``(n_pairs,)``, or like ``values``.
     Pixels where ``mask`` is False are not solved (NaN, n_obs 0).
     """
     xp = get_namespace(values)
@@ -165,13 +212,22 @@ def solve_block(
     n_pairs = values.shape[-1]
     flat = xp.reshape(values, (-1, n_pairs))
     n_pix = flat.shape[0]
-    out = xp.full((n_pix, problem.n_cells), xp.nan, dtype=xp.float32)
+    n_cells = problem.n_cells
+    names = output_names(options)
+    empty = {
+        "solution": xp.full((n_pix, n_cells), xp.nan, dtype=xp.float32),
+        "std": xp.full((n_pix, n_cells), xp.nan, dtype=xp.float32),
+        "lam": xp.full((n_pix,), xp.nan, dtype=xp.float32),
+        "outlier": xp.zeros((n_pix, n_pairs), dtype=xp.bool),
+    }
+    out = {name: empty[name] for name in names if name != "n_obs"}
     # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
     n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
     if mask is not None:
         inside = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
         n_obs = xp.where(inside, n_obs, 0)
-    keep = n_obs >= min_obs
+    out["n_obs"] = n_obs
+    keep = n_obs >= options.min_obs
     index = None
     if not bool(xp.all(keep)):
         index = xp.nonzero(keep)[0]
@@ -184,32 +240,42 @@ def solve_block(
         if engine == "numba":
             from .kernels.compiled import solve_pixels_compiled
 
-            solution, counts = solve_pixels_compiled(
-                np.asarray(flat), weights, problem.term_arrays(), problem.regularization,
-                problem.n_cells, problem.bandwidth, min_obs, threads=threads,
+            solved = solve_pixels_compiled(
+                np.asarray(flat), weights, problem.term_arrays(), problem.geometry_arrays(),
+                problem.regularization, n_cells, problem.bandwidth, options, threads=threads,
             )  # fmt: skip
         else:
             from .kernels.banded import solve_pixels
 
-            solution, counts = solve_pixels(
+            solved = solve_pixels(
                 xp.permute_dims(flat, (1, 0)),
                 None if weights is None else xp.permute_dims(weights, (1, 0)),
                 problem.term_arrays(xp),
-                xp.reshape(xp.asarray(problem.regularization), (-1, 1)),
-                problem.n_cells, problem.bandwidth, min_obs,
+                problem.geometry_arrays(xp),
+                xp.asarray(problem.regularization),
+                n_cells, problem.bandwidth, options,
             )  # fmt: skip
-            solution = xp.permute_dims(solution, (1, 0))
-        solution = xp.astype(xp.asarray(solution), xp.float32)
-        counts = xp.asarray(counts, dtype=xp.int64)
-        if index is None:
-            out, n_obs = solution, counts
-        else:
-            out[index, :] = solution
-            n_obs[index] = counts
-    return (
-        xp.reshape(out, (*lead_shape, problem.n_cells)),
-        xp.reshape(n_obs, lead_shape),
-    )
+            solved = {
+                k: (v if v.ndim == 1 else xp.permute_dims(v, (1, 0))) for k, v in solved.items()
+            }
+        for name in names:
+            value = xp.asarray(solved[name])
+            if name in ("solution", "std", "lam"):
+                value = xp.astype(value, xp.float32)
+            if index is None:
+                out[name] = value
+            elif name == "n_obs":
+                out[name][index] = xp.astype(value, xp.int64)
+            else:
+                out[name][index, ...] = value
+    shapes = {
+        "solution": (*lead_shape, n_cells),
+        "std": (*lead_shape, n_cells),
+        "n_obs": lead_shape,
+        "lam": lead_shape,
+        "outlier": (*lead_shape, n_pairs),
+    }
+    return tuple(xp.reshape(out[name], shapes[name]) for name in names)
 
 
 def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
@@ -244,6 +310,10 @@ def invert(
     mask: Any = None,
     engine: Engine | None = None,
     weights: Any = None,
+    robust: bool | str = False,
+    robust_iterations: int = 4,
+    uncertainty: bool = False,
+    return_outliers: bool = False,
 ) -> xr.Dataset:
     """Invert every pixel's image-pair velocities into a regular time series.
 
@@ -262,7 +332,9 @@ def invert(
         Cell length in days.
     lam
         Smoothness weight (≥ 0), in velocity units × days^derivative: the penalty is
-        ``lam · Δ^d x / step^d`` so changing ``step`` keeps its meaning.
+        ``lam · Δ^d x / step^d`` so changing ``step`` keeps its meaning. ``"auto"`` (or a
+        sequence of candidates) chooses λ for each pixel by generalized cross-validation;
+        the choice is returned as ``lam_<variable>`` and the candidates in the attributes.
     derivative
         1 penalizes changes, 2 curvature.
     start, end
@@ -278,6 +350,19 @@ def invert(
         None (all pairs equal), ``"error"`` (``1 / error²`` from each variable's per-pair
         error, ``vx_error`` for ``vx`` ...), or a DataArray of weights along ``mid_date``
         (optionally also y, x). With weights the objective is ``Σ w_i (a_i·x - y_i)² + ...``.
+    robust
+        Iteratively reweighted least squares against gross outliers: ``True`` or ``"tukey"``
+        (biweight, rejects), ``"huber"`` (downweights); residuals standardized by the prior
+        weights and scaled by 1.4826 × their median absolute value, per pixel.
+    robust_iterations
+        Reweighting iterations.
+    uncertainty
+        Add ``<variable>_std``: the posterior standard deviation of every value,
+        ``sqrt(diag(G⁻¹) σ̂²)`` with ``σ̂² = Σ w r² / (n - edf)``, from the banded selected
+        inverse (no dense inverse).
+    return_outliers
+        With ``robust``, add ``<variable>_outlier`` (mid_date, y, x): the pairs rejected
+        (Tukey) or downweighted (Huber) in the last iteration.
 
     Returns
     -------
@@ -297,7 +382,18 @@ def invert(
     check_cube(ds, variables)
     if not isinstance(min_obs, int | np.integer) or min_obs < 1:
         raise InvalidParameterError(f"min_obs must be a positive integer, got min_obs={min_obs!r}")
-    problem = build_problem(ds, step, lam, derivative, start, end)
+    design.check_parameters(step, 0.0, derivative)
+    lams = _lam_grid(lam)
+    options = Options(
+        min_obs=int(min_obs),
+        lams=lams,
+        robust=_robust_kind(robust),
+        iterations=int(robust_iterations),
+        uncertainty=bool(uncertainty),
+    )
+    if return_outliers and not options.robust:
+        raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
+    problem = build_problem(ds, step, derivative, start, end)
     geometry = problem.geometry
     cube = ds.isel({PAIR_DIM: np.flatnonzero(geometry.kept)}) if not geometry.kept.all() else ds
     mask_da = _resolve_mask(ds, mask)
@@ -305,6 +401,21 @@ def invert(
     engine = _choose_engine(engine, getattr(sample, "_meta", sample))
     is_dask = ds[variables[0]].chunks is not None
     threads = 1 if is_dask else (os.cpu_count() or 1)
+    names = output_names(options)
+    core_out = {
+        "solution": [TIME_DIM],
+        "std": [TIME_DIM],
+        "n_obs": [],
+        "lam": [],
+        "outlier": [PAIR_DIM],
+    }
+    dtypes = {
+        "solution": np.float32,
+        "std": np.float32,
+        "n_obs": np.int64,
+        "lam": np.float32,
+        "outlier": bool,
+    }
 
     outputs = {}
     n_obs = None
@@ -320,36 +431,50 @@ def invert(
             args.append(mask_da)
             core.append([])
         kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
-        solution, counts = xr.apply_ufunc(
+        results = xr.apply_ufunc(
             kernel,
             *args,
             input_core_dims=core,
-            output_core_dims=[[TIME_DIM], []],
+            output_core_dims=[core_out[n] for n in names],
             dask="parallelized",
-            output_dtypes=[np.float32, np.int64],
+            output_dtypes=[dtypes[n] for n in names],
             dask_gufunc_kwargs={"output_sizes": {TIME_DIM: problem.n_cells}},
-            kwargs={
-                "problem": problem,
-                "min_obs": int(min_obs),
-                "engine": engine,
-                "threads": threads,
-            },
+            kwargs={"problem": problem, "options": options, "engine": engine, "threads": threads},
             keep_attrs=False,
         )
-        solution = solution.transpose(TIME_DIM, ...)
-        solution.attrs = {
+        results = dict(zip(names, results, strict=True))
+        units = {
             k: v
             for k, v in ds[name].attrs.items()
             if k in ("units", "description", "standard_name")
         }
-        solution.attrs["long_name"] = f"{name} inverted to {step:g}-day cells"
+        solution = results["solution"].transpose(TIME_DIM, ...)
+        solution.attrs = dict(units, long_name=f"{name} inverted to {step:g}-day cells")
         outputs[name] = solution
+        if "std" in results:
+            outputs[f"{name}_std"] = (
+                results["std"]
+                .transpose(TIME_DIM, ...)
+                .assign_attrs(
+                    units=units.get("units", ""),
+                    long_name=f"posterior standard deviation of {name}",
+                )
+            )
+        if "lam" in results:
+            outputs[f"lam_{name}"] = results["lam"].assign_attrs(
+                long_name=f"smoothness weight chosen for {name} by generalized cross-validation"
+            )
+        if return_outliers:
+            outputs[f"{name}_outlier"] = (
+                results["outlier"]
+                .transpose(PAIR_DIM, ...)
+                .assign_attrs(long_name=f"pairs of {name} flagged as outliers by the robust fit")
+            )
         if n_obs is None:
-            n_obs = counts
-    result = _assemble_result(
-        ds, outputs, n_obs, problem, variables, min_obs, engine, start, end, weights
+            n_obs = results["n_obs"]
+    return _assemble_result(
+        ds, outputs, n_obs, problem, variables, options, engine, start, end, weights
     )
-    return result
 
 
 def _kernel_plain(values, **kw):
@@ -425,7 +550,7 @@ def _kept_positions(cube: xr.Dataset, weights: xr.DataArray) -> np.ndarray:
     )
 
 
-def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, start, end, weights):
+def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, start, end, weights):
     grid = problem.geometry.grid
     edges = grid.edges
     result = xr.Dataset(outputs)
@@ -450,7 +575,11 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, st
         "formulation": "min_x ||A_p x - y_p||^2 + ||lam * D^d x / step^d||^2, exact date-span overlaps",
         "variables": list(map(str, variables)),
         "step_days": problem.step,
-        "lam": problem.lam,
+        "lam": "auto" if options.auto_lam else options.lams[0],
+        "lam_candidates": list(options.lams) if options.auto_lam else [],
+        "robust": options.robust or "none",
+        "robust_iterations": options.iterations if options.robust else 0,
+        "uncertainty": int(options.uncertainty),
         "derivative": problem.derivative,
         "start": str(np.datetime_as_string(grid.start, "s")),
         "end": str(np.datetime_as_string(grid.end, "s")),
@@ -460,7 +589,7 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, min_obs, engine, st
         "n_pairs_used": problem.geometry.n_pairs,
         "n_pairs_dropped": int((~problem.geometry.kept).sum()),
         "bandwidth": problem.bandwidth,
-        "min_obs": int(min_obs),
+        "min_obs": options.min_obs,
         "engine": engine,
         "weights": "none" if weights is None else (weights if isinstance(weights, str) else "user"),
     }

@@ -5,10 +5,24 @@ batched over pixels: no Python loop per pixel.
 """
 
 from .banded import (
+    ArrayOps,
     assemble_normal_equations,
     banded_cholesky,
     banded_solve,
+    predict_pairs,
+    selected_inverse,
     solve_pixels,
 )
+from .pipeline import Options, run_pipeline
 
-__all__ = ["assemble_normal_equations", "banded_cholesky", "banded_solve", "solve_pixels"]
+__all__ = [
+    "ArrayOps",
+    "Options",
+    "assemble_normal_equations",
+    "banded_cholesky",
+    "banded_solve",
+    "predict_pairs",
+    "run_pipeline",
+    "selected_inverse",
+    "solve_pixels",
+]

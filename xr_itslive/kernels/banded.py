@@ -139,8 +139,120 @@ def banded_solve(factor, rhs, n_cells: int, bandwidth: int):
     return z
 
 
+def predict_pairs(x, first, last, first_frac, last_frac, inner):
+    """Mean of each pixel's series over each pair: ``A @ x`` via prefix sums, (pairs, lanes)."""
+    xp = get_namespace(x)
+    prefix = xp.concat([xp.zeros((1, x.shape[1]), dtype=x.dtype), _cumsum(xp, x, 0)])
+    interior = xp.take(prefix, last, axis=0) - xp.take(prefix, first + 1, axis=0)
+    return (
+        first_frac[:, None] * xp.take(x, first, axis=0)
+        + last_frac[:, None] * xp.take(x, last, axis=0)
+        + inner[:, None] * interior
+    )
+
+
+def selected_inverse(factor, n_cells: int, bandwidth: int):
+    """Entries of ``G⁻¹`` inside the band from the banded Cholesky factor (Takahashi)."""
+    xp = get_namespace(factor)
+    width = bandwidth + 1
+    z = xp.zeros(factor.shape, dtype=factor.dtype)
+    for j in range(n_cells - 1, -1, -1):
+        base = j * width
+        kmax = min(bandwidth, n_cells - 1 - j)
+        column = factor[base + 1 : base + 1 + kmax, :]
+        for i in range(kmax, 0, -1):
+            # Z[j+i, j+k] for k = 1..kmax, read from the upper band of the rows below j
+            upper = z[(j + i) * width : (j + i) * width + kmax - i + 1, :]  # k >= i
+            lower = [
+                z[(j + k) * width + (i - k) : (j + k) * width + (i - k) + 1, :] for k in range(1, i)
+            ]
+            row = xp.concat([*lower, upper]) if lower else upper
+            z[base + i, :] = -xp.sum(row * column, axis=0) / factor[base, :]
+        acc = xp.sum(z[base + 1 : base + 1 + kmax, :] * column, axis=0) if kmax else 0.0
+        pivot = factor[base, :]
+        z[base, :] = 1.0 / (pivot * pivot) - acc / pivot
+    return z
+
+
+def trace_product(z, gram, n_cells: int, bandwidth: int):
+    """``Σ (Z ∘ G)`` over the full symmetric band, per lane."""
+    xp = get_namespace(z)
+    width = bandwidth + 1
+    product = xp.reshape(z * gram, (n_cells, width, z.shape[1]))
+    return 2.0 * xp.sum(product, axis=(0, 1)) - xp.sum(product[:, 0, :], axis=0)
+
+
+def reweight(y, pred, w0, kind: str, tuning: float):
+    """IRLS weights (Huber or Tukey) on residuals standardized by sqrt(w0), scaled by 1.4826·MAD."""
+    xp = get_namespace(y)
+    valid = w0 > 0
+    standardized = xp.where(valid, (y - pred) * xp.sqrt(w0), 0.0)
+    magnitude = xp.where(valid, xp.abs(standardized), xp.inf)
+    ordered = xp.sort(magnitude, axis=0)
+    count = xp.sum(xp.astype(valid, xp.int64), axis=0)
+    low = xp.clip((count - 1) // 2, 0, None)
+    high = xp.clip(count // 2, 0, None)
+    median = 0.5 * (
+        xp.take_along_axis(ordered, low[None, :], axis=0)
+        + xp.take_along_axis(ordered, high[None, :], axis=0)
+    )
+    scale = 1.4826 * median
+    scale = xp.where((count > 0) & (scale > 0) & (scale < xp.inf), scale, 1e-12)
+    u = standardized / (tuning * scale)
+    au = xp.abs(u)
+    if kind == "huber":
+        factor = xp.where(au <= 1.0, 1.0, 1.0 / xp.maximum(au, 1.0))
+    else:
+        factor = xp.where(au < 1.0, (1.0 - u * u) ** 2, 0.0)
+    w = xp.where(valid, w0 * factor, 0.0)
+    wy = xp.where(valid, w * y, 0.0)
+    return w, wy, valid & (au > 1.0)
+
+
+class ArrayOps:
+    """:mod:`.pipeline` primitives for all pixels of a chunk in one array namespace."""
+
+    name = "array"
+
+    def __init__(self, xp, terms, geometry, regularization, n_cells, bandwidth, rel_tol=1e-11):
+        self.xp = xp
+        self.terms = terms
+        self.geometry = geometry
+        self.regularization = regularization  # (size,)
+        self.n_cells = n_cells
+        self.bandwidth = bandwidth
+        self.rel_tol = rel_tol
+
+    def assemble(self, w, wy):
+        return assemble_normal_equations(w, wy, self.terms, self.n_cells, self.bandwidth)
+
+    def factor(self, gram, lam2):
+        band = gram + self.regularization[:, None] * lam2[None, :]
+        return banded_cholesky(band, self.n_cells, self.bandwidth, self.rel_tol)
+
+    def solve(self, factor, rhs):
+        return banded_solve(factor, rhs, self.n_cells, self.bandwidth)
+
+    def predict(self, x):
+        return predict_pairs(x, *self.geometry)
+
+    def selected_inverse(self, factor):
+        return selected_inverse(factor, self.n_cells, self.bandwidth)
+
+    def trace_product(self, z, gram):
+        return trace_product(z, gram, self.n_cells, self.bandwidth)
+
+    def weighted_rss(self, y, pred, w):
+        xp = self.xp
+        residual = xp.where(w > 0, y - pred, 0.0)
+        return xp.sum(w * residual * residual, axis=0)
+
+    def reweight(self, y, pred, w0, kind, tuning):
+        return reweight(y, pred, w0, kind, tuning)
+
+
 def solve_pixels(
-    values, weights, terms, regularization, n_cells: int, bandwidth: int, min_obs: int
+    values, weights, terms, geometry, regularization, n_cells: int, bandwidth: int, options
 ):
     """Regularized least squares for a batch of pixels, pixels on the last axis.
 
@@ -152,28 +264,33 @@ def solve_pixels(
         ``(n_pairs, n_pixels)`` or ``(n_pairs, 1)`` observation weights, or None for ones.
     terms
         Scatter tables (see :func:`assemble_normal_equations`).
+    geometry
+        ``(first_cell, last_cell, first_frac, last_frac, inner)`` of every pair.
     regularization
-        ``(n_cells * (bandwidth + 1), 1)`` upper band of the smoothness term.
-    min_obs
-        Pixels with fewer valid observations come out NaN.
+        ``(n_cells * (bandwidth + 1),)`` upper band of the smoothness term for ``lam = 1``.
+    options
+        :class:`.pipeline.Options`.
 
     Returns
     -------
-    solution : ``(n_cells, n_pixels)`` float64, NaN for unsolvable pixels
-    n_obs : ``(n_pixels,)`` number of valid observations
+    dict
+        ``solution`` ``(n_cells, n_pixels)``, ``n_obs``, and as asked ``std``, ``lam``,
+        ``outlier`` ``(n_pairs, n_pixels)``.
     """
+    from .pipeline import run_pipeline
+
     xp = get_namespace(values)
     values = xp.astype(values, xp.float64)
     valid = ~xp.isnan(values)
     w = xp.astype(valid, xp.float64)
     if weights is not None:
-        w = w * xp.where(valid, xp.astype(weights, xp.float64), 0.0)
-    wy = xp.where(valid, w * values, 0.0)
-    n_obs = xp.sum(xp.astype(valid & (w > 0), xp.int64), axis=0)
-    gram, rhs = assemble_normal_equations(w, wy, terms, n_cells, bandwidth)
-    gram = gram + regularization
-    factor, singular = banded_cholesky(gram, n_cells, bandwidth)
-    solution = banded_solve(factor, rhs, n_cells, bandwidth)
-    unsolved = singular | (n_obs < min_obs)
-    solution = xp.where(unsolved[None, :], xp.asarray(float("nan"), dtype=solution.dtype), solution)
-    return solution, n_obs
+        weights = xp.astype(weights, xp.float64)
+        w = xp.where(valid & (weights > 0), w * weights, 0.0)
+    usable = w > 0
+    y = xp.where(usable, values, xp.nan)
+    wy = xp.where(usable, w * values, 0.0)
+    n_obs = xp.sum(xp.astype(usable, xp.int64), axis=0)
+    ops = ArrayOps(xp, terms, geometry, xp.reshape(regularization, (-1,)), n_cells, bandwidth)
+    result = run_pipeline(ops, y, w, wy, n_obs, options)
+    result["n_obs"] = n_obs
+    return result

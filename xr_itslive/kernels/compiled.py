@@ -1,221 +1,404 @@
-"""The CPU engine: the same algorithm as :mod:`.banded`, compiled with numba.
+"""The CPU engine: the primitives of :mod:`.pipeline`, compiled with numba.
 
-Pixels are processed in blocks of ``BLOCK`` with the pixel index innermost, so that the
-compiler vectorizes every update across pixels (SIMD) while a block's band stays in cache.
-Functions release the GIL: the caller runs several pixel ranges in threads.
+Each primitive works on a block of pixels laid out ``(rows, lanes)`` with the pixel index
+innermost, so that every update runs across pixels while a block's band stays in cache.
+They release the GIL: :func:`solve_pixels_compiled` runs pixel ranges in threads.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 
+from .pipeline import ROBUST_KINDS, Options, run_pipeline
+
 BLOCK = 16
+_JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"contract"})
-def _solve_range(
-    values,  # (n_pixels, n_pairs) float32/64, NaN missing
-    weights,  # (n_pixels, n_pairs) float64 or (1, n_pairs)
-    use_weights,
-    gp,
-    gc,
-    gv,
-    gs,
-    rp,
-    rc,
-    rv,
-    rs,
-    regularization,  # (n_cells * width,)
-    n_cells,
-    bandwidth,
-    min_obs,
-    rel_tol,
-    pixel_start,
-    pixel_stop,
-    solution,  # (n_pixels, n_cells) float64, written
-    n_obs,  # (n_pixels,) int64, written
-):
+@numba.njit(**_JIT)
+def _load_block(values, weights, use_weights, p0, nb, w, wy, y, counts):
+    n_pairs, lanes = w.shape
+    for b in range(lanes):
+        counts[b] = 0
+    # pairs outer: reads of a (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory
+    for i in range(n_pairs):
+        for b in range(lanes):
+            wi = 0.0
+            yi = np.nan
+            if b < nb:
+                v = values[p0 + b, i]
+                if v == v:
+                    wi = (weights[p0 + b if weights.shape[0] > 1 else 0, i]) if use_weights else 1.0
+                    if wi == wi and wi > 0:
+                        yi = v
+                        counts[b] += 1
+                    else:
+                        wi = 0.0
+            w[i, b] = wi
+            y[i, b] = yi
+            wy[i, b] = wi * yi if wi > 0 else 0.0
+
+
+@numba.njit(**_JIT)
+def _assemble(w, wy, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, sweep, rhs):
+    lanes = w.shape[1]
     width = bandwidth + 1
-    size = n_cells * width
-    n_pairs = values.shape[1]
-    w = np.empty((n_pairs, BLOCK))
-    wy = np.empty((n_pairs, BLOCK))
-    gram = np.empty((size, BLOCK))
-    sweep = np.empty((size, BLOCK))
-    rhs = np.empty((n_cells, BLOCK))
-    lanes = w.shape[1]  # a runtime trip count: LLVM vectorizes it with alias checks
-    tmp = np.empty(BLOCK)
-    counts = np.zeros(BLOCK, dtype=np.int64)
-    column = np.empty((bandwidth + 1, BLOCK))
-    tol = np.empty(BLOCK)
-    singular = np.empty(BLOCK, dtype=np.bool_)
-    for p0 in range(pixel_start, pixel_stop, BLOCK):
-        nb = min(BLOCK, pixel_stop - p0)
-        # weights and weighted values, pairs × block; pairs outer so that reads of a
-        # (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory.
-        for b in range(BLOCK):
-            counts[b] = 0
-        for i in range(n_pairs):
-            for b in range(BLOCK):
-                wi = 0.0
-                yi = 0.0
-                if b < nb:
-                    y = values[p0 + b, i]
-                    if y == y:
-                        wi = weights[p0 + b if weights.shape[0] > 1 else 0, i] if use_weights else 1.0
-                        if wi == wi and wi > 0:
-                            yi = wi * y
-                            counts[b] += 1
-                        else:
-                            wi = 0.0
-                w[i, b] = wi
-                wy[i, b] = yi
-        for b in range(nb):
-            n_obs[p0 + b] = counts[b]
-        gram[:, :] = 0.0
-        sweep[:, :] = 0.0
-        rhs[:, :] = 0.0
-        # kind 0 into sweep, reverse cumulative sum along the band
-        for t in range(gs[0], gs[1]):
-            for b in range(lanes):
-                sweep[gc[t], b] += gv[t] * w[gp[t], b]
-        for r in range(n_cells):
-            for k in range(bandwidth - 1, -1, -1):
-                for b in range(lanes):
-                    sweep[r * width + k, b] += sweep[r * width + k + 1, b]
-        # kind 1 into sweep, then the diagonal sweep
-        for t in range(gs[1], gs[2]):
-            for b in range(lanes):
-                sweep[gc[t], b] += gv[t] * w[gp[t], b]
-        for r in range(1, n_cells):
-            for k in range(bandwidth):
-                for b in range(lanes):
-                    sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
-        # kind 2 into gram, cumulated along the band; kind 3 direct
-        for t in range(gs[2], gs[3]):
-            for b in range(lanes):
-                gram[gc[t], b] += gv[t] * w[gp[t], b]
-        for r in range(n_cells):
-            for k in range(1, width):
-                for b in range(lanes):
-                    gram[r * width + k, b] += gram[r * width + k - 1, b]
-        for t in range(gs[3], gs[4]):
-            for b in range(lanes):
-                gram[gc[t], b] += gv[t] * w[gp[t], b]
-        for s in range(size):
-            reg = regularization[s]
-            for b in range(lanes):
-                gram[s, b] += sweep[s, b] + reg
-        # right-hand side
-        for t in range(rs[0], rs[1]):
-            for b in range(lanes):
-                rhs[rc[t], b] += rv[t] * wy[rp[t], b]
-        for r in range(1, n_cells):
-            for b in range(lanes):
-                rhs[r, b] += rhs[r - 1, b]
-        for t in range(rs[1], rs[2]):
-            for b in range(lanes):
-                rhs[rc[t], b] += rv[t] * wy[rp[t], b]
-        # banded Cholesky, in place
+    gram[:, :] = 0.0
+    sweep[:, :] = 0.0
+    rhs[:, :] = 0.0
+    for t in range(gs[0], gs[1]):
         for b in range(lanes):
-            tol[b] = 0.0
-            singular[b] = False
-        for j in range(n_cells):
+            sweep[gc[t], b] += gv[t] * w[gp[t], b]
+    for r in range(n_cells):
+        for k in range(bandwidth - 1, -1, -1):
             for b in range(lanes):
-                tol[b] = max(tol[b], gram[j * width, b])
+                sweep[r * width + k, b] += sweep[r * width + k + 1, b]
+    for t in range(gs[1], gs[2]):
         for b in range(lanes):
-            tol[b] *= rel_tol
-        for j in range(n_cells):
-            base = j * width
+            sweep[gc[t], b] += gv[t] * w[gp[t], b]
+    for r in range(1, n_cells):
+        for k in range(bandwidth):
             for b in range(lanes):
-                pivot = gram[base, b]
-                if pivot > tol[b]:
-                    root = np.sqrt(pivot)
+                sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
+    for t in range(gs[2], gs[3]):
+        for b in range(lanes):
+            gram[gc[t], b] += gv[t] * w[gp[t], b]
+    for r in range(n_cells):
+        for k in range(1, width):
+            for b in range(lanes):
+                gram[r * width + k, b] += gram[r * width + k - 1, b]
+    for t in range(gs[3], gs[4]):
+        for b in range(lanes):
+            gram[gc[t], b] += gv[t] * w[gp[t], b]
+    for s in range(n_cells * width):
+        for b in range(lanes):
+            gram[s, b] += sweep[s, b]
+    for t in range(rs[0], rs[1]):
+        for b in range(lanes):
+            rhs[rc[t], b] += rv[t] * wy[rp[t], b]
+    for r in range(1, n_cells):
+        for b in range(lanes):
+            rhs[r, b] += rhs[r - 1, b]
+    for t in range(rs[1], rs[2]):
+        for b in range(lanes):
+            rhs[rc[t], b] += rv[t] * wy[rp[t], b]
+
+
+@numba.njit(**_JIT)
+def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, singular, column):
+    """factor = gram + lam2 * regularization, then banded Cholesky in place."""
+    lanes = gram.shape[1]
+    width = bandwidth + 1
+    for s in range(n_cells * width):
+        reg = regularization[s]
+        for b in range(lanes):
+            factor[s, b] = gram[s, b] + lam2[b] * reg
+    tol = np.zeros(lanes)
+    inv = np.empty(lanes)
+    for j in range(n_cells):
+        for b in range(lanes):
+            tol[b] = max(tol[b], factor[j * width, b])
+    for b in range(lanes):
+        tol[b] *= rel_tol
+        singular[b] = False
+    for j in range(n_cells):
+        base = j * width
+        for b in range(lanes):
+            pivot = factor[base, b]
+            if pivot > tol[b]:
+                root = np.sqrt(pivot)
+            else:
+                singular[b] = True
+                root = np.inf
+            factor[base, b] = root
+            inv[b] = 1.0 / root
+        kmax = min(bandwidth, n_cells - 1 - j)
+        for k in range(1, kmax + 1):
+            for b in range(lanes):
+                value = factor[base + k, b] * inv[b]
+                factor[base + k, b] = value
+                column[k, b] = value
+        # a separate column buffer: no aliasing with the rows being updated
+        for k in range(1, kmax + 1):
+            start = base + k * bandwidth
+            for m in range(k, kmax + 1):
+                for b in range(lanes):
+                    factor[start + m, b] -= column[k, b] * column[m, b]
+
+
+@numba.njit(**_JIT)
+def _solve(factor, rhs, n_cells, bandwidth, x):
+    lanes = rhs.shape[1]
+    width = bandwidth + 1
+    x[:, :] = rhs
+    for j in range(n_cells):
+        base = j * width
+        for b in range(lanes):
+            x[j, b] /= factor[base, b]
+        kmax = min(bandwidth, n_cells - 1 - j)
+        for k in range(1, kmax + 1):
+            for b in range(lanes):
+                x[j + k, b] -= factor[base + k, b] * x[j, b]
+    for j in range(n_cells - 1, -1, -1):
+        base = j * width
+        kmax = min(bandwidth, n_cells - 1 - j)
+        for k in range(1, kmax + 1):
+            for b in range(lanes):
+                x[j, b] -= factor[base + k, b] * x[j + k, b]
+        for b in range(lanes):
+            x[j, b] /= factor[base, b]
+
+
+@numba.njit(**_JIT)
+def _predict(x, first, last, first_frac, last_frac, inner, prefix, pred):
+    n_cells, lanes = x.shape
+    for b in range(lanes):
+        prefix[0, b] = 0.0
+    for j in range(n_cells):
+        for b in range(lanes):
+            prefix[j + 1, b] = prefix[j, b] + x[j, b]
+    for i in range(first.shape[0]):
+        j0 = first[i]
+        j1 = last[i]
+        e0 = first_frac[i]
+        e1 = last_frac[i]
+        c = inner[i]
+        for b in range(lanes):
+            pred[i, b] = e0 * x[j0, b] + e1 * x[j1, b] + c * (prefix[j1, b] - prefix[j0 + 1, b])
+
+
+@numba.njit(**_JIT)
+def _selected_inverse(factor, n_cells, bandwidth, z):
+    """Entries of G⁻¹ inside the band (Takahashi recurrences), upper band layout."""
+    lanes = factor.shape[1]
+    width = bandwidth + 1
+    acc = np.empty(lanes)
+    for j in range(n_cells - 1, -1, -1):
+        base = j * width
+        kmax = min(bandwidth, n_cells - 1 - j)
+        for i in range(kmax, 0, -1):
+            for b in range(lanes):
+                acc[b] = 0.0
+            for k in range(1, kmax + 1):
+                if k >= i:
+                    idx = (j + i) * width + (k - i)
                 else:
-                    singular[b] = True
-                    root = np.inf
-                gram[base, b] = root
-                tmp[b] = 1.0 / root
-            kmax = min(bandwidth, n_cells - 1 - j)
-            for k in range(1, kmax + 1):
+                    idx = (j + k) * width + (i - k)
                 for b in range(lanes):
-                    value = gram[base + k, b] * tmp[b]
-                    gram[base + k, b] = value
-                    column[k, b] = value
-            # A separate column buffer: no aliasing, so the update vectorizes across pixels.
-            for k in range(1, kmax + 1):
-                start = base + k * bandwidth
-                for m in range(k, kmax + 1):
-                    for b in range(lanes):
-                        gram[start + m, b] -= column[k, b] * column[m, b]
-        # forward and back substitution
-        for j in range(n_cells):
-            base = j * width
+                    acc[b] += z[idx, b] * factor[base + k, b]
             for b in range(lanes):
-                rhs[j, b] /= gram[base, b]
-            kmax = min(bandwidth, n_cells - 1 - j)
-            for k in range(1, kmax + 1):
-                for b in range(lanes):
-                    rhs[j + k, b] -= gram[base + k, b] * rhs[j, b]
-        for j in range(n_cells - 1, -1, -1):
-            base = j * width
-            kmax = min(bandwidth, n_cells - 1 - j)
-            for k in range(1, kmax + 1):
-                for b in range(lanes):
-                    rhs[j, b] -= gram[base + k, b] * rhs[j + k, b]
+                z[base + i, b] = -acc[b] / factor[base, b]
+        for b in range(lanes):
+            acc[b] = 0.0
+        for k in range(1, kmax + 1):
             for b in range(lanes):
-                rhs[j, b] /= gram[base, b]
-        for b in range(nb):
-            bad = singular[b] or n_obs[p0 + b] < min_obs
-            for j in range(n_cells):
-                solution[p0 + b, j] = np.nan if bad else rhs[j, b]
+                acc[b] += z[base + k, b] * factor[base + k, b]
+        for b in range(lanes):
+            d = factor[base, b]
+            z[base, b] = 1.0 / (d * d) - acc[b] / d
+
+
+@numba.njit(**_JIT)
+def _trace_product(z, gram, n_cells, bandwidth, out):
+    """Σ (Z ∘ G) over the full symmetric band: trace(G⁻¹ AᵀWA) = effective parameters."""
+    lanes = z.shape[1]
+    width = bandwidth + 1
+    for b in range(lanes):
+        out[b] = 0.0
+    for r in range(n_cells):
+        for k in range(width):
+            f = 1.0 if k == 0 else 2.0
+            for b in range(lanes):
+                out[b] += f * z[r * width + k, b] * gram[r * width + k, b]
+
+
+@numba.njit(**_JIT)
+def _weighted_rss(y, pred, w, out):
+    n_pairs, lanes = y.shape
+    for b in range(lanes):
+        out[b] = 0.0
+    for i in range(n_pairs):
+        for b in range(lanes):
+            if w[i, b] > 0:
+                r = y[i, b] - pred[i, b]
+                out[b] += w[i, b] * r * r
+
+
+@numba.njit(**_JIT)
+def _reweight(y, pred, w0, kind, tuning, w, wy, outlier):
+    """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD."""
+    n_pairs, lanes = y.shape
+    buffer = np.empty(n_pairs)
+    for b in range(lanes):
+        n = 0
+        for i in range(n_pairs):
+            if w0[i, b] > 0:
+                buffer[n] = abs(y[i, b] - pred[i, b]) * np.sqrt(w0[i, b])
+                n += 1
+        scale = 1.4826 * np.median(buffer[:n]) if n > 0 else 1.0
+        if not scale > 0:
+            scale = 1e-12
+        for i in range(n_pairs):
+            if w0[i, b] > 0:
+                u = (y[i, b] - pred[i, b]) * np.sqrt(w0[i, b]) / (tuning * scale)
+                au = abs(u)
+                if kind == 1:  # Huber
+                    factor = 1.0 if au <= 1.0 else 1.0 / au
+                else:  # Tukey biweight
+                    factor = (1.0 - u * u) ** 2 if au < 1.0 else 0.0
+                w[i, b] = w0[i, b] * factor
+                wy[i, b] = w[i, b] * y[i, b]
+                outlier[i, b] = au > 1.0
+            else:
+                w[i, b] = 0.0
+                wy[i, b] = 0.0
+                outlier[i, b] = False
+
+
+class CompiledOps:
+    """:mod:`.pipeline` primitives on a block of pixels, through the numba kernels."""
+
+    name = "numba"
+
+    def __init__(
+        self, terms, geometry, regularization, n_cells, bandwidth, n_pairs, lanes, rel_tol
+    ):
+        self.terms = terms
+        self.geometry = geometry
+        self.regularization = regularization
+        self.n_cells = n_cells
+        self.bandwidth = bandwidth
+        self.rel_tol = rel_tol
+        size = n_cells * (bandwidth + 1)
+        self.lanes = lanes
+        self._sweep = np.empty((size, lanes))
+        self._column = np.empty((bandwidth + 1, lanes))
+        self._prefix = np.empty((n_cells + 1, lanes))
+        self.n_pairs = n_pairs
+
+    # array helpers used by the pipeline
+    xp = np
+
+    def assemble(self, w, wy):
+        size = self.n_cells * (self.bandwidth + 1)
+        gram = np.empty((size, self.lanes))
+        rhs = np.empty((self.n_cells, self.lanes))
+        _assemble(w, wy, *self.terms, self.n_cells, self.bandwidth, gram, self._sweep, rhs)
+        return gram, rhs
+
+    def factor(self, gram, lam2):
+        factor = np.empty_like(gram)
+        singular = np.empty(self.lanes, dtype=np.bool_)
+        _factor(
+            gram, self.regularization, lam2, self.n_cells, self.bandwidth, self.rel_tol,
+            factor, singular, self._column,
+        )  # fmt: skip
+        return factor, singular
+
+    def solve(self, factor, rhs):
+        x = np.empty_like(rhs)
+        _solve(factor, rhs, self.n_cells, self.bandwidth, x)
+        return x
+
+    def predict(self, x):
+        pred = np.empty((self.n_pairs, self.lanes))
+        _predict(x, *self.geometry, self._prefix, pred)
+        return pred
+
+    def selected_inverse(self, factor):
+        z = np.empty_like(factor)
+        _selected_inverse(factor, self.n_cells, self.bandwidth, z)
+        return z
+
+    def trace_product(self, z, gram):
+        out = np.empty(self.lanes)
+        _trace_product(z, gram, self.n_cells, self.bandwidth, out)
+        return out
+
+    def weighted_rss(self, y, pred, w):
+        out = np.empty(self.lanes)
+        _weighted_rss(y, pred, w, out)
+        return out
+
+    def reweight(self, y, pred, w0, kind, tuning):
+        w = np.empty_like(w0)
+        wy = np.empty_like(w0)
+        outlier = np.empty(w0.shape, dtype=np.bool_)
+        _reweight(y, pred, w0, ROBUST_KINDS[kind], tuning, w, wy, outlier)
+        return w, wy, outlier
 
 
 def solve_pixels_compiled(
     values: np.ndarray,
     weights: np.ndarray | None,
     terms: tuple,
+    geometry: tuple,
     regularization: np.ndarray,
     n_cells: int,
     bandwidth: int,
-    min_obs: int,
+    options: Options,
     threads: int = 1,
     rel_tol: float = 1e-11,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first).
 
-    Returns ``(solution (n_pixels, n_cells), n_obs (n_pixels,))``; NaN rows for pixels
-    with fewer than ``min_obs`` observations or a singular system.
+    Returns a dict of arrays with pixels first: ``solution`` ``(n_pixels, n_cells)``,
+    ``n_obs``, and, as ``options`` ask, ``std``, ``lam``, ``outlier`` ``(n_pixels, n_pairs)``.
+    Pixels with fewer than ``options.min_obs`` observations or a singular system are NaN.
     """
-    n_pixels = values.shape[0]
-    solution = np.empty((n_pixels, n_cells))
-    n_obs = np.zeros(n_pixels, dtype=np.int64)
+    n_pixels, n_pairs = values.shape
     use_weights = weights is not None
     if weights is None:
         weights = np.ones((1, 1))
     else:
         weights = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float64)
-        if weights.shape[0] not in (1, n_pixels) or weights.shape[1] != values.shape[1]:
+        if weights.shape[0] not in (1, n_pixels) or weights.shape[1] != n_pairs:
             raise ValueError(
                 f"weights of shape {weights.shape} do not match values {values.shape}; "
                 "pass (n_pixels, n_pairs) or (1, n_pairs)"
             )
     regularization = np.ascontiguousarray(regularization, dtype=np.float64).ravel()
-    args = (*terms, regularization, n_cells, bandwidth, min_obs, rel_tol)
+    out = {
+        "solution": np.empty((n_pixels, n_cells)),
+        "n_obs": np.zeros(n_pixels, dtype=np.int64),
+    }
+    if options.uncertainty:
+        out["std"] = np.empty((n_pixels, n_cells))
+    if options.auto_lam:
+        out["lam"] = np.empty(n_pixels)
+    if options.robust:
+        out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
-    def run(start, stop):
-        _solve_range(values, weights, use_weights, *args, start, stop, solution, n_obs)
+    def run(start: int, stop: int) -> None:
+        ops = CompiledOps(
+            terms, geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol
+        )
+        w0 = np.empty((n_pairs, BLOCK))
+        wy0 = np.empty((n_pairs, BLOCK))
+        y = np.empty((n_pairs, BLOCK))
+        counts = np.empty(BLOCK, dtype=np.int64)
+        for p0 in range(start, stop, BLOCK):
+            nb = min(BLOCK, stop - p0)
+            _load_block(values, weights, use_weights, p0, nb, w0, wy0, y, counts)
+            block = run_pipeline(ops, y, w0, wy0, counts, options)
+            sl = slice(p0, p0 + nb)
+            out["solution"][sl] = block["solution"][:, :nb].T
+            out["n_obs"][sl] = counts[:nb]
+            for key in ("std", "lam"):
+                if key in out:
+                    out[key][sl] = block[key][..., :nb].T
+            if "outlier" in out:
+                out["outlier"][sl] = block["outlier"][:, :nb].T
 
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        edges = np.linspace(0, n_pixels, threads + 1).astype(int)
-        edges = np.unique((edges + BLOCK - 1) // BLOCK * BLOCK)
-        edges[-1] = n_pixels
-        edges = np.unique(np.concatenate([[0], np.minimum(edges, n_pixels)]))
+        edges = np.linspace(0, n_pixels, threads + 1)
+        edges = np.unique(np.minimum(np.ceil(edges / BLOCK) * BLOCK, n_pixels).astype(int))
+        edges = np.unique(np.concatenate([[0], edges]))
         with ThreadPoolExecutor(len(edges) - 1) as pool:
             list(pool.map(run, edges[:-1], edges[1:]))
-    return solution, n_obs
+    return out

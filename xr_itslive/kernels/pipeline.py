@@ -1,0 +1,119 @@
+"""The inversion of a batch of pixels, written once over a small set of primitives.
+
+``ops`` supplies the primitives for one backend: :class:`.compiled.CompiledOps` (numba,
+blocks of pixels on the CPU) or :class:`.banded.ArrayOps` (numpy, cupy or any array-API
+namespace, all pixels of a chunk at once). Arrays are ``(rows, lanes)``: one lane a pixel.
+
+Steps: weighted least squares; optional robust reweighting (IRLS with Huber or Tukey
+weights on residuals standardized by the prior weights and scaled by 1.4826·MAD); optional
+choice of λ per pixel by generalized cross-validation; optional posterior standard
+deviations ``sqrt(diag(G⁻¹) · σ̂²)`` from the selected inverse, ``σ̂² = RSS_w / (n - edf)``
+with ``edf = trace(G⁻¹ AᵀWA)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+ROBUST_KINDS = {"huber": 1, "tukey": 2}
+DEFAULT_TUNING = {"huber": 1.345, "tukey": 4.685}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to compute for every pixel (shared by all pixels of a cube)."""
+
+    min_obs: int = 5
+    lams: tuple[float, ...] = (10.0,)
+    robust: str | None = None
+    iterations: int = 4
+    tuning: float | None = None
+    uncertainty: bool = False
+
+    @property
+    def auto_lam(self) -> bool:
+        return len(self.lams) > 1
+
+    @property
+    def initial_lam(self) -> float:
+        if not self.auto_lam:
+            return self.lams[0]
+        positive = [lam for lam in self.lams if lam > 0]
+        return math.exp(sum(map(math.log, positive)) / len(positive)) if positive else 0.0
+
+    @property
+    def robust_tuning(self) -> float:
+        return self.tuning if self.tuning is not None else DEFAULT_TUNING[self.robust]
+
+
+def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Options) -> dict:
+    """Solve one batch; returns ``solution`` (cells, lanes) and the optional outputs."""
+    xp = ops.xp
+    lanes = y.shape[1]
+    n = xp.astype(xp.asarray(counts), xp.float64)
+
+    def full(value: float) -> Any:
+        return xp.full((lanes,), value, dtype=xp.float64)
+
+    w, wy = w0, wy0
+    gram, rhs = ops.assemble(w, wy)
+    lam2 = full(options.initial_lam**2)
+    factor, singular = ops.factor(gram, lam2)
+    x = ops.solve(factor, rhs)
+    result: dict[str, Any] = {}
+
+    if options.robust:
+        for _ in range(options.iterations):
+            w, wy, outlier = ops.reweight(
+                y, ops.predict(x), w0, options.robust, options.robust_tuning
+            )
+            gram, rhs = ops.assemble(w, wy)
+            factor, singular = ops.factor(gram, lam2)
+            x = ops.solve(factor, rhs)
+        result["outlier"] = outlier
+
+    inverse = None
+    if options.auto_lam:
+        best = full(math.inf)
+        chosen = full(math.nan)
+        for lam in options.lams:
+            trial, trial_singular = ops.factor(gram, full(lam**2))
+            trial_x = ops.solve(trial, rhs)
+            rss = ops.weighted_rss(y, ops.predict(trial_x), w)
+            trial_inverse = ops.selected_inverse(trial)
+            dof = n - ops.trace_product(trial_inverse, gram)
+            safe = xp.where(dof > 0.5, dof, 1.0)
+            gcv = xp.where(dof > 0.5, n * rss / (safe * safe), math.inf)
+            better = (gcv < best) & ~trial_singular
+            best = xp.where(better, gcv, best)
+            chosen = xp.where(better, lam, chosen)
+            x = xp.where(better[None, :], trial_x, x)
+            factor = xp.where(better[None, :], trial, factor)
+            inverse = (
+                trial_inverse
+                if inverse is None
+                else xp.where(better[None, :], trial_inverse, inverse)
+            )
+        singular = ~(best < math.inf)
+        result["lam"] = chosen
+
+    if options.uncertainty:
+        if inverse is None:
+            inverse = ops.selected_inverse(factor)
+        edf = ops.trace_product(inverse, gram)
+        rss = ops.weighted_rss(y, ops.predict(x), w)
+        sigma2 = rss / xp.maximum(n - edf, 1.0)
+        width = inverse.shape[0] // x.shape[0]
+        variance = inverse[::width, :] * sigma2[None, :]
+        result["std"] = xp.sqrt(xp.maximum(variance, 0.0))
+
+    unsolved = singular | (n < options.min_obs)
+    nan = xp.asarray(math.nan, dtype=xp.float64)
+    result["solution"] = xp.where(unsolved[None, :], nan, x)
+    if "std" in result:
+        result["std"] = xp.where(unsolved[None, :], nan, result["std"])
+    if "lam" in result:
+        result["lam"] = xp.where(unsolved, nan, result["lam"])
+    return result
