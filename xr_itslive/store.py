@@ -37,6 +37,7 @@ DONE_FOLDER = "done"
 #: Root attribute that tells a resumable store from any other zarr store.
 STORE_ATTR = "xr_itslive_store"
 RECORD_FORMAT = 1
+_KEPT_ENCODING = ("units", "calendar", "dtype", "_FillValue", "scale_factor", "add_offset")
 TASK_PREFIX = "xr-itslive-write"
 
 __all__ = [
@@ -272,13 +273,12 @@ def _plan(
             var = var.chunk(target)
         elif any(len(var.chunksizes[d]) > 1 for d in var.dims if d not in sizes):
             var = var.chunk(target)
-        var.encoding = {
-            k: v
-            for k, v in var.encoding.items()
-            if k not in ("chunks", "preferred_chunks", "shards", "chunksizes")
-        }
         rechunked[name] = var
     result = result.assign(rechunked)
+    for var in result.variables.values():
+        # Chunks and codecs inherited from the source (e.g. zarr v2 Blosc on x/y) would clash
+        # with the output's own; keep only what decoding needs.
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _KEPT_ENCODING}
 
     fingerprint = {
         "parameters": _jsonable(dict(result.attrs) if parameters is None else dict(parameters)),

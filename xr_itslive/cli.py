@@ -1,0 +1,248 @@
+"""The ``xr-itslive`` command line.
+
+``xr-itslive invert SOURCE --out STORE [options]`` inverts a cube into a zarr store chunk by
+chunk; running the same command again resumes an interrupted store and does nothing on a
+finished one. Each subcommand is a ``_add_<name>(subparsers)`` function that registers its
+parser and sets ``handler`` to a function of the parsed arguments returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)  # numbers, true/false, quoted strings, objects
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _lam(text: str) -> float | str | list[float]:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a number, 'auto' or comma-separated candidates such as '1,10,100', "
+            f"got {text!r}"
+        ) from err
+    return values[0] if len(values) == 1 else values
+
+
+# --------------------------------------------------------------------------- invert
+
+
+def _add_invert(subparsers: Any) -> None:
+    from .invert import DEFAULT_MIN_OBS, ENGINES
+
+    parser = subparsers.add_parser(
+        "invert",
+        help="invert a cube into a zarr store (resumable)",
+        description=(
+            "Invert an ITS_LIVE image-pair cube into regular velocity time series and write "
+            "them to a zarr store chunk by chunk. Re-running the same command resumes an "
+            "interrupted store; on a finished store it says so and exits 0."
+        ),
+    )
+    parser.add_argument("source", help="cube: local zarr path, s3:// URL or ITS_LIVE http URL")
+    parser.add_argument("--out", required=True, metavar="STORE", help="output zarr path or URL")
+    group = parser.add_argument_group("inversion (see xr_itslive.invert)")
+    group.add_argument("--step", type=float, default=12.0, help="cell length in days (12)")
+    group.add_argument(
+        "--lam",
+        type=_lam,
+        default=10.0,
+        help="smoothness weight (10); 'auto' or candidates '1,10,100' choose it per pixel (GCV)",
+    )
+    group.add_argument(
+        "--derivative", type=int, choices=(1, 2), default=2, help="penalized derivative (2)"
+    )
+    group.add_argument("--start", default=None, help="first date of the grid (default: data)")
+    group.add_argument("--end", default=None, help="last date of the grid (default: data)")
+    group.add_argument(
+        "--min-obs",
+        type=_positive_int,
+        default=DEFAULT_MIN_OBS,
+        help=f"fewest valid pairs for a pixel to be solved ({DEFAULT_MIN_OBS})",
+    )
+    group.add_argument(
+        "--variables", nargs="+", default=["vx", "vy"], metavar="VAR", help="(vx vy)"
+    )
+    group.add_argument(
+        "--outline",
+        default=None,
+        metavar="FILE",
+        help="glacier outline (GeoJSON, shapefile, ...): only pixels inside are solved",
+    )
+    group.add_argument(
+        "--weights",
+        choices=("none", "error"),
+        default="none",
+        help="'error': weight pairs by 1/error² from VAR_error (none)",
+    )
+    group.add_argument(
+        "--robust",
+        choices=("none", "tukey", "huber"),
+        default="none",
+        help="reweighting against outliers (none)",
+    )
+    group.add_argument(
+        "--robust-iterations", type=_positive_int, default=4, help="reweighting iterations (4)"
+    )
+    group.add_argument(
+        "--uncertainty", action="store_true", help="add VAR_std, the posterior standard deviation"
+    )
+    group.add_argument(
+        "--return-outliers",
+        action="store_true",
+        help="with --robust, add VAR_outlier (mid_date, y, x): the pairs rejected",
+    )
+    group.add_argument(
+        "--engine", choices=ENGINES, default=None, help="kernel engine (default: automatic)"
+    )
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="spatial chunk (N×N pixels) per task (default: the store's chunks)",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="'threads' (default), 'local' (a LocalCluster) or a scheduler address",
+    )
+    run.add_argument(
+        "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
+    run.add_argument(
+        "--storage-option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for an output URL (repeatable), e.g. profile=work",
+    )
+    parser.set_defaults(handler=_run_invert)
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    from .access import open_cube
+    from .cluster import scheduler_context
+    from .store import invert_to_zarr
+
+    weights = None if args.weights == "none" else args.weights
+    wanted = list(args.variables)
+    if weights == "error":
+        wanted += [f"{name}_error" for name in args.variables]
+    chunks = None
+    if args.chunk_size is not None:
+        chunks = {"mid_date": -1, "y": args.chunk_size, "x": args.chunk_size}
+    cube = open_cube(args.source, variables=wanted, chunks=chunks)
+    cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
+    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
+        summary = invert_to_zarr(
+            cube,
+            args.out,
+            storage_options=dict(args.storage_option) or None,
+            overwrite=args.overwrite,
+            scheduler=client if client is not None else args.scheduler,
+            progress=not args.no_progress,
+            variables=args.variables,
+            step=args.step,
+            lam=args.lam,
+            derivative=args.derivative,
+            start=args.start,
+            end=args.end,
+            min_obs=args.min_obs,
+            mask=args.outline,
+            engine=args.engine,
+            weights=weights,
+            robust=False if args.robust == "none" else args.robust,
+            robust_iterations=args.robust_iterations,
+            uncertainty=args.uncertainty,
+            return_outliers=args.return_outliers,
+        )
+    if summary.already_complete:
+        print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")
+    else:
+        resumed = f", {summary.n_skipped} were done before" if summary.n_skipped else ""
+        print(
+            f"wrote {summary.n_written} of {summary.n_chunks} chunks to {summary.store}"
+            f"{resumed}; the store is complete."
+        )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+#: Subcommands, in the order ``--help`` lists them.
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_invert]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xr-itslive`` parser with every subcommand of :data:`SUBCOMMANDS`."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="xr-itslive",
+        description="ITS_LIVE image-pair velocity cubes to regular velocity time series.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``xr-itslive`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Errors of xr_itslive (bad parameters, a store holding another run, an unreachable
+    scheduler...) print their message and return 1; argument errors exit with 2.
+    """
+    from .errors import ITSLiveError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ITSLiveError as err:
+        print(f"xr-itslive {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            f"xr-itslive {args.command}: interrupted; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
