@@ -433,6 +433,10 @@ def _pair_match(first: np.ndarray, second: np.ndarray, images: str) -> np.ndarra
     )
 
 
+def _shown(values: np.ndarray) -> list[str]:
+    return sorted({str(v).upper() for v in values.tolist()})
+
+
 def _as_list(values: Any) -> list[str]:
     return [values] if isinstance(values, str) else list(values)
 
@@ -491,7 +495,7 @@ def select_platforms(
         wanted = {_norm_platform(m)[:1] for m in _as_list(missions)}
         first, second = (np.isin(_strings(ds, n), list(wanted)) for n in _MISSION_VARS)
         keep &= _pair_match(first, second, images)
-        found.append(f"missions {sorted(set(_strings(ds, _MISSION_VARS[0])))}")
+        found.append(f"missions {_shown(_strings(ds, _MISSION_VARS[0]))}")
     if satellites is not None:
         wanted = [_norm_platform(s) for s in _as_list(satellites)]
         _require(ds, _SATELLITE_VARS, "satellites")
@@ -505,13 +509,13 @@ def select_platforms(
                 hit |= np.array([c.startswith(w) for c in code.tolist()]) | (value == w)
             matches.append(hit)
         keep &= _pair_match(matches[0], matches[1], images)
-        found.append(f"satellites {sorted(set(codes[0].tolist()) | set(codes[1].tolist()))}")
+        found.append(f"satellites {_shown(np.concatenate(codes))}")
     if sensors is not None:
         _require(ds, _SENSOR_VARS, "sensors")
         wanted = {_SENSOR_ALIASES.get(_norm(s), _norm(s)) for s in _as_list(sensors)}
         first, second = (np.isin(_strings(ds, n), list(wanted)) for n in _SENSOR_VARS)
         keep &= _pair_match(first, second, images)
-        found.append(f"sensors {sorted(set(_strings(ds, _SENSOR_VARS[0])))}")
+        found.append(f"sensors {_shown(_strings(ds, _SENSOR_VARS[0]))}")
     if not keep.any():
         raise EmptySelectionError(
             f"no pair matches missions={missions!r}, satellites={satellites!r}, "
