@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .catalog import LONLAT, _crs_key, _reproject
+from .catalog import LONLAT, _check_lonlat, _crs_key, _reproject
 from .errors import (
     DataAccessError,
     EmptySelectionError,
@@ -205,6 +205,7 @@ def outline_at(lon: float, lat: float, source: Any, *, id_column: str | None = N
     """
     import shapely
 
+    _check_lonlat(float(lon), float(lat))
     gdf = read_outlines(source, id_column=id_column)
     point = _reproject(shapely.Point(float(lon), float(lat)), LONLAT, _crs_key(gdf.crs))
     hit = gdf[gdf.geometry.covers(point)]
@@ -259,6 +260,7 @@ def fetch_glims_outline(
     """
     import shapely
 
+    _check_lonlat(float(lon), float(lat))
     gpd = _gpd()
     half = 0.05
     query = urllib.parse.urlencode(
