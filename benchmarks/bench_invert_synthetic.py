@@ -26,7 +26,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def reference_pixels_per_second(cube, n_pixels: int, step: float, lam: float) -> tuple[float, np.ndarray]:
+def reference_pixels_per_second(
+    cube, n_pixels: int, step: float, lam: float
+) -> tuple[float, np.ndarray]:
     dm = xr_itslive.design_matrix(cube, step=step)
     a = dm.matrix.toarray()
     reg = lam**2 * (dm.regularization.T @ dm.regularization).toarray()
@@ -62,8 +64,11 @@ def main(argv=None) -> None:
     timings = {}
     for label, data, scheduler in [
         ("invert, numpy-backed (2 threads)", cube, None),
-        (f"invert, dask {args.chunk}x{args.chunk} chunks (threads)", cube.chunk(
-            {"y": args.chunk, "x": args.chunk, "mid_date": -1}), "threads"),
+        (
+            f"invert, dask {args.chunk}x{args.chunk} chunks (threads)",
+            cube.chunk({"y": args.chunk, "x": args.chunk, "mid_date": -1}),
+            "threads",
+        ),
     ]:
         best = np.inf
         for _ in range(args.repeat):
@@ -79,8 +84,10 @@ def main(argv=None) -> None:
     ref_rate, ref_solution = reference_pixels_per_second(cube, args.reference_pixels, step, lam)
     ours = result["vx"].values.reshape(cells, -1)[:, : args.reference_pixels]
     diff = np.nanmax(np.abs(ours - ref_solution))
-    print(f"{'reference (dense A, np.linalg.solve per pixel)':45s}: {ref_rate:10.0f} pixels/s "
-          f"({args.reference_pixels} pixels)")
+    print(
+        f"{'reference (dense A, np.linalg.solve per pixel)':45s}: {ref_rate:10.0f} pixels/s "
+        f"({args.reference_pixels} pixels)"
+    )
     best_rate = max(timings.values())
     print(f"speed-up over the reference in this run: {best_rate / ref_rate:.0f}x")
     print(f"max |invert - reference| = {diff:.2e} m/yr (float32 output)")

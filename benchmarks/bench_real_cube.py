@@ -51,9 +51,11 @@ def main(argv=None) -> None:
             invert_best = min(invert_best, time.perf_counter() - t0)
 
     solved = int(np.isfinite(result["vx"].isel(time=0)).sum())
-    print(f"pairs: {cube.sizes['mid_date']}, pixels: {cube.sizes['y'] * cube.sizes['x']}, "
-          f"solved: {solved}, cells: {result.sizes['time']} "
-          f"({result.attrs['start'][:10]}..{result.attrs['end'][:10]}), bandwidth {result.attrs['bandwidth']}")
+    print(
+        f"pairs: {cube.sizes['mid_date']}, pixels: {cube.sizes['y'] * cube.sizes['x']}, "
+        f"solved: {solved}, cells: {result.sizes['time']} "
+        f"({result.attrs['start'][:10]}..{result.attrs['end'][:10]}), bandwidth {result.attrs['bandwidth']}"
+    )
     print(f"read vx, vy (open + load):            {read_best:6.2f} s")
     print(f"open + invert vx, vy + compute:       {invert_best:6.2f} s")
     print(f"ratio invert / read:                  {invert_best / read_best:6.2f}")
