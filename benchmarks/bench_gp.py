@@ -59,7 +59,9 @@ def run(path: Path = DEFAULT_CSV, fraction: float = 1.0, seed: int = 0, **fit_kw
     train[chosen[len(chosen) // 5 :]] = True
 
     tic = time.perf_counter()
-    fit = xr_itslive.gp_fit(data["img1"][train], data["img2"][train], data["v"][train], **fit_kwargs)
+    fit = xr_itslive.gp_fit(
+        data["img1"][train], data["img2"][train], data["v"][train], **fit_kwargs
+    )
     fit_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     mean, _ = fit.predict_pairs(data["img1"][hidden], data["img2"][hidden])
@@ -79,7 +81,8 @@ def run(path: Path = DEFAULT_CSV, fraction: float = 1.0, seed: int = 0, **fit_kw
         "p90_abs_error": float(np.percentile(error, 90)),
         "coverage": float(inside.mean()),
         "coverage_by_class": {
-            label: float(inside[(dt >= lo) & (dt < hi)].mean()) if ((dt >= lo) & (dt < hi)).any()
+            label: float(inside[(dt >= lo) & (dt < hi)].mean())
+            if ((dt >= lo) & (dt < hi)).any()
             else float("nan")
             for lo, hi, label in CLASSES
         },

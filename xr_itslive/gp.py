@@ -33,6 +33,7 @@ Gaussian scale mixture: a few EM rounds reweight each pair by
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +51,6 @@ from .errors import (
     MissingVariableError,
     NotAnITSLiveCubeError,
 )
-from .kernels import assemble_normal_equations
 
 __all__ = ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress"]
 
@@ -65,7 +65,7 @@ PARAMETER_NAMES = (
     "seasonal_std",
     "noise_floor",
     "error_scale",
-    "daily_noise_std",
+    "image_error_std",
 )
 
 
@@ -180,7 +180,6 @@ class _Rows:
         e0, e1, c = self.first_frac, self.last_frac, self.inner
         band = tables.band
         gap = np.maximum(span - 1, 0)
-        inner_first = np.minimum(j0 + 1, tables.n_cells - 1)
         inner_last = np.maximum(j1 - 1, 0)
         diag_sum = tables.diag_prefix[j1] - tables.diag_prefix[np.minimum(j0 + 1, j1)]
         block = 2.0 * tables.upper_block[inner_last, np.maximum(gap - 1, 0)] - diag_sum
@@ -316,23 +315,102 @@ def _harmonic_columns(u1: np.ndarray, u2: np.ndarray, harmonics: int) -> np.ndar
     return np.stack(columns, axis=1)
 
 
+# --------------------------------------------------------------------------- joint rows
+@dataclass(frozen=True)
+class _Observation:
+    """Rows over the interleaved unknowns ``[v_0, δ_0, v_1, δ_1, ...]`` (``stride`` 2).
+
+    A pair sees the interval average of ``v`` plus ``s_i (δ[cell(t2)] - δ[cell(t1)])`` with
+    ``s_i = 365.25 / dt_i``: ``δ`` is the displacement error (metres) shared by the images
+    acquired in a cell (georeferencing, stable-surface shift), so pairs that share an image
+    share its error. With ``stride`` 1 there is no ``δ``.
+    """
+
+    rows: _Rows
+    image_scale: np.ndarray
+    stride: int
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        out = self.rows.matvec(x[:: self.stride])
+        if self.stride == 2:
+            images = x[1::2]
+            scale = self.image_scale.reshape((-1,) + (1,) * (x.ndim - 1))
+            out = out + scale * (images[self.rows.last_cell] - images[self.rows.first_cell])
+        return out
+
+    def rmatvec(self, values: np.ndarray) -> np.ndarray:
+        n = self.rows.n_cells
+        out = np.zeros((self.stride * n,) + values.shape[1:])
+        out[:: self.stride] = self.rows.rmatvec(values)
+        if self.stride == 2:
+            v = values[:, None] if values.ndim == 1 else values
+            images = np.empty((n, v.shape[1]))
+            for col in range(v.shape[1]):
+                sv = self.image_scale * v[:, col]
+                images[:, col] = np.bincount(self.rows.last_cell, sv, minlength=n) - np.bincount(
+                    self.rows.first_cell, sv, minlength=n
+                )
+            out[1::2] = images[:, 0] if values.ndim == 1 else images
+        return out
+
+    def quadratic(self, band: np.ndarray) -> np.ndarray:
+        """``h_iᵀ Σ h_i`` from the band of the joint ``Σ`` (``band[j, d] = Σ[j, j + d]``)."""
+        q = self.stride
+        rows = self.rows
+        out = rows.quadratic(_BandTables.from_band(band[::q, ::q]))
+        if q == 1:
+            return out
+        n, width = rows.n_cells, (band.shape[1] - 2) // 2
+        j0, j1, span = rows.first_cell, rows.last_cell, rows.span
+        e0 = np.where(span == 0, 1.0, rows.first_frac)
+        e1, c, s = rows.last_frac, rows.inner, self.image_scale
+        cells = np.arange(n)[:, None]
+        offsets = np.arange(width + 1)[None, :]
+        # forward[j, d] = Σ(v[j + d], δ[j]); backward[j, d] = Σ(v[j - d], δ[j])
+        forward = np.where(
+            offsets == 0, band[2 * cells, 1], band[2 * cells + 1, np.maximum(2 * offsets - 1, 0)]
+        )
+        back_rows = np.maximum(cells - offsets, 0)
+        backward = np.where(cells >= offsets, band[2 * back_rows, 2 * offsets + 1], 0.0)
+        forward_sum = np.cumsum(forward, axis=1)
+        backward_sum = np.cumsum(backward, axis=1)
+        gap = np.maximum(span - 1, 0)
+        with_first = (
+            e0 * forward[j0, 0]
+            + c * (forward_sum[j0, gap] - forward_sum[j0, 0])
+            + e1 * forward[j0, span] * (span > 0)
+        )
+        with_last = (
+            e1 * backward[j1, 0]
+            + c * (backward_sum[j1, gap] - backward_sum[j1, 0])
+            + e0 * backward[j1, span] * (span > 0)
+        )
+        images = band[2 * j0 + 1, 0] + band[2 * j1 + 1, 0] - 2 * band[2 * j0 + 1, 2 * span]
+        return out + s**2 * images + 2 * s * (with_last - with_first)
+
+
 # --------------------------------------------------------------------------- the fit
 @dataclass
 class _Posterior:
-    factor: np.ndarray  # lower band of chol(Q + AᵀWA)
-    cross: np.ndarray  # U = P11⁻¹ P12, (n_cells, k)
+    factor: np.ndarray  # lower band of chol(P11), P11 = Q + HᵀWH over the joint unknowns
+    cross: np.ndarray  # U = P11⁻¹ P12, (stride * n_cells, k)
     schur: np.ndarray  # S = P22 - P12ᵀ U, (k, k)
-    cells: np.ndarray  # posterior mean of the gridded process
+    joint: np.ndarray  # posterior mean of the interleaved [v, δ]
     coefficients: np.ndarray  # posterior mean of [μ, harmonics]
     log_likelihood: float
-    tables: _BandTables | None = None
+    stride: int
+    band: np.ndarray | None = None  # selected inverse of P11, filled on demand
+
+    @property
+    def cells(self) -> np.ndarray:
+        return self.joint[:: self.stride]
 
 
 @dataclass
 class _Problem:
     """Everything about the training pairs that does not depend on the hyperparameters."""
 
-    rows: _Rows
+    observation: _Observation
     harmonics: np.ndarray  # (n_pairs, k)
     values: np.ndarray  # centred
     noise_basis: np.ndarray  # e_i: the error, or 365.25 / dt
@@ -342,6 +420,10 @@ class _Problem:
     bandwidth: int
     step: float
     mean_prior_std: float
+
+    @property
+    def rows(self) -> _Rows:
+        return self.observation.rows
 
 
 def _build_terms(rows: _Rows, step: float) -> tuple:
@@ -357,21 +439,102 @@ def _build_terms(rows: _Rows, step: float) -> tuple:
         bandwidth=max(int(rows.span.max()), 2),
     )
     t = design.normal_terms(geometry)
-    arrays = (
-        t.gram_pair, t.gram_cell, t.gram_coef, t.gram_kind_starts,
-        t.rhs_pair, t.rhs_cell, t.rhs_coef, t.rhs_kind_starts,
-    )  # fmt: skip
-    return arrays, geometry.bandwidth
+    return (t.gram_pair, t.gram_cell, t.gram_coef, t.gram_kind_starts), geometry.bandwidth
+
+
+def _gram_band(terms: tuple, weights: np.ndarray, n: int, bw: int) -> np.ndarray:
+    """``AᵀWA`` as ``band[r, k] = G[r, r + k]`` from :class:`xr_itslive.design.NormalTerms`.
+
+    The scatter tables' four kinds (see that class) are summed with ``bincount`` and their
+    sweeps vectorized: the kernels' version serves many pixels at once, this one a single
+    long series where a Python loop over cells would dominate.
+    """
+    pair, cell, coef, starts = terms
+    width = bw + 1
+
+    def kind(k: int) -> np.ndarray:
+        lo, hi = starts[k], starts[k + 1]
+        sums = np.bincount(cell[lo:hi], coef[lo:hi] * weights[pair[lo:hi]], minlength=n * width)
+        return sums.reshape(n, width)
+
+    sweep = np.flip(np.cumsum(np.flip(kind(0), axis=1), axis=1), axis=1) + kind(1)
+    # T[r, k] = Σ_{m >= 0} sweep[r - m, k + m]: a reverse cumsum along anti-diagonals
+    anti = np.arange(n + width - 1)[:, None]
+    offsets = np.arange(width)[None, :]
+    source = anti - offsets
+    valid = (source >= 0) & (source < n)
+    diagonals = np.where(valid, sweep[np.clip(source, 0, n - 1), offsets], 0.0)
+    diagonals = np.flip(np.cumsum(np.flip(diagonals, axis=1), axis=1), axis=1)
+    swept = diagonals[np.arange(n)[:, None] + offsets, offsets]
+    return swept + np.cumsum(kind(2), axis=1) + kind(3)
 
 
 def _noise_variance(
     params: dict[str, float], noise_basis: np.ndarray, days: np.ndarray
 ) -> np.ndarray:
-    return (
-        params["noise_floor"] ** 2
-        + (params["error_scale"] * noise_basis) ** 2
-        + params["daily_noise_std"] ** 2 / days
+    return params["noise_floor"] ** 2 + (params["error_scale"] * noise_basis) ** 2
+
+
+def _joint_band(problem: _Problem, weights: np.ndarray, params: dict[str, float]):
+    """Lower band (LAPACK storage) of ``Q + HᵀWH`` over the interleaved unknowns, and log|Q|."""
+    n, bw, q = problem.n_cells, problem.bandwidth, problem.observation.stride
+    gram = _gram_band(problem.terms, weights, n, bw)
+    prior, logdet = _matern_precision(n, problem.step, params["signal_std"], params["length_scale"])
+    lower = np.zeros((q * (bw + 1), q * n))
+    lower[0 : q * (bw + 1) : q, ::q] = gram.T
+    for k in range(3):
+        lower[q * k, ::q] += prior[k]
+    if q == 1:
+        return lower, logdet
+    rows = problem.rows
+    j0, j1, span = rows.first_cell, rows.last_cell, rows.span
+    ws = weights * problem.observation.image_scale
+    ws2 = ws * problem.observation.image_scale
+    image_precision = params["image_error_std"] ** -2
+    lower[0, 1::2] = (
+        image_precision + np.bincount(j0, ws2, minlength=n) + np.bincount(j1, ws2, minlength=n)
     )
+    flat = lower.reshape(-1)
+    cols = q * n
+    multi = span >= 1
+    flat += np.bincount(
+        (2 * span[multi]) * cols + 2 * j0[multi] + 1, -ws2[multi], minlength=flat.size
+    )
+    wide = span >= 2
+    size = n * (bw + 1)
+
+    def band_of(direct_index, direct_value, step_index, step_value):
+        direct = np.bincount(direct_index, direct_value, minlength=size)
+        steps = np.bincount(step_index, step_value, minlength=size)
+        return direct.reshape(n, bw + 1) + np.cumsum(steps.reshape(n, bw + 1), axis=1)
+
+    e0, e1, c = rows.first_frac, rows.last_frac, rows.inner
+    width = bw + 1
+    # Σ_i (-w s A_i[j0 + d]) at [j0, d]: v[j0 + d] against δ[j0]
+    forward = band_of(
+        np.concatenate([j0[multi] * width, j0[multi] * width + span[multi]]),
+        np.concatenate([-ws[multi] * e0[multi], -ws[multi] * e1[multi]]),
+        np.concatenate([j0[wide] * width + 1, j0[wide] * width + span[wide]]),
+        np.concatenate([-ws[wide] * c[wide], ws[wide] * c[wide]]),
+    )
+    # Σ_i (w s A_i[j1 - d]) at [j1, d]: v[j1 - d] against δ[j1]
+    backward = band_of(
+        np.concatenate([j1[multi] * width, j1[multi] * width + span[multi]]),
+        np.concatenate([ws[multi] * e1[multi], ws[multi] * e0[multi]]),
+        np.concatenate([j1[wide] * width + 1, j1[wide] * width + span[wide]]),
+        np.concatenate([ws[wide] * c[wide], -ws[wide] * c[wide]]),
+    )
+    lower[1, 0::2] += forward[:, 0]
+    lower[1 : 2 * bw : 2, 1::2] += forward[:, 1:].T
+    cells = np.arange(n)[:, None]
+    d = np.arange(width)[None, :]
+    valid = cells >= d
+    np.add.at(
+        lower,
+        (np.broadcast_to(2 * d + 1, valid.shape)[valid], 2 * (cells - d)[valid]),
+        backward[valid],
+    )
+    return lower, logdet + n * np.log(image_precision)
 
 
 def _posterior(problem: _Problem, params: dict[str, float], scale_weights: np.ndarray):
@@ -379,16 +542,8 @@ def _posterior(problem: _Problem, params: dict[str, float], scale_weights: np.nd
 
     ``scale_weights`` are the Student-t mixture weights (ones for Gaussian noise).
     """
-    n, bw = problem.n_cells, problem.bandwidth
     weights = scale_weights / _noise_variance(params, problem.noise_basis, problem.durations)
-    gram, _ = assemble_normal_equations(
-        weights[:, None], np.zeros((weights.size, 1)), problem.terms, n, bw
-    )
-    lower = np.ascontiguousarray(gram[:, 0].reshape(n, bw + 1).T)
-    prior, prior_logdet = _matern_precision(
-        n, problem.step, params["signal_std"], params["length_scale"]
-    )
-    lower[:3] += prior
+    lower, prior_logdet = _joint_band(problem, weights, params)
     try:
         factor = sla.cholesky_banded(lower, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
@@ -399,19 +554,19 @@ def _posterior(problem: _Problem, params: dict[str, float], scale_weights: np.nd
     prior_coef = np.full(k, params["seasonal_std"] ** -2)
     prior_coef[0] = problem.mean_prior_std**-2
     weighted = np.column_stack([weights * y, weights[:, None] * h])
-    projected = problem.rows.rmatvec(weighted)  # [Aᵀ W y, Aᵀ W H]
+    projected = problem.observation.rmatvec(weighted)  # [Hᵀ W y, Hᵀ W B]
     solved = sla.cho_solve_banded((factor, True), projected, check_finite=False)
-    cells_part, cross = solved[:, 0], solved[:, 1:]
+    joint_part, cross = solved[:, 0], solved[:, 1:]
     p22 = np.diag(prior_coef) + h.T @ weighted[:, 1:]
     schur = p22 - projected[:, 1:].T @ cross
-    rhs2 = h.T @ weighted[:, 0] - projected[:, 1:].T @ cells_part
+    rhs2 = h.T @ weighted[:, 0] - projected[:, 1:].T @ joint_part
     try:
         schur_factor = sla.cho_factor(schur)
     except np.linalg.LinAlgError:
         return None
     coefficients = sla.cho_solve(schur_factor, rhs2)
-    cells = cells_part - cross @ coefficients
-    quad = projected[:, 0] @ cells + (h.T @ weighted[:, 0]) @ coefficients
+    joint = joint_part - cross @ coefficients
+    quad = projected[:, 0] @ joint + (h.T @ weighted[:, 0]) @ coefficients
     logdet_post = 2 * np.sum(np.log(factor[0])) + 2 * np.sum(np.log(np.diag(schur_factor[0])))
     logdet_prior = prior_logdet + np.sum(np.log(prior_coef))
     log_likelihood = 0.5 * (
@@ -422,7 +577,10 @@ def _posterior(problem: _Problem, params: dict[str, float], scale_weights: np.nd
         + np.sum(np.log(weights))
         - y.size * np.log(2 * np.pi)
     )
-    return _Posterior(factor, cross, schur, cells, coefficients, float(log_likelihood))
+    return _Posterior(
+        factor, cross, schur, joint, coefficients, float(log_likelihood),
+        problem.observation.stride,
+    )  # fmt: skip
 
 
 def _to_params(theta: np.ndarray, free: Sequence[str], fixed: dict[str, float]):
@@ -482,7 +640,7 @@ class GaussianProcessFit:
             f"  seasonal_std  {p['seasonal_std']:.4g}  ({self._harmonics} harmonic(s))\n"
             f"  noise_floor   {p['noise_floor']:.4g}\n"
             f"  error_scale   {p['error_scale']:.4g}  ({units})\n"
-            f"  daily_noise_std {p['daily_noise_std']:.4g}  (short-term, variance / dt)\n"
+            f"  image_error_std {p['image_error_std']:.4g} m  (per-date displacement error)\n"
             f"  noise         {dof}\n"
             f"  log marginal likelihood {self.log_marginal_likelihood:.6g}"
         )
@@ -501,19 +659,31 @@ class GaussianProcessFit:
             )
         return np.clip(days, 0.0, limit) / self.step
 
-    def _tables(self, width: int) -> _BandTables:
+    def _band(self, span: int) -> np.ndarray:
         post = self._posterior
-        if post.tables is None or post.tables.band.shape[1] - 1 < width:
-            band = banded_selected_inverse(post.factor, max(width, self._problem.bandwidth))
-            post.tables = _BandTables.from_band(band)
-        return post.tables
+        q = post.stride
+        width = max(q * span + q - 1, post.factor.shape[0] - 1, 2)
+        if post.band is None or post.band.shape[1] - 1 < width:
+            with _single_threaded_blas():
+                post.band = banded_selected_inverse(post.factor, width)
+        return post.band
 
-    def _moments(self, rows: _Rows, harmonic_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _observation(self, rows: _Rows, durations: np.ndarray | None) -> _Observation:
+        q = self._posterior.stride
+        if durations is None or q == 1:
+            scale = np.zeros(rows.first_cell.size)
+        else:
+            scale = np.where(rows.span > 0, DAYS_PER_YEAR / durations, 0.0)
+        return _Observation(rows, scale, q)
+
+    def _moments(
+        self, observation: _Observation, harmonic_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         post = self._posterior
-        mean = rows.matvec(post.cells) + harmonic_rows @ post.coefficients
-        tables = self._tables(int(rows.span.max()) if rows.span.size else 1)
-        latent = rows.quadratic(tables)
-        offset = rows.matvec(post.cross) - harmonic_rows
+        mean = observation.matvec(post.joint) + harmonic_rows @ post.coefficients
+        span = observation.rows.span
+        latent = observation.quadratic(self._band(int(span.max()) if span.size else 1))
+        offset = observation.matvec(post.cross) - harmonic_rows
         low_rank = np.einsum("ij,ij->i", offset, sla.solve(post.schur, offset.T, assume_a="pos").T)
         variance = np.maximum(latent + low_rank, 0.0)
         return mean + self._center, variance
@@ -547,7 +717,8 @@ class GaussianProcessFit:
         u = self._cell_units(times, "times")
         rows = _Rows.points(u, self._problem.n_cells)
         days = u * self.step + self._start_day
-        mean, variance = self._moments(rows, _harmonic_columns(days, days, self._harmonics))
+        observation = self._observation(rows, None)
+        mean, variance = self._moments(observation, _harmonic_columns(days, days, self._harmonics))
         return mean, np.sqrt(variance)
 
     def predict_pairs(
@@ -569,7 +740,8 @@ class GaussianProcessFit:
         _check_intervals(u1, u2)
         rows = _Rows.intervals(u1, u2, self._problem.n_cells)
         d1, d2 = u1 * self.step + self._start_day, u2 * self.step + self._start_day
-        mean, variance = self._moments(rows, _harmonic_columns(d1, d2, self._harmonics))
+        observation = self._observation(rows, d2 - d1)
+        mean, variance = self._moments(observation, _harmonic_columns(d1, d2, self._harmonics))
         if noise:
             dof = self.params["dof"]
             factor = dof / (dof - 2) if np.isfinite(dof) and dof > 2 else 1.0
@@ -636,6 +808,7 @@ def gp_fit(
     harmonics: int = 1,
     robust: bool = True,
     dof: float = 4.0,
+    image_errors: bool = True,
     em_rounds: int = 3,
     start: Any = None,
     end: Any = None,
@@ -662,6 +835,10 @@ def gp_fit(
     robust
         Student-t noise with ``dof`` degrees of freedom (fitted by ``em_rounds`` EM rounds)
         instead of Gaussian noise: outliers are down-weighted.
+    image_errors
+        Model a displacement error per acquisition cell (``image_error_std``), shared by
+        every pair with an image in that cell. Real series need it: pairs sharing an image
+        share its georeferencing error, which otherwise passes for fast velocity changes.
     start, end
         Extent of the latent grid (dates or days); by default the pairs' extent plus one
         cell. :meth:`GaussianProcessFit.predict` works inside it.
@@ -699,11 +876,14 @@ def gp_fit(
     u1, u2 = (d1 - first) / step, (d2 - first) / step
     rows = _Rows.intervals(u1, u2, n_cells)
     terms, bandwidth = _build_terms(rows, step)
+    stride = 2 if image_errors else 1
+    image_scale = np.where(rows.span > 0, DAYS_PER_YEAR / (d2 - d1), 0.0)
+    observation = _Observation(rows, image_scale if image_errors else np.zeros_like(u1), stride)
     center = float(np.median(values))
     spread = float(1.4826 * np.median(np.abs(values - center))) or float(np.std(values)) or 1.0
     noise_basis = errors if errors is not None else DAYS_PER_YEAR / (d2 - d1)
     problem = _Problem(
-        rows=rows,
+        observation=observation,
         harmonics=_harmonic_columns(d1, d2, harmonics),
         values=values - center,
         noise_basis=noise_basis,
@@ -718,13 +898,15 @@ def gp_fit(
     _check_names(fixed, "fixed")
     if harmonics == 0:
         fixed.setdefault("seasonal_std", 1.0)  # unused: no harmonic columns
+    if not image_errors:
+        fixed.setdefault("image_error_std", 1.0)  # unused: no per-date unknowns
     start_values = {
         "signal_std": spread,
         "length_scale": max(30.0 * step, 60.0),
         "seasonal_std": 0.3 * spread,
         "noise_floor": 0.3 * spread,
         "error_scale": 0.3 * spread / float(np.median(noise_basis)),
-        "daily_noise_std": 0.3 * spread * np.sqrt(float(np.median(d2 - d1))),
+        "image_error_std": 0.1 * spread * float(np.median(d2 - d1)) / DAYS_PER_YEAR,
     }
     start_values.update(_check_names(dict(initial or {}), "initial"))
     free = [name for name in PARAMETER_NAMES if name not in fixed]
@@ -748,40 +930,59 @@ def gp_fit(
         return 1e10 if post is None else -post.log_likelihood / values.size
 
     posterior = None
-    for _ in range(rounds):
-        if free:
-            result = so.minimize(
-                objective,
-                theta,
-                method="L-BFGS-B",
-                bounds=bounds,
-                options={"maxiter": max_iterations},
-            )
-            theta = result.x
-        params = _to_params(theta, free, fixed)
-        posterior = _posterior(problem, params, scale_weights)
-        if posterior is None:
-            raise InvalidParameterError(
-                "the posterior precision is not positive definite at the fitted "
-                f"hyperparameters {params}; check the data or pass fixed=..."
-            )
+    with _single_threaded_blas():
+        for round_index in range(rounds):
+            if free:
+                # later EM rounds start next to the optimum: a few iterations refine it
+                iterations = max_iterations if round_index == 0 else max(max_iterations // 4, 5)
+                result = so.minimize(
+                    objective,
+                    theta,
+                    method="L-BFGS-B",
+                    bounds=bounds,
+                    options={"maxiter": iterations, "ftol": 1e-7},
+                )
+                theta = result.x
+            params = _to_params(theta, free, fixed)
+            posterior = _posterior(problem, params, scale_weights)
+            if posterior is None:
+                raise InvalidParameterError(
+                    "the posterior precision is not positive definite at the fitted "
+                    f"hyperparameters {params}; check the data or pass fixed=..."
+                )
+            if robust:
+                fit = _assemble_fit(
+                    problem, posterior, params, scale_weights, dof, origin, first, last, step,
+                    harmonics, center, errors is not None,
+                )  # fmt: skip
+                residual = (
+                    values
+                    - center
+                    - (
+                        observation.matvec(posterior.joint)
+                        + problem.harmonics @ posterior.coefficients
+                    )
+                )
+                _, latent_var = fit._moments(observation, problem.harmonics)
+                noise_var = _noise_variance(params, noise_basis, d2 - d1)
+                scale_weights = (dof + 1.0) / (dof + (residual**2 + latent_var) / noise_var)
         if robust:
-            fit = _assemble_fit(
-                problem, posterior, params, scale_weights, dof, origin, first, last, step,
-                harmonics, center, errors is not None,
-            )  # fmt: skip
-            residual = values - center - (
-                rows.matvec(posterior.cells) + problem.harmonics @ posterior.coefficients
-            )
-            _, latent_var = fit._moments(rows, problem.harmonics)
-            noise_var = _noise_variance(params, noise_basis, d2 - d1)
-            scale_weights = (dof + 1.0) / (dof + (residual**2 + latent_var) / noise_var)
-    if robust:
-        posterior = _posterior(problem, params, scale_weights)
+            posterior = _posterior(problem, params, scale_weights)
     return _assemble_fit(
         problem, posterior, params, scale_weights, dof if robust else np.inf, origin, first,
         last, step, harmonics, center, errors is not None,
     )  # fmt: skip
+
+
+def _single_threaded_blas():
+    """Limit BLAS to one thread: banded solves this size gain nothing from threads, and on a
+    busy machine multithreaded BLAS spins (measured here: 12 ms per evaluation became
+    25-1500 ms with two threads while other processes ran)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _assemble_fit(
@@ -857,7 +1058,9 @@ def _validate_pairs(t1, t2, v, v_error):
         origin = np.datetime64("1970-01-01", "ns")
         missing = np.isnat(arrays["t1"]) | np.isnat(arrays["t2"])
     else:
-        missing = ~(np.isfinite(arrays["t1"].astype(float)) & np.isfinite(arrays["t2"].astype(float)))
+        missing = ~(
+            np.isfinite(arrays["t1"].astype(float)) & np.isfinite(arrays["t2"].astype(float))
+        )
     d1 = _to_days(arrays["t1"], origin, "t1")
     d2 = _to_days(arrays["t2"], origin, "t2")
     d1 = np.where(missing, 0.0, d1)
@@ -912,8 +1115,10 @@ def _series_arrays(ds: Any, variable: Hashable, error: Hashable | None | str):
                 f"coordinate {coord!r} not found; an ITS_LIVE series has acquisition_date_img1 "
                 "and acquisition_date_img2 along mid_date"
             )
-    values = np.asarray(da.squeeze(extra, drop=True).values, dtype=np.float64) if extra else (
-        np.asarray(da.values, dtype=np.float64)
+    values = (
+        np.asarray(da.squeeze(extra, drop=True).values, dtype=np.float64)
+        if extra
+        else (np.asarray(da.values, dtype=np.float64))
     )
     if error == "auto":
         error = f"{variable}_error" if f"{variable}_error" in ds.variables else None
