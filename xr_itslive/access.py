@@ -89,6 +89,8 @@ def _open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: 
                 f"no cube at {source!r}: the path does not exist. Pass an existing local zarr "
                 "path, an s3:// URL, or a catalog URL (see xr_itslive.find_cubes)."
             )
+        if source.endswith((".nc", ".nc4", ".h5")):
+            return xr.open_dataset(source, chunks=chunks)
         return _open_zarr(source, chunks)
 
     import s3fs
@@ -173,8 +175,10 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
         keep = set(variables) | set(PAIR_DATE_VARIABLES) | {"mapping"}
         ds = ds.drop_vars([v for v in ds.data_vars if v not in keep])
 
-    img1 = _as_datetime(ds["acquisition_date_img1"].values)
-    img2 = _as_datetime(ds["acquisition_date_img2"].values)
+    # One small read of both date arrays (a few hundred kB even for full cubes).
+    dates = xr.Dataset({name: ds[name].variable for name in PAIR_DATE_VARIABLES}).compute()
+    img1 = _as_datetime(dates["acquisition_date_img1"].values)
+    img2 = _as_datetime(dates["acquisition_date_img2"].values)
     mid = _as_datetime(ds["mid_date"].values)
     ds = ds.assign_coords(
         acquisition_date_img1=("mid_date", img1),
@@ -193,6 +197,14 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
     return ds
 
 
+def demo_cube_path() -> str:
+    """The bundled real cube subset: 3×3 pixels, 7,397 pairs (1986-2024) of ITS_LIVE tile
+    N30E090 in its original int16 encoding (vx, vy, v, their errors, satellite_img1)."""
+    from importlib.resources import files
+
+    return str(files("xr_itslive") / "data" / "N30E090_3x3_subset.nc")
+
+
 def open_cube(
     source: Any = None,
     variables: Iterable[str] | None = None,
@@ -208,7 +220,8 @@ def open_cube(
     Parameters
     ----------
     source
-        A local zarr path, an ``s3://`` URL, the catalog's
+        A local zarr path (or a netCDF file, such as :func:`demo_cube_path`), an ``s3://``
+        URL, the catalog's
         ``http://its-live-data.s3.amazonaws.com/...`` form (rewritten to S3, and tried under the
         bucket's current prefix when the catalog's path is gone), or a zarr store mapping.
     lon, lat, catalog
