@@ -49,4 +49,6 @@ __all__ += [
 # --- robust / GP (issue 5) ---
 from .gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress  # noqa: E402
 
-__all__ += ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress"]
+from .plot import plot_series  # noqa: E402
+
+__all__ += ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress", "plot_series"]

@@ -78,3 +78,20 @@ class ITSLiveAccessor:
     # --- scaling out (issue 4) ---
 
     # --- robust / GP / plots (issue 5) ---
+    def gp(self, variable="v", *, times=None, error="auto", **kwargs) -> xr.Dataset:
+        """GP regression of this point series; see :func:`xr_itslive.gp_regress`."""
+        from .gp import gp_regress
+
+        return gp_regress(self._obj, variable, times=times, error=error, **kwargs)
+
+    def gp_fit(self, variable="v", *, error="auto", **kwargs):
+        """The fitted GP of this point series; see :func:`xr_itslive.gp_fit_series`."""
+        from .gp import gp_fit_series
+
+        return gp_fit_series(self._obj, variable, error=error, **kwargs)
+
+    def plot_series(self, variable="v", **kwargs):
+        """Pairs as bars, an inverted series and a GP; see :func:`xr_itslive.plot_series`."""
+        from .plot import plot_series
+
+        return plot_series(self._obj, variable, **kwargs)

@@ -1175,7 +1175,8 @@ def gp_regress(
     variable, error
         See :func:`gp_fit_series`.
     times
-        Dates to predict at; by default every ``freq`` across the pairs' extent.
+        Dates to predict at; by default every ``freq`` (a pandas frequency such as
+        ``"6D"``) across the pairs' extent.
     **kwargs
         Passed to :func:`gp_fit`.
 
@@ -1194,9 +1195,14 @@ def gp_regress(
     if times is None:
         first = np.datetime64(fit.start, "D") + np.timedelta64(1, "D")
         last = np.datetime64(fit.end, "D") - np.timedelta64(1, "D")
-        times = np.arange(first, last, np.timedelta64(int(freq.rstrip("D")), "D")).astype(
-            "datetime64[ns]"
-        )
+        import pandas as pd
+
+        try:
+            times = pd.date_range(first, last, freq=freq).to_numpy("datetime64[ns]")
+        except ValueError as err:
+            raise InvalidParameterError(
+                f"freq={freq!r} is not a pandas frequency; pass e.g. freq='6D' or times=..."
+            ) from err
     times = np.asarray(times, dtype="datetime64[ns]")
     mean, std = fit.predict(times)
     attrs = {f"gp_{k}": float(v) for k, v in fit.params.items()}
