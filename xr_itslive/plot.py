@@ -161,7 +161,9 @@ def plot_series(
         t, v, bounds = _series_line(inverted, variable)
         if bounds is not None and bounds.shape == (t.size, 2):
             edges = np.concatenate([bounds[:, 0], bounds[-1:, 1]])
-            ax.stairs(v, edges, color="tab:blue", linewidth=1.6, label="inverted series")
+            ax.stairs(
+                v, edges, baseline=None, color="tab:blue", linewidth=1.6, label="inverted series"
+            )
         else:
             ax.plot(t, v, color="tab:blue", linewidth=1.6, label="inverted series")
 
