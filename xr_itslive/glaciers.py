@@ -415,7 +415,7 @@ def glacier_mask(
     --------
     >>> mask = glacier_mask(ds, "N30E090_glacier_outline_rgi7.geojson")  # doctest: +SKIP
     >>> int(mask.sum())  # doctest: +SKIP
-    702
+    707
     """
     import shapely
 

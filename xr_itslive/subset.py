@@ -160,7 +160,7 @@ def point_series(
     --------
     >>> series = point_series(ds, lon=95.97, lat=29.91)  # doctest: +SKIP
     >>> series.attrs["offset_m"]  # doctest: +SKIP
-    41.3
+    49.9
     """
     px, py = to_cube_xy(ds, lon, lat, x=x, y=y)
     ix, iy, offset = nearest_pixel(ds, px, py)
