@@ -189,7 +189,12 @@ def plot_series(
         ax.plot(times, mean, color="tab:orange", linewidth=1.8, label="GP mean")
 
     if index.size:
-        low, high = np.nanpercentile(values[index], [0.5, 99.5])
+        # Gross outliers (a few % of real pairs) would squash everything else: frame the bulk
+        # of the pairs and the fitted series instead.
+        low, high = np.nanpercentile(values[index], [2.0, 98.0])
+        if inverted is not None and np.isfinite(v).any():
+            fit_low, fit_high = np.nanpercentile(v, [1.0, 99.0])
+            low, high = min(low, fit_low), max(high, fit_high)
         pad = 0.1 * (high - low or 1.0)
         ax.set_ylim(low - pad, high + pad)
     ax.set_ylabel(f"{variable} [{units}]" if units else str(variable))
