@@ -46,6 +46,10 @@ __all__ += [
     "glacier_mask", "load_catalog", "open_cube_at", "point_series",
 ]  # fmt: skip
 # --- scaling out (issue 4) ---
+from .cluster import get_client, scheduler_context  # noqa: E402
+from .store import invert_to_zarr, store_status, write_resumable  # noqa: E402
+
+__all__ += ["get_client", "invert_to_zarr", "scheduler_context", "store_status", "write_resumable"]
 # --- robust / GP (issue 5) ---
 from .gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress  # noqa: E402
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
 import xarray as xr
+
+if TYPE_CHECKING:  # issue 4: annotations only
+    from .store import WriteSummary
 
 
 @xr.register_dataset_accessor("itslive")
@@ -76,6 +82,17 @@ class ITSLiveAccessor:
         return filter_pairs(self._obj, **criteria)
 
     # --- scaling out (issue 4) ---
+    def invert_to_zarr(self, store: str | os.PathLike, **kwargs: Any) -> WriteSummary:
+        """Invert and write chunk by chunk, resumably; see :func:`xr_itslive.invert_to_zarr`."""
+        from .store import invert_to_zarr
+
+        return invert_to_zarr(self._obj, store, **kwargs)
+
+    def to_zarr_resumable(self, store: str | os.PathLike, **kwargs: Any) -> WriteSummary:
+        """Write a (lazy) result chunk by chunk; see :func:`xr_itslive.write_resumable`."""
+        from .store import write_resumable
+
+        return write_resumable(self._obj, store, **kwargs)
 
     # --- robust / GP / plots (issue 5) ---
     def gp(self, variable="v", *, times=None, error="auto", **kwargs) -> xr.Dataset:
