@@ -26,9 +26,9 @@ PAIR_DATE_VARIABLES = ("acquisition_date_img1", "acquisition_date_img2")
 
 #: Bounded retries and timeouts, so that unreachable S3 fails with a clear error, not a hang.
 DEFAULT_S3_CONFIG = {
-    "connect_timeout": 10,
+    "connect_timeout": 5,
     "read_timeout": 60,
-    "retries": {"max_attempts": 5, "mode": "adaptive"},
+    "retries": {"max_attempts": 3, "mode": "standard"},
 }
 
 _HTTP_S3 = re.compile(

@@ -32,11 +32,12 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = demo_cube_path()
     cube = open_cube(path)
+    first = np.datetime_as_string(cube["acquisition_date_img1"].values.min(), "D")
+    last = np.datetime_as_string(cube["acquisition_date_img2"].values.max(), "D")
     print(f"cube: {path}")
     print(
         f"  {cube.sizes['mid_date']} image pairs x {cube.sizes['y']} x {cube.sizes['x']} pixels, "
-        f"{np.datetime_as_string(cube['acquisition_date_img1'].values.min(), 'D')} .. "
-        f"{np.datetime_as_string(cube['acquisition_date_img2'].values.max(), 'D')}, CRS {cube.rio.crs}"
+        f"{first} .. {last}, CRS {cube.rio.crs}"
     )
     t0 = time.perf_counter()
     result = invert(
