@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     median = training[["vx", "vy"]].median("mid_date")
     naive = scores(median + 0 * truth, truth)
     print(
-        f"{'setting':44s} {'vx median':>9s} {'vx P90':>7s} {'vy median':>9s} {'vy P90':>7s} {'time':>7s}"
+        f"{'setting':44s} {'vx median':>9s} {'vx P90':>7s} "
+        f"{'vy median':>9s} {'vy P90':>7s} {'time':>7s}"
     )
     print(
         f"{'per-pixel median of training pairs':44s} {naive['vx'][0]:9.2f} {naive['vx'][1]:7.1f} "
@@ -104,11 +105,13 @@ def main(argv=None) -> None:
         timings[label] = seconds
         s = scores(predicted, truth)
         print(
-            f"{label:44s} {s['vx'][0]:9.2f} {s['vx'][1]:7.1f} {s['vy'][0]:9.2f} {s['vy'][1]:7.1f} {seconds:6.2f}s"
+            f"{label:44s} {s['vx'][0]:9.2f} {s['vx'][1]:7.1f} "
+            f"{s['vy'][0]:9.2f} {s['vy'][1]:7.1f} {seconds:6.2f}s"
         )
     plain = timings["plain, lam=10"]
     print(
-        f"robust + weights time / plain time: {timings['robust + weights=' + repr('error') + ', lam=10'] / plain:.1f}x"
+        "robust + weights time / plain time: "
+        f"{timings['robust + weights=' + repr('error') + ', lam=10'] / plain:.1f}x"
     )
     print("TICOI 0.1.2 (ITS_LIVE demo settings, issue 5's figures): vx 2.56 / 23.3, vy 2.64 / 23.2")
 

@@ -58,15 +58,18 @@ def main(argv=None) -> None:
     print(
         f"pairs: {cube.sizes['mid_date']}, pixels: {cube.sizes['y'] * cube.sizes['x']}, "
         f"solved: {solved}, cells: {result.sizes['time']} "
-        f"({result.attrs['start'][:10]}..{result.attrs['end'][:10]}), bandwidth {result.attrs['bandwidth']}"
+        f"({result.attrs['start'][:10]}..{result.attrs['end'][:10]}), "
+        f"bandwidth {result.attrs['bandwidth']}"
     )
     print(f"read vx, vy (open + load):            {read_best:6.2f} s")
     print(f"open + invert vx, vy + compute:       {invert_best:6.2f} s")
     print(f"ratio invert / read:                  {invert_best / read_best:6.2f}")
     print(f"glacier pixels/s (2 variables each):  {solved / invert_best:8.0f}")
     chunk_mb = cube.sizes["mid_date"] * 10 * 10 * 4 / 1e6
-    print(f"peak RSS during open + invert: {invert_rss:.0f} MB (input chunks: {chunk_mb:.0f} MB of float32 "
-          f"each; the whole vx+vy cube decoded is {2 * cube['vx'].size * 4 / 1e6:.0f} MB)")
+    print(
+        f"peak RSS during open + invert: {invert_rss:.0f} MB (input chunks: {chunk_mb:.0f} MB "
+        f"of float32 each; the whole vx+vy cube decoded is {2 * cube['vx'].size * 4 / 1e6:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

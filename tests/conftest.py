@@ -100,7 +100,10 @@ def s3_glacier_cube(s3_server):
     to fall back, as on the real bucket.
     """
     client = make_public_bucket(s3_server, "its-live-data")
-    key = "datacubes/v2-updated-october2024/N30E090/ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+    key = (
+        "datacubes/v2-updated-october2024/N30E090/"
+        "ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+    )
     upload_tree(client, GLACIER_CUBE, "its-live-data", key)
     return f"s3://its-live-data/{key}"
 

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import FIXTURE_3X3, GLACIER_CUBE, make_public_bucket, raise_if_dask_computes, requires_shared, upload_tree
+from conftest import (
+    FIXTURE_3X3,
+    GLACIER_CUBE,
+    make_public_bucket,
+    raise_if_dask_computes,
+    requires_shared,
+    upload_tree,
+)
 
 import xr_itslive
 from xr_itslive.access import candidate_urls, demo_cube_path, to_s3_url
@@ -38,7 +45,9 @@ def test_real_glacier_cube_is_decoded_sorted_and_lazy():
 def test_bundled_demo_subset_matches_the_fixture():
     demo = xr_itslive.open_cube(demo_cube_path(), variables=["vx"]).compute()
     fixture = xr_itslive.open_cube(FIXTURE_3X3, variables=["vx"]).compute()
-    xr.testing.assert_equal(demo["vx"].reset_coords(drop=True), fixture["vx"].reset_coords(drop=True))
+    xr.testing.assert_equal(
+        demo["vx"].reset_coords(drop=True), fixture["vx"].reset_coords(drop=True)
+    )
     assert demo.rio.crs == fixture.rio.crs
 
 
@@ -67,9 +76,13 @@ def test_open_from_s3_anonymously(s3_server):
 
 
 def test_missing_things_are_named():
-    with pytest.raises(DataAccessError, match="no cube at '/no/such/cube.zarr': the path does not exist"):
+    with pytest.raises(
+        DataAccessError, match="no cube at '/no/such/cube.zarr': the path does not exist"
+    ):
         xr_itslive.open_cube("/no/such/cube.zarr")
-    with pytest.raises(MissingVariableError, match=r"variables \['speed'\] not found; the cube has \["):
+    with pytest.raises(
+        MissingVariableError, match=r"variables \['speed'\] not found; the cube has \["
+    ):
         xr_itslive.open_cube(FIXTURE_3X3, variables=["vx", "speed"])
     with pytest.raises(NotAnITSLiveCubeError, match="no 'mid_date' dimension"):
         xr_itslive.decode_cube(xr.Dataset({"a": ("t", [1, 2])}))

@@ -114,7 +114,8 @@ def _open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: 
         f"could not open the cube {source!r} after bounded retries: "
         + "; ".join(errors)
         + ". Check the URL (xr_itslive.find_cubes gives valid ones), your network, and "
-        "storage_options (anonymous reads are the default; set AWS_ENDPOINT_URL for another endpoint)."
+        "storage_options (anonymous reads are the default; "
+        "set AWS_ENDPOINT_URL for another endpoint)."
     )
 
 

@@ -20,13 +20,13 @@ import xarray as xr
 
 from . import design
 from ._namespace import get_namespace, is_cupy_array
-from .kernels.pipeline import ROBUST_KINDS, Options
 from .errors import (
     ChunkingError,
     InvalidParameterError,
     MissingVariableError,
     NotAnITSLiveCubeError,
 )
+from .kernels.pipeline import ROBUST_KINDS, Options
 
 Engine = Literal["numba", "array"]
 ENGINES: tuple[str, ...] = ("numba", "array")
@@ -112,7 +112,8 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
             raise ChunkingError(
                 f"variable {name!r} is split into {len(chunks)} chunks along 'mid_date' "
                 f"({chunks[:3]}...); the inversion needs every pair of a pixel in one chunk. "
-                "Rechunk with ds.chunk({'mid_date': -1}) (and chunk y/x smaller if memory is tight)."
+                "Rechunk with ds.chunk({'mid_date': -1}) "
+                "(and chunk y/x smaller if memory is tight)."
             )
 
 
@@ -284,7 +285,8 @@ def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
     if isinstance(mask, xr.DataArray):
         if mask.dtype != bool:
             raise InvalidParameterError(
-                f"mask must be a boolean (y, x) DataArray or a glacier outline, got dtype {mask.dtype}; "
+                "mask must be a boolean (y, x) DataArray or a glacier outline, "
+                f"got dtype {mask.dtype}; "
                 "use mask > 0 or xr_itslive.glaciers.glacier_mask(ds, outline)"
             )
         extra = set(mask.dims) - set(ds.dims)
@@ -572,7 +574,9 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, st
     result = result.assign_coords({c: ds[c] for c in keep_coords})
     result.attrs = {
         "title": "ITS_LIVE velocities inverted to a regular time series (xr_itslive)",
-        "formulation": "min_x ||A_p x - y_p||^2 + ||lam * D^d x / step^d||^2, exact date-span overlaps",
+        "formulation": (
+            "min_x ||A_p x - y_p||^2 + ||lam * D^d x / step^d||^2, exact date-span overlaps"
+        ),
         "variables": list(map(str, variables)),
         "step_days": problem.step,
         "lam": "auto" if options.auto_lam else options.lams[0],
@@ -721,7 +725,9 @@ class DesignMatrix:
 def design_matrix(
     ds: xr.Dataset, step: float = 12.0, start: Any = None, end: Any = None, derivative: int = 2
 ) -> DesignMatrix:
-    """The date-span design matrix of ``ds``'s pairs on ``step``-day cells (see :class:`DesignMatrix`).
+    """The date-span design matrix of ``ds``'s pairs on ``step``-day cells.
+
+    See :class:`DesignMatrix`.
 
     Examples
     --------
@@ -734,7 +740,8 @@ def design_matrix(
     for name in ("acquisition_date_img1", "acquisition_date_img2"):
         if name not in ds.variables:
             raise NotAnITSLiveCubeError(
-                f"this is not an ITS_LIVE cube: {name!r} not found; open one with xr_itslive.open_cube"
+                f"this is not an ITS_LIVE cube: {name!r} not found; "
+                "open one with xr_itslive.open_cube"
             )
     geometry = design.pair_geometry(
         ds["acquisition_date_img1"].values, ds["acquisition_date_img2"].values,
