@@ -168,9 +168,11 @@ def test_click_glacier_selects_glacier_and_its_cube(state):
     state.observe(lambda s: seen.append((s.glacier, s.cube)))
     feature = _feature(state, RGI_ID)
     glacier = state.click_glacier(
-        event="click", feature=feature, properties=feature["properties"],
+        event="click",
+        feature=feature,
+        properties=feature["properties"],
         coordinates=[29.92, 95.97],
-    )  # fmt: skip
+    )
     assert isinstance(glacier, Glacier)
     assert glacier.rgi_id == RGI_ID and glacier.crs == "EPSG:32646"
     expected_cube = find_cubes(polygon=_outline_gdf(), catalog=CATALOG)[0]
@@ -344,8 +346,13 @@ def test_map_click_through_ipyleaflet_messages(glacier_map):
     glacier_map.on_select(lambda m: events.append(m.glacier))
     feature = glacier_map.glacier_layer.data["features"][0]  # as drawn, "style" included
     # The message the browser sends on a click, handled by ipyleaflet's own dispatcher.
-    message = {"event": "click", "feature": feature, "properties": feature["properties"],
-               "id": None, "coordinates": [29.92, 95.97]}  # fmt: skip
+    message = {
+        "event": "click",
+        "feature": feature,
+        "properties": feature["properties"],
+        "id": None,
+        "coordinates": [29.92, 95.97],
+    }
     glacier_map.glacier_layer._handle_mouse_events(None, message, [])
     assert isinstance(glacier_map.glacier, Glacier) and glacier_map.glacier.rgi_id == RGI_ID
     assert glacier_map.cube.name == GLACIER_CUBE_NAME

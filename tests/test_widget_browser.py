@@ -93,8 +93,16 @@ def voila_url(tmp_path):
     )
     port = _free_port()
     log = (tmp_path / "voila.log").open("wb")
-    command = [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser",
-               f"--port={port}", "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(NOTEBOOK),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        "--show_tracebacks=True",
+    ]
     # Own process group: the kernel Voilà starts goes down with it.
     server = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

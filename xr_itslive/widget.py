@@ -164,8 +164,10 @@ def view_for_bounds(
     usable = max(1.0 - 2 * padding, 0.1)
     zoom = max_zoom
     # World width at zoom z is 256 * 2**z px for 360° (or 2π in Mercator y).
-    spans = (((east - west) / 360.0, width_px),
-             ((mercator_y(north) - mercator_y(south)) / (2 * math.pi), height_px))  # fmt: skip
+    spans = (
+        ((east - west) / 360.0, width_px),
+        ((mercator_y(north) - mercator_y(south)) / (2 * math.pi), height_px),
+    )
     for fraction, size in spans:
         if fraction > 0:
             zoom = min(zoom, int(math.floor(math.log2(size * usable / (256.0 * fraction)))))
@@ -302,8 +304,14 @@ class MapState:
             for lonlat in self._outlines_lonlat:
                 west, south, east, north = lonlat.total_bounds
                 m = self.margin
-                boxes.append((max(west - m, -180.0), max(south - m, -90.0),
-                              min(east + m, 180.0), min(north + m, 90.0)))  # fmt: skip
+                boxes.append(
+                    (
+                        max(west - m, -180.0),
+                        max(south - m, -90.0),
+                        min(east + m, 180.0),
+                        min(north + m, 90.0),
+                    )
+                )
         else:
             try:
                 box = tuple(float(v) for v in choice)
@@ -335,16 +343,18 @@ class MapState:
             for row, geometry in enumerate(lonlat):
                 if geometry is None or geometry.is_empty:
                     continue
-                features.append({
-                    "type": "Feature",
-                    "geometry": shapely.geometry.mapping(geometry),
-                    "properties": {
-                        "rgi_id": gdf["rgi_id"].iloc[row],
-                        "name": gdf["glacier_name"].iloc[row],
-                        OUTLINE_SOURCE: source,
-                        OUTLINE_ROW: row,
-                    },
-                })  # fmt: skip
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": shapely.geometry.mapping(geometry),
+                        "properties": {
+                            "rgi_id": gdf["rgi_id"].iloc[row],
+                            "name": gdf["glacier_name"].iloc[row],
+                            OUTLINE_SOURCE: source,
+                            OUTLINE_ROW: row,
+                        },
+                    }
+                )
         return {"type": "FeatureCollection", "features": features}
 
     def cube_collection(self) -> dict[str, Any]:
@@ -359,9 +369,13 @@ class MapState:
         return {
             "type": "Feature",
             "geometry": shapely.geometry.mapping(entry.footprint),
-            "properties": {"name": entry.name, "epsg": entry.epsg, "zarr_url": entry.zarr_url,
-                           CUBE_INDEX: index},
-        }  # fmt: skip
+            "properties": {
+                "name": entry.name,
+                "epsg": entry.epsg,
+                "zarr_url": entry.zarr_url,
+                CUBE_INDEX: index,
+            },
+        }
 
     def selected_glacier_collection(self) -> dict[str, Any]:
         """The selected glaciers' outlines (lon/lat GeoJSON), for the highlight layer."""
@@ -369,12 +383,18 @@ class MapState:
 
         features = []
         for (source, row), glacier in zip(self._glacier_keys, self.glaciers, strict=True):
-            features.append({
-                "type": "Feature",
-                "geometry": shapely.geometry.mapping(self._outlines_lonlat[source].iloc[row]),
-                "properties": {"rgi_id": glacier.rgi_id, "name": glacier.name,
-                               OUTLINE_SOURCE: source, OUTLINE_ROW: row},
-            })  # fmt: skip
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": shapely.geometry.mapping(self._outlines_lonlat[source].iloc[row]),
+                    "properties": {
+                        "rgi_id": glacier.rgi_id,
+                        "name": glacier.name,
+                        OUTLINE_SOURCE: source,
+                        OUTLINE_ROW: row,
+                    },
+                }
+            )
         return {"type": "FeatureCollection", "features": features}
 
     def selected_cube_collection(self) -> dict[str, Any]:
@@ -478,9 +498,11 @@ class MapState:
             )
             entry = found[0] if found else None
         glacier = Glacier.from_outline(
-            outline, catalog=self.catalog, cube_url=entry.zarr_url if entry else None,
+            outline,
+            catalog=self.catalog,
+            cube_url=entry.zarr_url if entry else None,
             find_cube=False,
-        )  # fmt: skip
+        )
         if not self.multiple:
             self.glaciers, self._glacier_keys = [], []
             self.cubes = []
@@ -681,23 +703,33 @@ class GlacierMap:
             layout=ipywidgets.Layout(height=height),
         )
         self.cube_layer = ipyleaflet.GeoJSON(
-            data=self.state.cube_collection(), style=CUBE_STYLE, name="ITS_LIVE cubes",
+            data=self.state.cube_collection(),
+            style=CUBE_STYLE,
+            name="ITS_LIVE cubes",
             hover_style={"weight": 2, "fillOpacity": 0.12},
-        )  # fmt: skip
+        )
         self.selected_cube_layer = ipyleaflet.GeoJSON(
-            data=self.state.selected_cube_collection(), style=SELECTED_CUBE_STYLE,
+            data=self.state.selected_cube_collection(),
+            style=SELECTED_CUBE_STYLE,
             name="selected cube",
-        )  # fmt: skip
+        )
         self.glacier_layer = ipyleaflet.GeoJSON(
-            data=self.state.glacier_collection(), style=GLACIER_STYLE, name="RGI outlines",
+            data=self.state.glacier_collection(),
+            style=GLACIER_STYLE,
+            name="RGI outlines",
             hover_style={"weight": 3, "fillOpacity": 0.7},
-        )  # fmt: skip
+        )
         self.selected_glacier_layer = ipyleaflet.GeoJSON(
-            data=self.state.selected_glacier_collection(), style=SELECTED_GLACIER_STYLE,
+            data=self.state.selected_glacier_collection(),
+            style=SELECTED_GLACIER_STYLE,
             name="selected glaciers",
-        )  # fmt: skip
-        for layer in (self.cube_layer, self.selected_cube_layer, self.glacier_layer,
-                      self.selected_glacier_layer):  # fmt: skip
+        )
+        for layer in (
+            self.cube_layer,
+            self.selected_cube_layer,
+            self.glacier_layer,
+            self.selected_glacier_layer,
+        ):
             self.map.add(layer)
         self.map.add(ipyleaflet.LayersControl(position="topright"))
         self.cube_layer.on_click(self._on_cube_click)
