@@ -81,6 +81,13 @@ class PeakSampler:
         self._thread.join()
 
 
+def graph_bytes(result) -> int:
+    """Pickled size of every task of a lazy result's graph."""
+    import pickle
+
+    return sum(len(pickle.dumps(task)) for task in dict(result.__dask_graph__()).values())
+
+
 def worker_rss(client) -> dict[int, int]:
     import psutil
 
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_up(client)
             baseline = worker_rss(client)
             cube = xr_itslive.open_cube(str(source), variables=["vx", "vy"])
+            graph_kb = graph_bytes(xr_itslive.invert(cube, step=30.0)) / 1024
             started = time.perf_counter()
             with PeakSampler(list(baseline)) as sampler:
                 summary = invert_to_zarr(
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     max(baseline.values()) / MB,
                     max(sampler.peak.values()) / MB,
                     growth / MB,
+                    graph_kb / summary.n_chunks,
                     seconds,
                 )
             )
@@ -164,14 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         f"chunks {chunk}x{chunk} pixels (input {chunk_input_mb:.1f} MB per chunk)"
     )
     header = ("scale", "pixels", "chunks", "cube MB", "base RSS MB", "peak RSS MB", "growth MB",
-              "seconds")  # fmt: skip
-    print("  ".join(f"{h:>11}" for h in header))
+              "graph KB/chk", "seconds")  # fmt: skip
+    print("  ".join(f"{h:>12}" for h in header))
     for row in rows:
-        scale, pixels, n_chunks, cube_mb, base_mb, peak_mb, growth_mb, seconds = row
+        scale, pixels, n_chunks, cube_mb, base_mb, peak_mb, growth_mb, graph_kb, seconds = row
         print(
-            f"{scale:>11}  {pixels:>11}  {n_chunks:>11}  {cube_mb:>11.1f}  {base_mb:>11.1f}  "
-            f"{peak_mb:>11.1f}  {growth_mb:>11.1f}  {seconds:>11.2f}"
+            f"{scale:>12}  {pixels:>12}  {n_chunks:>12}  {cube_mb:>12.1f}  {base_mb:>12.1f}  "
+            f"{peak_mb:>12.1f}  {growth_mb:>12.1f}  {graph_kb:>12.1f}  {seconds:>12.2f}"
         )
+    print(
+        "growth: peak minus baseline resident memory of the busiest worker (after imports). "
+        "graph: pickled task graph of the result per chunk (what the scheduler ships)."
+    )
     return 0
 
 
