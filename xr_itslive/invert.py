@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from . import design
-from ._namespace import get_namespace, is_cupy_array
+from ._namespace import empty_like_chunk, get_namespace, is_cupy_array, put_rows
 from .errors import (
     ChunkingError,
     InvalidParameterError,
@@ -166,16 +166,22 @@ def _robust_kind(robust: Any) -> str | None:
 
 
 def _choose_engine(engine: str | None, sample: Any) -> str:
+    """``engine``, or by default "numba" for numpy chunks and "array" for any other chunk
+    type (CuPy on a GPU, or another array-API library); ``sample`` is a chunk or dask's
+    ``_meta``."""
+    on_host_numpy = isinstance(sample, np.ndarray)
     if engine is None:
-        return "array" if is_cupy_array(sample) else "numba"
+        return "numba" if on_host_numpy else "array"
     if engine not in ENGINES:
         raise InvalidParameterError(
             f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
         )
-    if engine == "numba" and is_cupy_array(sample):
+    if engine == "numba" and not on_host_numpy:
+        kind = "CuPy (GPU)" if is_cupy_array(sample) else type(sample).__module__.split(".")[0]
         raise InvalidParameterError(
-            "engine='numba' runs on the CPU but the data are CuPy arrays; use engine='array' "
-            "(or None) for GPU chunks"
+            f"engine='numba' runs on the CPU with numpy arrays but the data are {kind} arrays; "
+            "use engine='array' (or None) for GPU chunks, or move the cube to the host "
+            "(e.g. ds.map_blocks(lambda b: b.as_numpy()) or cupy.asnumpy)"
         )
     return engine
 
@@ -246,29 +252,18 @@ def solve_block(
                 problem.regularization, n_cells, problem.bandwidth, options, threads=threads,
             )  # fmt: skip
         else:
-            from .kernels.banded import solve_pixels
+            from ._gpu import solve_pixels_batched
 
-            solved = solve_pixels(
-                xp.permute_dims(flat, (1, 0)),
-                None if weights is None else xp.permute_dims(weights, (1, 0)),
-                problem.term_arrays(xp),
-                problem.geometry_arrays(xp),
-                xp.asarray(problem.regularization),
-                n_cells, problem.bandwidth, options,
-            )  # fmt: skip
-            solved = {
-                k: (v if v.ndim == 1 else xp.permute_dims(v, (1, 0))) for k, v in solved.items()
-            }
+            # pixel batches sized to the device's free memory (one batch on the host)
+            solved = solve_pixels_batched(xp, flat, weights, problem, options)
         for name in names:
             value = xp.asarray(solved[name])
             if name in ("solution", "std", "lam"):
                 value = xp.astype(value, xp.float32)
             if index is None:
                 out[name] = value
-            elif name == "n_obs":
-                out[name][index] = xp.astype(value, xp.int64)
-            else:
-                out[name][index, ...] = value
+            else:  # in place where the namespace can (numpy, cupy); see put_rows
+                out[name] = put_rows(xp, out[name], index, value)
     shapes = {
         "solution": (*lead_shape, n_cells),
         "std": (*lead_shape, n_cells),
@@ -400,10 +395,12 @@ def invert(
     cube = ds.isel({PAIR_DIM: np.flatnonzero(geometry.kept)}) if not geometry.kept.all() else ds
     mask_da = _resolve_mask(ds, mask)
     sample = ds[variables[0]].data
-    engine = _choose_engine(engine, getattr(sample, "_meta", sample))
+    chunk_type = getattr(sample, "_meta", sample)
+    engine = _choose_engine(engine, chunk_type)
     is_dask = ds[variables[0]].chunks is not None
     threads = 1 if is_dask else (os.cpu_count() or 1)
     names = output_names(options)
+    shared_problem = _shared(problem, is_dask)
     core_out = {
         "solution": [TIME_DIM],
         "std": [TIME_DIM],
@@ -432,16 +429,27 @@ def invert(
         if mask_da is not None:
             args.append(mask_da)
             core.append([])
+        args.append(shared_problem)
+        core.append([])
         kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
+        gufunc_kwargs: dict[str, Any] = {"output_sizes": {TIME_DIM: problem.n_cells}}
+        output_dtypes: list | None = [dtypes[n] for n in names]
+        if is_dask and not isinstance(chunk_type, np.ndarray):
+            # dask learns the chunk type from meta: CuPy chunks in, CuPy chunks (and _meta) out
+            gufunc_kwargs["meta"] = tuple(
+                empty_like_chunk(chunk_type, var.ndim - 1 + len(core_out[n]), dtypes[n])
+                for n in names
+            )
+            output_dtypes = None
         results = xr.apply_ufunc(
             kernel,
             *args,
             input_core_dims=core,
             output_core_dims=[core_out[n] for n in names],
             dask="parallelized",
-            output_dtypes=[dtypes[n] for n in names],
-            dask_gufunc_kwargs={"output_sizes": {TIME_DIM: problem.n_cells}},
-            kwargs={"problem": problem, "options": options, "engine": engine, "threads": threads},
+            output_dtypes=output_dtypes,
+            dask_gufunc_kwargs=gufunc_kwargs,
+            kwargs={"options": options, "engine": engine, "threads": threads},
             keep_attrs=False,
         )
         results = dict(zip(names, results, strict=True))
@@ -479,20 +487,39 @@ def invert(
     )
 
 
-def _kernel_plain(values, **kw):
-    return solve_block(values, None, **kw)
+# The shared problem travels as the last argument, a 0-d object array: with dask it is one
+# key of the graph that every task reads, not a copy pickled into each task (~1 MB per 4,000
+# pairs), which would make the graph and worker memory grow with the number of chunks.
+def _kernel_plain(values, problem, **kw):
+    return solve_block(values, None, _unwrap(problem), **kw)
 
 
-def _kernel_mask(values, mask, **kw):
-    return solve_block(values, mask, **kw)
+def _kernel_mask(values, mask, problem, **kw):
+    return solve_block(values, mask, _unwrap(problem), **kw)
 
 
-def _kernel_weights(values, weights, **kw):
-    return solve_block(values, None, weights=weights, **kw)
+def _kernel_weights(values, weights, problem, **kw):
+    return solve_block(values, None, _unwrap(problem), weights=weights, **kw)
 
 
-def _kernel_weights_mask(values, weights, mask, **kw):
-    return solve_block(values, mask, weights=weights, **kw)
+def _kernel_weights_mask(values, weights, mask, problem, **kw):
+    return solve_block(values, mask, _unwrap(problem), weights=weights, **kw)
+
+
+def _shared(value: Any, lazy: bool) -> xr.DataArray:
+    """``value`` as a 0-d object DataArray; one dask key when ``lazy``."""
+    holder = np.empty((), dtype=object)
+    holder[()] = value
+    if not lazy:
+        return xr.DataArray(holder)
+    import dask
+    import dask.array as da
+
+    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
+
+
+def _unwrap(holder: Any) -> Any:
+    return holder[()] if isinstance(holder, np.ndarray) else holder
 
 
 _KERNELS = {
@@ -622,7 +649,8 @@ def _grid_of(result: xr.Dataset) -> design.TimeGrid:
         ) from err
 
 
-def _predict_block(solution, *, matrix):
+def _predict_block(solution, matrix):
+    matrix = _unwrap(matrix)
     lead = solution.shape[:-1]
     flat = np.reshape(np.asarray(solution, dtype=np.float64), (-1, solution.shape[-1]))
     predicted = (matrix @ flat.T).T
@@ -668,15 +696,16 @@ def predict(
     outside = ~geometry.kept
     out = {}
     for name in variables:
+        shared_matrix = _shared(matrix, result[name].chunks is not None)
         predicted = xr.apply_ufunc(
             _predict_block,
             result[name],
-            input_core_dims=[[TIME_DIM]],
+            shared_matrix,
+            input_core_dims=[[TIME_DIM], []],
             output_core_dims=[[PAIR_DIM]],
             dask="parallelized",
             output_dtypes=[np.float32],
             dask_gufunc_kwargs={"output_sizes": {PAIR_DIM: n_all}},
-            kwargs={"matrix": matrix},
         )
         predicted = predicted.where(xr.DataArray(~outside, dims=PAIR_DIM))
         out[name] = predicted.transpose(PAIR_DIM, ...)
