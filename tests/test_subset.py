@@ -270,3 +270,16 @@ def test_filter_pairs_combines_the_filters(small):
     step = select_valid_fraction(step, 0.5)
     np.testing.assert_array_equal(combined.pair_id.values, step.pair_id.values)
     assert filter_pairs(small) is small
+
+
+@requires_shared
+def test_platform_names_work_without_mission_variables():
+    """'L8' / 'S2' select the same pairs from satellite_img alone as with mission_img."""
+    names = ["vx", "satellite_img1", "satellite_img2"]
+    bare = xr_itslive.open_cube(GLACIER_CUBE, variables=names)
+    full = xr_itslive.open_cube(GLACIER_CUBE, variables=[*names, "mission_img1", "mission_img2"])
+    for wanted in (["L8", "L9"], ["S2"], "Landsat 7"):
+        a = bare.itslive.filter(satellites=wanted)
+        b = full.itslive.filter(satellites=wanted)
+        assert a.sizes["mid_date"] == b.sizes["mid_date"] > 0
+        np.testing.assert_array_equal(a["pair_id"].values, b["pair_id"].values)

@@ -449,6 +449,14 @@ def platform_codes(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     return m1 + s1, m2 + s2
 
 
+def _infer_platform(satellite: np.ndarray) -> np.ndarray:
+    """Platform codes from ``satellite_img`` alone: ITS_LIVE's codes are unambiguous
+    (``'4'``..``'9'`` Landsat, ``'1A'``/``'1B'`` Sentinel-1, ``'2A'``/``'2B'`` Sentinel-2)."""
+    lowered = np.char.lower(satellite.astype(str))
+    landsat = np.char.isdigit(lowered)
+    return np.where(landsat, np.char.add("l", lowered), np.char.add("s", lowered))
+
+
 def select_platforms(
     ds: xr.Dataset,
     missions: str | Iterable[str] | None = None,
@@ -501,7 +509,7 @@ def select_platforms(
         _require(ds, _SATELLITE_VARS, "satellites")
         raw = [_strings(ds, n) for n in _SATELLITE_VARS]
         have_missions = all(n in ds.variables for n in _MISSION_VARS)
-        codes = platform_codes(ds) if have_missions else (raw[0], raw[1])
+        codes = platform_codes(ds) if have_missions else tuple(_infer_platform(r) for r in raw)
         matches = []
         for code, value in zip(codes, raw, strict=True):
             hit = np.zeros(code.shape, dtype=bool)
