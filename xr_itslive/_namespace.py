@@ -112,10 +112,10 @@ def get_namespace(*arrays: Any) -> ModuleType:
     """
     namespaces: dict[str, ModuleType] = {}
     for array in arrays:
-        if array is None or isinstance(array, int | float | bool | np.ndarray | np.generic):
-            continue
         if is_cupy_array(array):
             xp = cupy_namespace()
+        elif array is None or isinstance(array, int | float | bool | np.ndarray | np.generic):
+            continue
         elif hasattr(array, "__array_namespace__"):
             xp = array.__array_namespace__()
         else:
@@ -129,6 +129,11 @@ def get_namespace(*arrays: Any) -> ModuleType:
             "Move them to one device first (e.g. cupy.asarray(...) or .get())."
         )
     return next(iter(namespaces.values())) if namespaces else numpy_namespace()
+
+
+def is_host_numpy(array: Any) -> bool:
+    """True for a numpy array (not a CuPy array, whatever its class hierarchy)."""
+    return isinstance(array, np.ndarray) and not is_cupy_array(array)
 
 
 def to_numpy(array: Any) -> np.ndarray:

@@ -19,7 +19,13 @@ import numpy as np
 import xarray as xr
 
 from . import design
-from ._namespace import empty_like_chunk, get_namespace, is_cupy_array, put_rows
+from ._namespace import (
+    empty_like_chunk,
+    get_namespace,
+    is_cupy_array,
+    is_host_numpy,
+    put_rows,
+)
 from .errors import (
     ChunkingError,
     InvalidParameterError,
@@ -169,7 +175,7 @@ def _choose_engine(engine: str | None, sample: Any) -> str:
     """``engine``, or by default "numba" for numpy chunks and "array" for any other chunk
     type (CuPy on a GPU, or another array-API library); ``sample`` is a chunk or dask's
     ``_meta``."""
-    on_host_numpy = isinstance(sample, np.ndarray)
+    on_host_numpy = is_host_numpy(sample)
     if engine is None:
         return "numba" if on_host_numpy else "array"
     if engine not in ENGINES:
@@ -434,7 +440,7 @@ def invert(
         kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
         gufunc_kwargs: dict[str, Any] = {"output_sizes": {TIME_DIM: problem.n_cells}}
         output_dtypes: list | None = [dtypes[n] for n in names]
-        if is_dask and not isinstance(chunk_type, np.ndarray):
+        if is_dask and not is_host_numpy(chunk_type):
             # dask learns the chunk type from meta: CuPy chunks in, CuPy chunks (and _meta) out
             gufunc_kwargs["meta"] = tuple(
                 empty_like_chunk(chunk_type, var.ndim - 1 + len(core_out[n]), dtypes[n])
