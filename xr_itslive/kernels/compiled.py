@@ -19,7 +19,7 @@ _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 
 
 @numba.njit(**_JIT)
-def _load_block(values, weights, use_weights, p0, nb, w, wy, y, counts):
+def _load_block(values, weights, use_weights, p0, nb, w, wy, y, counts, active):
     n_pairs, lanes = w.shape
     for b in range(lanes):
         counts[b] = 0
@@ -40,16 +40,24 @@ def _load_block(values, weights, use_weights, p0, nb, w, wy, y, counts):
             w[i, b] = wi
             y[i, b] = yi
             wy[i, b] = wi * yi if wi > 0 else 0.0
+        used = False
+        for b in range(lanes):
+            used = used or w[i, b] > 0
+        active[i] = used
 
 
 @numba.njit(**_JIT)
-def _assemble(w, wy, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, sweep, rhs):
+def _assemble(w, wy, active, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, sweep, rhs):
+    # Pairs with no valid observation in the block contribute nothing: skip their terms
+    # (a block's pixels often see a small part of a cube's pairs).
     lanes = w.shape[1]
     width = bandwidth + 1
     gram[:, :] = 0.0
     sweep[:, :] = 0.0
     rhs[:, :] = 0.0
     for t in range(gs[0], gs[1]):
+        if not active[gp[t]]:
+            continue
         for b in range(lanes):
             sweep[gc[t], b] += gv[t] * w[gp[t], b]
     for r in range(n_cells):
@@ -57,6 +65,8 @@ def _assemble(w, wy, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, s
             for b in range(lanes):
                 sweep[r * width + k, b] += sweep[r * width + k + 1, b]
     for t in range(gs[1], gs[2]):
+        if not active[gp[t]]:
+            continue
         for b in range(lanes):
             sweep[gc[t], b] += gv[t] * w[gp[t], b]
     for r in range(1, n_cells):
@@ -64,6 +74,8 @@ def _assemble(w, wy, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, s
             for b in range(lanes):
                 sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
     for t in range(gs[2], gs[3]):
+        if not active[gp[t]]:
+            continue
         for b in range(lanes):
             gram[gc[t], b] += gv[t] * w[gp[t], b]
     for r in range(n_cells):
@@ -71,18 +83,24 @@ def _assemble(w, wy, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, s
             for b in range(lanes):
                 gram[r * width + k, b] += gram[r * width + k - 1, b]
     for t in range(gs[3], gs[4]):
+        if not active[gp[t]]:
+            continue
         for b in range(lanes):
             gram[gc[t], b] += gv[t] * w[gp[t], b]
     for s in range(n_cells * width):
         for b in range(lanes):
             gram[s, b] += sweep[s, b]
     for t in range(rs[0], rs[1]):
+        if not active[rp[t]]:
+            continue
         for b in range(lanes):
             rhs[rc[t], b] += rv[t] * wy[rp[t], b]
     for r in range(1, n_cells):
         for b in range(lanes):
             rhs[r, b] += rhs[r - 1, b]
     for t in range(rs[1], rs[2]):
+        if not active[rp[t]]:
+            continue
         for b in range(lanes):
             rhs[rc[t], b] += rv[t] * wy[rp[t], b]
 
@@ -104,29 +122,56 @@ def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, sin
     for b in range(lanes):
         tol[b] *= rel_tol
         singular[b] = False
-    for j in range(n_cells):
+    second = np.zeros((bandwidth + 2, lanes))
+    j = 0
+    while j < n_cells:
+        # Two columns per step: column j, then column j + 1 updated by column j only, then
+        # one rank-2 update of the trailing window: every window entry is loaded and stored
+        # once per two columns.
         base = j * width
-        for b in range(lanes):
-            pivot = factor[base, b]
-            if pivot > tol[b]:
-                root = np.sqrt(pivot)
-            else:
-                singular[b] = True
-                root = np.inf
-            factor[base, b] = root
-            inv[b] = 1.0 / root
+        _pivot_column(factor, base, min(bandwidth, n_cells - 1 - j), tol, singular, inv, column)
+        if j + 1 == n_cells:
+            break
         kmax = min(bandwidth, n_cells - 1 - j)
-        for k in range(1, kmax + 1):
+        # row j + 1 (its band: columns j+1 .. j+1+kmax-1) minus column j's contribution
+        next_base = base + width
+        for m in range(kmax):
             for b in range(lanes):
-                value = factor[base + k, b] * inv[b]
-                factor[base + k, b] = value
-                column[k, b] = value
-        # a separate column buffer: no aliasing with the rows being updated
-        for k in range(1, kmax + 1):
-            start = base + k * bandwidth
-            for m in range(k, kmax + 1):
+                factor[next_base + m, b] -= column[1, b] * column[1 + m, b]
+        kmax2 = min(bandwidth, n_cells - 2 - j)
+        _pivot_column(factor, next_base, kmax2, tol, singular, inv, second)
+        # column j's entries on rows j+2 .. j+1+kmax2, indexed from j + 1; zero beyond its reach
+        for k in range(1, kmax2 + 1):
+            for b in range(lanes):
+                column[k, b] = column[k + 1, b] if k + 1 <= kmax else 0.0
+        for k in range(1, kmax2 + 1):
+            start = next_base + k * bandwidth
+            for m in range(k, kmax2 + 1):
                 for b in range(lanes):
-                    factor[start + m, b] -= column[k, b] * column[m, b]
+                    factor[start + m, b] -= (
+                        column[k, b] * column[m, b] + second[k, b] * second[m, b]
+                    )
+        j += 2
+
+
+@numba.njit(**_JIT)
+def _pivot_column(factor, base, kmax, tol, singular, inv, column):
+    """Pivot of the row at ``base`` and its scaled column (entries 1..kmax) into ``column``."""
+    lanes = factor.shape[1]
+    for b in range(lanes):
+        pivot = factor[base, b]
+        if pivot > tol[b]:
+            root = np.sqrt(pivot)
+        else:
+            singular[b] = True
+            root = np.inf
+        factor[base, b] = root
+        inv[b] = 1.0 / root
+    for k in range(1, kmax + 1):
+        for b in range(lanes):
+            value = factor[base + k, b] * inv[b]
+            factor[base + k, b] = value
+            column[k, b] = value
 
 
 @numba.njit(**_JIT)
@@ -153,14 +198,15 @@ def _solve(factor, rhs, n_cells, bandwidth, x):
 
 
 @numba.njit(**_JIT)
-def _predict(x, first, last, first_frac, last_frac, inner, prefix, pred):
+def _predict(x, used, first, last, first_frac, last_frac, inner, prefix, pred):
     n_cells, lanes = x.shape
     for b in range(lanes):
         prefix[0, b] = 0.0
     for j in range(n_cells):
         for b in range(lanes):
             prefix[j + 1, b] = prefix[j, b] + x[j, b]
-    for i in range(first.shape[0]):
+    pred[:, :] = np.nan  # pairs without data in the block are not predicted
+    for i in used:
         j0 = first[i]
         j1 = last[i]
         e0 = first_frac[i]
@@ -216,11 +262,11 @@ def _trace_product(z, gram, n_cells, bandwidth, out):
 
 
 @numba.njit(**_JIT)
-def _weighted_rss(y, pred, w, out):
-    n_pairs, lanes = y.shape
+def _weighted_rss(y, pred, w, used, out):
+    lanes = y.shape[1]
     for b in range(lanes):
         out[b] = 0.0
-    for i in range(n_pairs):
+    for i in used:
         for b in range(lanes):
             if w[i, b] > 0:
                 r = y[i, b] - pred[i, b]
@@ -228,20 +274,27 @@ def _weighted_rss(y, pred, w, out):
 
 
 @numba.njit(**_JIT)
-def _reweight(y, pred, w0, kind, tuning, w, wy, outlier):
-    """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD."""
+def _reweight(y, pred, w0, used, kind, tuning, w, wy, outlier):
+    """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD.
+
+    Only the pairs in ``used`` (those with data in the block) are visited; the others keep
+    zero weight.
+    """
     n_pairs, lanes = y.shape
-    buffer = np.empty(n_pairs)
+    buffer = np.empty(used.shape[0])
+    w[:, :] = 0.0
+    wy[:, :] = 0.0
+    outlier[:, :] = False
     for b in range(lanes):
         n = 0
-        for i in range(n_pairs):
+        for i in used:
             if w0[i, b] > 0:
                 buffer[n] = abs(y[i, b] - pred[i, b]) * np.sqrt(w0[i, b])
                 n += 1
         scale = 1.4826 * np.median(buffer[:n]) if n > 0 else 1.0
         if not scale > 0:
             scale = 1e-12
-        for i in range(n_pairs):
+        for i in used:
             if w0[i, b] > 0:
                 u = (y[i, b] - pred[i, b]) * np.sqrt(w0[i, b]) / (tuning * scale)
                 au = abs(u)
@@ -252,10 +305,6 @@ def _reweight(y, pred, w0, kind, tuning, w, wy, outlier):
                 w[i, b] = w0[i, b] * factor
                 wy[i, b] = w[i, b] * y[i, b]
                 outlier[i, b] = au > 1.0
-            else:
-                w[i, b] = 0.0
-                wy[i, b] = 0.0
-                outlier[i, b] = False
 
 
 class CompiledOps:
@@ -275,9 +324,11 @@ class CompiledOps:
         size = n_cells * (bandwidth + 1)
         self.lanes = lanes
         self._sweep = np.empty((size, lanes))
-        self._column = np.empty((bandwidth + 1, lanes))
+        self._column = np.zeros((bandwidth + 2, lanes))
         self._prefix = np.empty((n_cells + 1, lanes))
         self.n_pairs = n_pairs
+        self.active = np.ones(n_pairs, dtype=np.bool_)  # pairs with data in the current block
+        self.used = np.arange(n_pairs)  # their indices
 
     # array helpers used by the pipeline
     xp = np
@@ -286,7 +337,9 @@ class CompiledOps:
         size = self.n_cells * (self.bandwidth + 1)
         gram = np.empty((size, self.lanes))
         rhs = np.empty((self.n_cells, self.lanes))
-        _assemble(w, wy, *self.terms, self.n_cells, self.bandwidth, gram, self._sweep, rhs)
+        _assemble(
+            w, wy, self.active, *self.terms, self.n_cells, self.bandwidth, gram, self._sweep, rhs
+        )
         return gram, rhs
 
     def factor(self, gram, lam2):
@@ -305,7 +358,7 @@ class CompiledOps:
 
     def predict(self, x):
         pred = np.empty((self.n_pairs, self.lanes))
-        _predict(x, *self.geometry, self._prefix, pred)
+        _predict(x, self.used, *self.geometry, self._prefix, pred)
         return pred
 
     def selected_inverse(self, factor):
@@ -320,14 +373,14 @@ class CompiledOps:
 
     def weighted_rss(self, y, pred, w):
         out = np.empty(self.lanes)
-        _weighted_rss(y, pred, w, out)
+        _weighted_rss(y, pred, w, self.used, out)
         return out
 
     def reweight(self, y, pred, w0, kind, tuning):
         w = np.empty_like(w0)
         wy = np.empty_like(w0)
         outlier = np.empty(w0.shape, dtype=np.bool_)
-        _reweight(y, pred, w0, ROBUST_KINDS[kind], tuning, w, wy, outlier)
+        _reweight(y, pred, w0, self.used, ROBUST_KINDS[kind], tuning, w, wy, outlier)
         return w, wy, outlier
 
 
@@ -382,7 +435,8 @@ def solve_pixels_compiled(
         counts = np.empty(BLOCK, dtype=np.int64)
         for p0 in range(start, stop, BLOCK):
             nb = min(BLOCK, stop - p0)
-            _load_block(values, weights, use_weights, p0, nb, w0, wy0, y, counts)
+            _load_block(values, weights, use_weights, p0, nb, w0, wy0, y, counts, ops.active)
+            ops.used = np.flatnonzero(ops.active)
             block = run_pipeline(ops, y, w0, wy0, counts, options)
             sl = slice(p0, p0 + nb)
             out["solution"][sl] = block["solution"][:, :nb].T
