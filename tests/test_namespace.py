@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import FIXTURE_3X3, requires_shared
 
 import xr_itslive
 from xr_itslive import _gpu
@@ -288,3 +289,29 @@ def test_kernel_names_cover_what_the_kernels_call():
         called |= set(re.findall(r"\bxp\.([a-z_0-9]+)\b", inspect.getsource(source)))
     assert {"concat", "permute_dims", "take_along_axis"} <= called
     assert called - {"cumsum"} <= set(KERNEL_NAMES), called - set(KERNEL_NAMES)
+
+
+def test_to_device_without_cupy_names_the_gpu_extra(no_cupy):
+    cube = synthetic_cube(n_pairs=50, ny=1, nx=2)
+    with pytest.raises(OptionalDependencyError, match=r"xr_itslive\[gpu\]"):
+        _gpu.to_device(cube)
+    assert _gpu.to_host(cube) is not cube  # nothing on a device: a copy, data untouched
+    xr.testing.assert_identical(_gpu.to_host(cube), cube)
+
+
+@requires_shared
+def test_cli_gpu_flag_without_cupy_says_how_to_install(no_cupy, tmp_path, capsys):
+    from xr_itslive.cli import main
+
+    status = main(["invert", str(FIXTURE_3X3), "--out", str(tmp_path / "out.zarr"), "--gpu",
+                   "--no-progress"])  # fmt: skip
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "xr-itslive invert: error: CuPy is needed" in err and "xr_itslive[gpu]" in err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_gpu_writer_refuses_another_engine(tmp_path):
+    cube = synthetic_cube(n_pairs=50, ny=1, nx=2)
+    with pytest.raises(InvalidParameterError, match=r"GPU runs the 'array' engine.*'numba'"):
+        _gpu.invert_to_zarr_on_gpu(cube, tmp_path / "x.zarr", engine="numba")

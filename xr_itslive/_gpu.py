@@ -1,4 +1,4 @@
-"""The array engine on a chunk: pixel sub-batches sized to fit the device's free memory.
+"""The GPU path: pixel sub-batches sized to the device's free memory, and moving cubes.
 
 The namespace-generic engine (:mod:`xr_itslive.kernels.banded`) solves all pixels of a batch
 at once, pixels on the last axis, and keeps several ``(n_cells * (bandwidth + 1), n_pixels)``
@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ._namespace import is_cupy_array
+import numpy as np
+import xarray as xr
+
+from ._namespace import import_cupy, is_cupy_array
 from .errors import InvalidParameterError
 
 if TYPE_CHECKING:
     from .invert import Problem
     from .kernels.pipeline import Options
+    from .store import WriteSummary
 
 #: Fraction of the free device memory a batch may use.
 DEVICE_MEMORY_FRACTION = 0.5
@@ -166,3 +171,95 @@ def solve_pixels_batched(
         key: values[0] if len(values) == 1 else xp.concat(values, axis=0)
         for key, values in parts.items()
     }
+
+
+def _is_on_device(data: Any) -> bool:
+    return is_cupy_array(getattr(data, "_meta", data))
+
+
+def to_device(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its numeric per-pair variables (along ``mid_date``) on the GPU, lazily.
+
+    Dask chunks are copied to the GPU when they are computed (``_meta`` says CuPy), arrays in
+    memory at once; coordinates stay on the host. Inverting the result runs the ``array``
+    engine on the GPU.
+
+    Raises
+    ------
+    OptionalDependencyError
+        When CuPy cannot be imported (install the ``gpu`` extra).
+    """
+    cupy = import_cupy()
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        numeric = var.dtype.kind in "biuf"  # CuPy holds no strings, dates or objects
+        if "mid_date" not in var.dims or not numeric or _is_on_device(var.data):
+            continue
+        data = var.data
+        if hasattr(data, "map_blocks"):
+            meta = cupy.empty((0,) * data.ndim, dtype=data.dtype)
+            moved = data.map_blocks(cupy.asarray, dtype=data.dtype, meta=meta)
+        else:
+            moved = cupy.asarray(data)
+        out[name] = var.copy(data=moved)
+    return out
+
+
+def to_host(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every GPU variable copied back to numpy, lazily for dask arrays."""
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        data = var.data
+        if not _is_on_device(data):
+            continue
+        import cupy
+
+        if hasattr(data, "map_blocks"):
+            meta = np.empty((0,) * data.ndim, dtype=data.dtype)
+            moved = data.map_blocks(cupy.asnumpy, dtype=data.dtype, meta=meta)
+        else:
+            moved = cupy.asnumpy(data)
+        out[name] = var.copy(data=moved)
+    return out
+
+
+def invert_to_zarr_on_gpu(
+    cube: xr.Dataset,
+    store: str | os.PathLike,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+    **invert_kwargs: Any,
+) -> WriteSummary:
+    """:func:`xr_itslive.store.invert_to_zarr` with the solve on the GPU (``xr-itslive invert
+    --gpu``).
+
+    Each chunk is read on the host, copied to the GPU, inverted there with the ``array``
+    engine, and its result copied back and written: one copy each way per chunk. ``mask``
+    may be None or an outline path (what the CLI passes).
+    """
+    from .invert import invert
+    from .store import write_resumable
+
+    if invert_kwargs.get("engine") not in (None, "array"):
+        raise InvalidParameterError(
+            f"the GPU runs the 'array' engine, got engine={invert_kwargs['engine']!r}; "
+            "leave the engine out (CLI: drop --engine) or run without --gpu"
+        )
+    invert_kwargs["engine"] = "array"
+    result = to_host(invert(to_device(cube), **invert_kwargs))
+    parameters = dict(result.attrs)
+    mask = invert_kwargs.get("mask")
+    if mask is not None:  # as invert_to_zarr records it, so that runs with other masks differ
+        parameters["mask"] = os.fspath(mask) if isinstance(mask, str | os.PathLike) else repr(mask)
+    return write_resumable(
+        result,
+        store,
+        storage_options=storage_options,
+        parameters=parameters,
+        overwrite=overwrite,
+        scheduler=scheduler,
+        progress=progress,
+    )

@@ -140,6 +140,11 @@ def _add_invert(subparsers: Any) -> None:
     run.add_argument(
         "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
     )
+    run.add_argument(
+        "--gpu",
+        action="store_true",
+        help="solve on the GPU (CuPy, the 'gpu' extra): each chunk is copied there and back",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
     run.add_argument(
@@ -167,6 +172,8 @@ def _run_invert(args: argparse.Namespace) -> int:
         chunks = {"mid_date": -1, "y": args.chunk_size, "x": args.chunk_size}
     cube = open_cube(args.source, variables=wanted, chunks=chunks)
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
+    if args.gpu:  # GPU: same writes, the solve on the device (see xr_itslive._gpu)
+        from ._gpu import invert_to_zarr_on_gpu as invert_to_zarr
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
         summary = invert_to_zarr(
             cube,
