@@ -89,9 +89,10 @@ ENGINES = {"compiled": compiled, "generic": generic}
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("derivative", "lam"), [(1, 3.0), (2, 10.0), (2, 200.0)])
-def test_solution_matches_dense_least_squares(engine, derivative, lam):
+@pytest.mark.parametrize("gaps", [0.3, 0.85])  # the numba engine's dense and sparse assembly
+def test_solution_matches_dense_least_squares(engine, derivative, lam, gaps):
     geometry, arrays, band, a, reg = problem(derivative=derivative, lam=lam)
-    values = observations(23, a.shape[0])
+    values = observations(23, a.shape[0], gaps=gaps)
     values[4] = np.nan  # an empty pixel
     values[5, 3:] = np.nan  # too few observations
     expected = dense_reference(values, None, a, reg, min_obs=5)
@@ -204,9 +205,10 @@ def test_robust_rejects_gross_outliers(engine, kind):
     assert flagged[~hit].mean() < (0.05 if kind == "tukey" else 0.2)
 
 
-def test_engines_agree_on_every_option():
+@pytest.mark.parametrize("gaps", [0.3, 0.85])
+def test_engines_agree_on_every_option(gaps):
     geometry, arrays, band, a, _ = problem(n_pairs=300)
-    values = observations(6, a.shape[0], seed=4)
+    values = observations(6, a.shape[0], seed=4, gaps=gaps)
     weights = np.random.default_rng(2).uniform(0.2, 2.0, values.shape)
     options = Options(lams=(1.0, 10.0, 100.0), robust="tukey", iterations=3, uncertainty=True)
     one = compiled(values, weights, geometry, arrays, band, options)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._namespace import to_numpy
 from .cluster import local_scheduler_name, scheduler_context
 from .errors import ChunkingError, InvalidParameterError, StoreConflictError
 
@@ -382,7 +383,7 @@ def _write_chunk(
     """Write one chunk of every variable (a zarr region write), then its done marker."""
     started = time.time()
     data = {
-        name: (dims, np.asarray(block))
+        name: (dims, to_numpy(block))  # GPU (CuPy) chunks are copied to the host here
         for (name, dims), block in zip(layout.items(), blocks, strict=True)
     }
     chunk = xr.Dataset(data)
