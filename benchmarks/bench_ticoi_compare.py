@@ -354,11 +354,12 @@ def main(argv=None) -> None:
         v: np.broadcast_to(median[v].values, hidden.shape) for v in ("vx", "vy")
     }
 
-    xr_itslive.invert(training.isel(pixel=slice(0, 2)), step=args.step)  # numba warm-up
     settings = {
         LABEL_PLAIN: {"lam": 10.0},
         LABEL_ROBUST: {"lam": 10.0, "robust": True, "weights": "error"},
     }
+    for kwargs in settings.values():  # numba warm-up: compile (or load) every kernel used
+        xr_itslive.invert(training.isel(pixel=slice(0, 2)), step=args.step, **kwargs).compute()
     for label, kwargs in settings.items():
         t0 = time.perf_counter()
         result = xr_itslive.invert(training, step=args.step, start=START, end=END, **kwargs)

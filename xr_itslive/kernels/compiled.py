@@ -279,7 +279,6 @@ def _predict(x, used, first, last, first_frac, last_frac, inner, prefix, pred):
     for j in range(n_cells):
         for b in range(lanes):
             prefix[j + 1, b] = prefix[j, b] + x[j, b]
-    pred[:, :] = np.nan  # pairs without data in the block are not predicted
     for i in used:
         j0 = first[i]
         j1 = last[i]
@@ -351,14 +350,11 @@ def _weighted_rss(y, pred, w, used, out):
 def _reweight(y, pred, w0, valid, counts, kind, tuning, w, wy, outlier):
     """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD.
 
-    Only each pixel's valid pairs (``valid[b, :counts[b]]``) are visited; the others keep
-    zero weight.
+    Only each pixel's valid pairs (``valid[b, :counts[b]]``) are visited: the other rows
+    of ``w``, ``wy`` and ``outlier`` must already be zero.
     """
     n_pairs, lanes = y.shape
     buffer = np.empty(n_pairs)
-    w[:, :] = 0.0
-    wy[:, :] = 0.0
-    outlier[:, :] = False
     for b in range(lanes):
         n = counts[b]
         for m in range(n):
@@ -405,14 +401,26 @@ class CompiledOps:
         self.used = np.arange(n_pairs)  # their indices
         self.valid = np.zeros((lanes, n_pairs), dtype=np.int64)  # each pixel's valid pairs
         self.counts = np.zeros(lanes, dtype=np.int64)
+        # Buffers reused across the iterations of a block (the pipeline holds one at a time).
+        self._gram = np.empty((size, lanes))
+        self._rhs = np.empty((n_cells, lanes))
+        self._pred = np.empty((n_pairs, lanes))
+        self._w = np.zeros((n_pairs, lanes))
+        self._wy = np.zeros((n_pairs, lanes))
+        self._outlier = np.zeros((n_pairs, lanes), dtype=np.bool_)
+        self._fresh = True
+
+    def start_block(self, counts):
+        """A new block was loaded: its valid pairs are in ``valid``, ``active``."""
+        self.used = np.flatnonzero(self.active)
+        self.counts = counts
+        self._fresh = True
 
     # array helpers used by the pipeline
     xp = np
 
     def assemble(self, w, wy):
-        size = self.n_cells * (self.bandwidth + 1)
-        gram = np.empty((size, self.lanes))
-        rhs = np.empty((self.n_cells, self.lanes))
+        gram, rhs = self._gram, self._rhs
         if int(self.counts.sum()) < 0.6 * self.n_pairs * self.lanes:
             # Below ~60% valid (pixel, pair) observations, scattering each pixel's valid pairs
             # beats scanning every term across the block's lanes (measured crossover).
@@ -442,9 +450,9 @@ class CompiledOps:
         return x
 
     def predict(self, x):
-        pred = np.empty((self.n_pairs, self.lanes))
-        _predict(x, self.used, *self.geometry, self._prefix, pred)
-        return pred
+        # Only the block's pairs with data are predicted; the other rows are never read.
+        _predict(x, self.used, *self.geometry, self._prefix, self._pred)
+        return self._pred
 
     def selected_inverse(self, factor):
         z = np.empty_like(factor)
@@ -462,9 +470,12 @@ class CompiledOps:
         return out
 
     def reweight(self, y, pred, w0, kind, tuning):
-        w = np.empty_like(w0)
-        wy = np.empty_like(w0)
-        outlier = np.empty(w0.shape, dtype=np.bool_)
+        w, wy, outlier = self._w, self._wy, self._outlier
+        if self._fresh:  # rows without data stay zero for the whole block
+            w[:, :] = 0.0
+            wy[:, :] = 0.0
+            outlier[:, :] = False
+            self._fresh = False
         _reweight(y, pred, w0, self.valid, self.counts, ROBUST_KINDS[kind], tuning, w, wy, outlier)
         return w, wy, outlier
 
@@ -523,8 +534,7 @@ def solve_pixels_compiled(
             _load_block(
                 values, weights, use_weights, p0, nb, w0, wy0, y, counts, ops.active, ops.valid
             )
-            ops.used = np.flatnonzero(ops.active)
-            ops.counts = counts
+            ops.start_block(counts)
             block = run_pipeline(ops, y, w0, wy0, counts, options)
             sl = slice(p0, p0 + nb)
             out["solution"][sl] = block["solution"][:, :nb].T
