@@ -38,6 +38,7 @@ from .errors import (
     OptionalDependencyError,
 )
 from .glaciers import Glacier, read_outlines
+from .glaciers import _click_lat_lon as click_lat_lon
 
 #: Feature properties that tie a drawn outline back to its row in :attr:`MapState.outlines`.
 OUTLINE_SOURCE = "outline_source"
@@ -192,12 +193,7 @@ def _normalized_lon(lon: float) -> float:
 def _click_lat_lon(coordinates: Any) -> tuple[float, float] | None:
     if coordinates is None:
         return None
-    try:
-        lat, lon = (float(v) for v in coordinates)
-    except (TypeError, ValueError) as err:
-        raise InvalidParameterError(
-            f"a map click gives coordinates=(lat, lon), got coordinates={coordinates!r}"
-        ) from err
+    lat, lon = click_lat_lon(coordinates)
     return lat, _normalized_lon(lon)
 
 
