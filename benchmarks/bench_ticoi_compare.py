@@ -26,7 +26,8 @@ that every setting predicts.
   strictly inside the span of its inverted series.
 - Runtimes exclude imports, reading the sample and a warm-up run on two pixels (numba
   compilation) for both tools. Both run on one process; xr_itslive's numba kernel is not
-  multi-threaded, and TICOI runs its pixels one after the other (``--ticoi-jobs 1``).
+  multi-threaded, and TICOI runs its pixels in as many joblib jobs as there are cores
+  (``--ticoi-jobs``; 1 runs them one after the other).
 
 Run: ``python benchmarks/bench_ticoi_compare.py [--pixels 50] [--seed 0]
 [--ticoi-python /work/venv-ticoi/bin/python]``. Set up TICOI with
@@ -310,7 +311,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step", type=float, default=12.0)
     parser.add_argument("--ticoi-python", default=DEFAULT_TICOI_PYTHON)
-    parser.add_argument("--ticoi-jobs", type=int, default=1, help="joblib jobs for TICOI")
+    parser.add_argument(
+        "--ticoi-jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="joblib jobs for TICOI (default: all cores, as xr_itslive uses them)",
+    )
     parser.add_argument("--ticoi-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ticoi_worker:
