@@ -42,7 +42,7 @@ class OptionalDependencyError(ITSLiveError, ImportError):
 
 
 class StoreConflictError(ITSLiveError, ValueError):
-    """An output store holds something else than the run asked for (other parameters, other data)."""
+    """An output store holds another run (other parameters, other data) than the one asked for."""
 
 
 class ClusterConnectionError(ITSLiveError, OSError):
