@@ -287,6 +287,7 @@ def test_dask_gateway_cluster(spawn, tmp_path):
                 raise
             time.sleep(0.2)
     cluster = gateway.new_cluster()
+    client = None
     try:
         cluster.scale(1)
         client = cluster.get_client()
@@ -298,6 +299,10 @@ def test_dask_gateway_cluster(spawn, tmp_path):
         worker_pids = set(client.run(os.getpid).values())
         assert marker_pids(store) <= worker_pids
     finally:
+        if client is not None:
+            # A Client left open stays dask's default scheduler: later tests would compute on
+            # a cluster that is gone ("Requested dask.distributed scheduler but no Client").
+            client.close()
         cluster.shutdown()
         gateway.close()
 
@@ -314,3 +319,17 @@ def test_memory_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.strip().startswith(("1x", "4x"))]
     assert len(rows) == 2, done.stdout
+
+
+def test_a_cluster_object_leaves_no_default_client_behind():
+    """The Client a cluster object hands out is closed: later computes use threads again."""
+    import dask
+    import dask.array as da
+
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with scheduler_context(cluster) as client:
+            assert client is not None and client.status == "running"
+        assert client.status == "closed"
+        with pytest.raises(ValueError):
+            distributed.default_client()
+        assert dask.compute(da.ones(4, chunks=2).sum())[0] == 4

@@ -150,7 +150,8 @@ def close_client(client: Any) -> None:
 def scheduler_context(scheduler: Any = None, **kwargs: Any) -> Iterator[Any | None]:
     """:func:`get_client` as a context manager that closes only what it started.
 
-    A Client or cluster passed in (and a running default Client) stays open.
+    A Client passed in, a cluster passed in, and a running default Client stay open; a Client
+    started for ``"local"``, an address, or handed out by a cluster object is closed.
 
     Examples
     --------
@@ -158,8 +159,20 @@ def scheduler_context(scheduler: Any = None, **kwargs: Any) -> Iterator[Any | No
     ...     print(client)
     None
     """
+    before = _default_client()
     client = get_client(scheduler, **kwargs)
-    started = isinstance(scheduler, str) and client is not None  # 'local' or an address
+    if isinstance(scheduler, str):
+        started = client is not None  # 'local' or an address
+    else:
+        # A cluster object (Gateway, LocalCluster) hands out a new Client unless its Client is
+        # already the default one: a new one is ours to close, or it would stay dask's default
+        # scheduler after the cluster is gone.
+        started = (
+            client is not None
+            and client is not scheduler
+            and client is not before
+            and callable(getattr(scheduler, "get_client", None))
+        )
     try:
         yield client
     finally:
