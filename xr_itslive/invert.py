@@ -334,7 +334,7 @@ def invert(
     step
         Cell length in days.
     lam
-        Smoothness weight (≥ 0), in velocity units × days^derivative: the penalty is
+        Smoothness weight (≥ 0), in days^derivative: the penalty, a velocity like the residuals, is
         ``lam · Δ^d x / step^d`` so changing ``step`` keeps its meaning. ``"auto"`` (or a
         sequence of candidates) chooses λ for each pixel by generalized cross-validation;
         the choice is returned as ``lam_<variable>`` and the candidates in the attributes.
