@@ -1092,6 +1092,8 @@ def _validate_pairs(t1, t2, v, v_error):
 
 # --------------------------------------------------------------------------- xarray layer
 def _series_arrays(ds: Any, variable: Hashable, error: Hashable | None | str):
+    """``(img1, img2, values, errors)`` of a point series, with clear errors for anything else
+    (shared by the GP and :func:`xr_itslive.plot_series`)."""
     if not isinstance(ds, xr.Dataset):
         raise NotAnITSLiveCubeError(
             f"expected an xarray.Dataset point series, got {type(ds).__name__}; select one "
@@ -1106,8 +1108,8 @@ def _series_arrays(ds: Any, variable: Hashable, error: Hashable | None | str):
     extra = [d for d in da.dims if d != PAIR_DIM]
     if PAIR_DIM not in da.dims or any(da.sizes[d] != 1 for d in extra):
         raise NotAnITSLiveCubeError(
-            f"{variable!r} has dims {dict(da.sizes)}; a GP needs one point series along "
-            f"{PAIR_DIM!r}: select a pixel first, e.g. ds.isel(x=0, y=0)"
+            f"{variable!r} has dims {dict(da.sizes)}; one point series along "
+            f"{PAIR_DIM!r} is needed: select a pixel first, e.g. ds.isel(x=0, y=0)"
         )
     for coord in ("acquisition_date_img1", "acquisition_date_img2"):
         if coord not in ds.variables:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InvalidParameterError, MissingVariableError, NotAnITSLiveCubeError
+from .errors import InvalidParameterError, MissingVariableError
 
 __all__ = ["plot_series"]
 
@@ -17,27 +17,10 @@ PAIR_DIM = "mid_date"
 
 
 def _pair_arrays(series: xr.Dataset, variable: Hashable):
-    if not isinstance(series, xr.Dataset):
-        raise NotAnITSLiveCubeError(
-            f"expected an xarray.Dataset point series, got {type(series).__name__}; select one "
-            "pixel of a cube, e.g. cube.isel(x=0, y=0)"
-        )
-    if variable not in series.data_vars:
-        raise MissingVariableError(
-            f"variable {variable!r} not found; the dataset has "
-            f"{sorted(map(str, series.data_vars))}. Pass variable=... naming the velocity"
-        )
-    da = series[variable]
-    extra = [d for d in da.dims if d != PAIR_DIM]
-    if PAIR_DIM not in da.dims or any(da.sizes[d] != 1 for d in extra):
-        raise NotAnITSLiveCubeError(
-            f"{variable!r} has dims {dict(da.sizes)}; plot one point series along "
-            f"{PAIR_DIM!r}: select a pixel first, e.g. ds.isel(x=0, y=0)"
-        )
-    values = np.asarray(da.squeeze(extra, drop=True).values if extra else da.values, float)
-    img1 = np.asarray(series["acquisition_date_img1"].values, "datetime64[ns]")
-    img2 = np.asarray(series["acquisition_date_img2"].values, "datetime64[ns]")
-    return img1, img2, values
+    from .gp import _series_arrays
+
+    img1, img2, values, _ = _series_arrays(series, variable, error=None)
+    return img1.astype("datetime64[ns]"), img2.astype("datetime64[ns]"), values
 
 
 def _series_line(inverted: Any, variable: Hashable) -> tuple[np.ndarray, np.ndarray, Any]:
