@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-if TYPE_CHECKING:  # issue 4: annotations only
+if TYPE_CHECKING:  # annotations only
     from .store import WriteSummary
 
 
@@ -18,7 +18,7 @@ class ITSLiveAccessor:
     def __init__(self, obj: xr.Dataset) -> None:
         self._obj = obj
 
-    # --- inversion core (issue 2) ---
+    # --- inversion ---
     def design_matrix(self, step: float = 12.0, start=None, end=None, derivative: int = 2):
         """The date-span design matrix and regularizer; see :func:`xr_itslive.design_matrix`."""
         from .invert import design_matrix
@@ -37,7 +37,7 @@ class ITSLiveAccessor:
 
         return predict(self._obj, result, variables)
 
-    # --- subsets, filters, glaciers (issue 3) ---
+    # --- subsets, filters, glaciers ---
     def point(self, lon=None, lat=None, *, x=None, y=None, max_offset=None) -> xr.Dataset:
         """Series of the pixel nearest a point; see :func:`xr_itslive.subset.point_series`."""
         from .subset import point_series
@@ -81,7 +81,7 @@ class ITSLiveAccessor:
 
         return filter_pairs(self._obj, **criteria)
 
-    # --- scaling out (issue 4) ---
+    # --- resumable writes ---
     def invert_to_zarr(self, store: str | os.PathLike, **kwargs: Any) -> WriteSummary:
         """Invert and write chunk by chunk, resumably; see :func:`xr_itslive.invert_to_zarr`."""
         from .store import invert_to_zarr
@@ -94,7 +94,7 @@ class ITSLiveAccessor:
 
         return write_resumable(self._obj, store, **kwargs)
 
-    # --- robust / GP / plots (issue 5) ---
+    # --- point series: GP and plots ---
     def gp(self, variable="v", *, times=None, error="auto", **kwargs) -> xr.Dataset:
         """GP regression of this point series; see :func:`xr_itslive.gp_regress`."""
         from .gp import gp_regress
