@@ -237,29 +237,28 @@ def invert_to_zarr_on_gpu(
     --gpu``).
 
     Each chunk is read on the host, copied to the GPU, inverted there with the ``array``
-    engine, and its result copied back and written: one copy each way per chunk. ``mask``
-    may be None or an outline path (what the CLI passes).
+    engine, and its result copied back and written: one copy each way per chunk. The same
+    as ``invert_to_zarr(..., gpu=True)``.
     """
-    from .invert import invert
-    from .store import write_resumable
+    from .store import invert_to_zarr
 
-    if invert_kwargs.get("engine") not in (None, "array"):
-        raise InvalidParameterError(
-            f"the GPU runs the 'array' engine, got engine={invert_kwargs['engine']!r}; "
-            "leave the engine out (CLI: drop --engine) or run without --gpu"
-        )
-    invert_kwargs["engine"] = "array"
-    result = to_host(invert(to_device(cube), **invert_kwargs))
-    parameters = dict(result.attrs)
-    mask = invert_kwargs.get("mask")
-    if mask is not None:  # as invert_to_zarr records it, so that runs with other masks differ
-        parameters["mask"] = os.fspath(mask) if isinstance(mask, str | os.PathLike) else repr(mask)
-    return write_resumable(
-        result,
+    return invert_to_zarr(
+        cube,
         store,
         storage_options=storage_options,
-        parameters=parameters,
         overwrite=overwrite,
         scheduler=scheduler,
         progress=progress,
+        gpu=True,
+        **invert_kwargs,
     )
+
+
+def gpu_engine(engine: str | None) -> str:
+    """The engine a GPU solve runs (``"array"``), refusing any other that was asked for."""
+    if engine not in (None, "array"):
+        raise InvalidParameterError(
+            f"the GPU runs the 'array' engine, got engine={engine!r}; "
+            "leave the engine out (CLI: drop --engine) or run without --gpu"
+        )
+    return "array"

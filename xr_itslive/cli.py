@@ -172,8 +172,6 @@ def _run_invert(args: argparse.Namespace) -> int:
         chunks = {"mid_date": -1, "y": args.chunk_size, "x": args.chunk_size}
     cube = open_cube(args.source, variables=wanted, chunks=chunks)
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
-    if args.gpu:  # GPU: same writes, the solve on the device (see xr_itslive._gpu)
-        from ._gpu import invert_to_zarr_on_gpu as invert_to_zarr
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
         summary = invert_to_zarr(
             cube,
@@ -182,6 +180,7 @@ def _run_invert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             scheduler=client if client is not None else args.scheduler,
             progress=not args.no_progress,
+            gpu=args.gpu,  # the solve on the device, same writes (see xr_itslive._gpu)
             variables=args.variables,
             step=args.step,
             lam=args.lam,

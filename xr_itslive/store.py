@@ -619,6 +619,7 @@ def invert_to_zarr(
     scheduler: Any = None,
     progress: bool = True,
     chunks: Mapping[Hashable, int] | None = None,
+    gpu: bool = False,
     **invert_kwargs: Any,
 ) -> WriteSummary:
     """Invert ``cube`` with :func:`xr_itslive.invert` and write it resumably to ``store``.
@@ -636,6 +637,9 @@ def invert_to_zarr(
     chunks
         Spatial chunks to give the cube first (e.g. ``{"y": 20, "x": 20}``); ``mid_date`` is
         kept whole. Default: the cube's own chunks.
+    gpu
+        Solve on the GPU (CuPy, the ``gpu`` extra): each chunk is copied to the device,
+        inverted with the ``array`` engine, and its result copied back and written.
     **invert_kwargs
         Passed to :func:`xr_itslive.invert` (``variables``, ``step``, ``lam``, ``derivative``,
         ``start``, ``end``, ``min_obs``, ``mask``, ``engine``).
@@ -648,7 +652,13 @@ def invert_to_zarr(
 
     if chunks is not None:
         cube = cube.chunk({"mid_date": -1, **chunks})
-    result = invert(cube, **invert_kwargs)
+    if gpu:
+        from ._gpu import gpu_engine, to_device, to_host
+
+        invert_kwargs["engine"] = gpu_engine(invert_kwargs.get("engine"))
+        result = to_host(invert(to_device(cube), **invert_kwargs))
+    else:
+        result = invert(cube, **invert_kwargs)
     parameters = dict(result.attrs)
     # Settings that leave no trace in the result's attributes still tell runs apart.
     for key in ("mask",):
