@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
-import scipy.optimize as so
 import scipy.special as ss
 import xarray as xr
 
@@ -928,6 +927,8 @@ def gp_fit(
         post = _posterior(problem, _to_params(theta_now, free, fixed), scale_weights)
         # per pair, so that L-BFGS-B's first step (of unit gradient length) stays moderate
         return 1e10 if post is None else -post.log_likelihood / values.size
+
+    import scipy.optimize as so  # here, not at import: it costs ~0.1 s to load
 
     posterior = None
     with _single_threaded_blas():
