@@ -33,7 +33,7 @@ def geometry_arrays(geometry):
 def compiled(values, weights, geometry, arrays, band, options, threads=1):
     n_cells, bw = geometry.grid.n_cells, geometry.bandwidth
     return solve_pixels_compiled(
-        values, weights, arrays, geometry_arrays(geometry), band, n_cells, bw, options, threads
+        values, weights, geometry_arrays(geometry), band, n_cells, bw, options, threads
     )
 
 

@@ -254,7 +254,7 @@ def solve_block(
             from .kernels.compiled import solve_pixels_compiled
 
             solved = solve_pixels_compiled(
-                np.asarray(flat), weights, problem.term_arrays(), problem.geometry_arrays(),
+                np.asarray(flat), weights, problem.geometry_arrays(),
                 problem.regularization, n_cells, problem.bandwidth, options, threads=threads,
             )  # fmt: skip
         else:
@@ -655,12 +655,28 @@ def _grid_of(result: xr.Dataset) -> design.TimeGrid:
         ) from err
 
 
-def _predict_block(solution, matrix):
-    matrix = _unwrap(matrix)
+def _predict_block(solution, shared):
+    """``A @ x`` for every series of a block: (..., n_cells) → (..., n_pairs), NaN outside."""
+    rows, geometry, n_out = _unwrap(shared)
     lead = solution.shape[:-1]
-    flat = np.reshape(np.asarray(solution, dtype=np.float64), (-1, solution.shape[-1]))
-    predicted = (matrix @ flat.T).T
-    return np.reshape(predicted, (*lead, matrix.shape[0])).astype(np.float32)
+    flat = solution.reshape(-1, solution.shape[-1])
+    if is_host_numpy(solution):
+        from .kernels.compiled import predict_series_compiled
+
+        predicted = predict_series_compiled(flat, rows, geometry, n_out)
+    else:  # CuPy or another array-API namespace: prefix sums over pixel batches
+        from .kernels.banded import predict_pairs
+
+        xp = get_namespace(solution)
+        arrays = [xp.asarray(a) for a in geometry]
+        rows = xp.asarray(rows)
+        predicted = xp.full((flat.shape[0], n_out), xp.nan, dtype=xp.float32)
+        batch = max(1, 2**24 // max(n_out, 1))
+        for p0 in range(0, flat.shape[0], batch):
+            x = xp.astype(flat[p0 : p0 + batch], xp.float64).T
+            values = xp.astype(predict_pairs(x, *arrays).T, xp.float32)
+            predicted[p0 : p0 + batch, rows] = values
+    return predicted.reshape(*lead, n_out)
 
 
 def predict(
@@ -690,30 +706,25 @@ def predict(
     geometry = design.pair_geometry(
         img1, img2, grid.step, grid.start, grid.end, int(result.attrs.get("derivative", 2))
     )
-    import scipy.sparse as sp
-
-    inside = design.date_span_matrix(geometry)
     n_all = img1.shape[0]
     rows = np.flatnonzero(geometry.kept)
-    expand = sp.csr_array(
-        (np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n_all, rows.size)
-    )
-    matrix = (expand @ inside).tocsr()
-    outside = ~geometry.kept
+    arrays = (
+        geometry.first_cell, geometry.last_cell, geometry.first_frac, geometry.last_frac,
+        geometry.inner,
+    )  # fmt: skip
     out = {}
     for name in variables:
-        shared_matrix = _shared(matrix, result[name].chunks is not None)
+        shared = _shared((rows, arrays, n_all), result[name].chunks is not None)
         predicted = xr.apply_ufunc(
             _predict_block,
             result[name],
-            shared_matrix,
+            shared,
             input_core_dims=[[TIME_DIM], []],
             output_core_dims=[[PAIR_DIM]],
             dask="parallelized",
             output_dtypes=[np.float32],
             dask_gufunc_kwargs={"output_sizes": {PAIR_DIM: n_all}},
         )
-        predicted = predicted.where(xr.DataArray(~outside, dims=PAIR_DIM))
         out[name] = predicted.transpose(PAIR_DIM, ...)
     pair_coords = {c: ds[c] for c in ds.coords if ds[c].dims == (PAIR_DIM,)}
     return xr.Dataset(out).assign_coords(pair_coords)

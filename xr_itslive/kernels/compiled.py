@@ -19,164 +19,154 @@ _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 
 
 @numba.njit(**_JIT)
-def _load_block(values, weights, use_weights, p0, nb, w, wy, y, counts, active, valid):
-    n_pairs, lanes = w.shape
+def _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts):
+    """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
+
+    Row ``u`` holds pair ``rows[u]``; pairs without a value in the block get no row.
+    Missing observations (and non-positive or NaN weights) get weight 0 and value 0.
+    Returns the number of rows.
+    """
+    n_pairs = values.shape[1]
+    lanes = y.shape[1]
+    # pairs outer: reads of a (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory
+    u = 0
+    for i in range(n_pairs):
+        seen = False
+        for b in range(nb):
+            v = values[p0 + b, i]
+            seen |= v == v
+        if seen:
+            rows[u] = i
+            u += 1
+    per_pixel = weights.shape[0] > 1
     for b in range(lanes):
         counts[b] = 0
-    # pairs outer: reads of a (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory
-    for i in range(n_pairs):
+    for m in range(u):
+        i = rows[m]
         for b in range(lanes):
             wi = 0.0
-            yi = np.nan
+            yi = 0.0
             if b < nb:
-                v = values[p0 + b, i]
+                v = np.float64(values[p0 + b, i])
                 if v == v:
-                    wi = (weights[p0 + b if weights.shape[0] > 1 else 0, i]) if use_weights else 1.0
-                    if wi == wi and wi > 0:
+                    wi = (weights[p0 + b if per_pixel else 0, i]) if use_weights else 1.0
+                    if wi > 0:  # False for NaN
                         yi = v
-                        valid[b, counts[b]] = i
                         counts[b] += 1
                     else:
                         wi = 0.0
-            w[i, b] = wi
-            y[i, b] = yi
-            wy[i, b] = wi * yi if wi > 0 else 0.0
-        used = False
-        for b in range(lanes):
-            used = used or w[i, b] > 0
-        active[i] = used
+            w0[m, b] = wi
+            y[m, b] = yi
+            wy0[m, b] = wi * yi
+    return u
 
 
 @numba.njit(**_JIT)
-def _assemble(w, wy, active, gp, gc, gv, gs, rp, rc, rv, rs, n_cells, bandwidth, gram, sweep, rhs):
-    # Pairs with no valid observation in the block contribute nothing: skip their terms
-    # (a block's pixels often see a small part of a cube's pairs).
-    lanes = w.shape[1]
-    width = bandwidth + 1
-    gram[:, :] = 0.0
-    sweep[:, :] = 0.0
-    rhs[:, :] = 0.0
-    for t in range(gs[0], gs[1]):
-        if not active[gp[t]]:
-            continue
-        for b in range(lanes):
-            sweep[gc[t], b] += gv[t] * w[gp[t], b]
-    for r in range(n_cells):
-        for k in range(bandwidth - 1, -1, -1):
-            for b in range(lanes):
-                sweep[r * width + k, b] += sweep[r * width + k + 1, b]
-    for t in range(gs[1], gs[2]):
-        if not active[gp[t]]:
-            continue
-        for b in range(lanes):
-            sweep[gc[t], b] += gv[t] * w[gp[t], b]
-    for r in range(1, n_cells):
-        for k in range(bandwidth):
-            for b in range(lanes):
-                sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
-    for t in range(gs[2], gs[3]):
-        if not active[gp[t]]:
-            continue
-        for b in range(lanes):
-            gram[gc[t], b] += gv[t] * w[gp[t], b]
-    for r in range(n_cells):
-        for k in range(1, width):
-            for b in range(lanes):
-                gram[r * width + k, b] += gram[r * width + k - 1, b]
-    for t in range(gs[3], gs[4]):
-        if not active[gp[t]]:
-            continue
-        for b in range(lanes):
-            gram[gc[t], b] += gv[t] * w[gp[t], b]
-    for s in range(n_cells * width):
-        for b in range(lanes):
-            gram[s, b] += sweep[s, b]
-    for t in range(rs[0], rs[1]):
-        if not active[rp[t]]:
-            continue
-        for b in range(lanes):
-            rhs[rc[t], b] += rv[t] * wy[rp[t], b]
-    for r in range(1, n_cells):
-        for b in range(lanes):
-            rhs[r, b] += rhs[r - 1, b]
-    for t in range(rs[1], rs[2]):
-        if not active[rp[t]]:
-            continue
-        for b in range(lanes):
-            rhs[rc[t], b] += rv[t] * wy[rp[t], b]
-
-
-@numba.njit(**_JIT)
-def _assemble_sparse(
-    w, wy, valid, counts, first, last, first_frac, last_frac, inner,
-    n_cells, bandwidth, gram, sweep, rhs,
+def _assemble(
+    w, wy, rows, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
+    gpre, spre, rpre, dprev, srow, run, gram, rhs,
 ):  # fmt: skip
-    """:func:`_assemble` visiting each pixel's valid pairs only (for sparse blocks).
+    """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows, in two passes.
 
-    The same scatter terms, computed from the pair geometry, in two passes: the terms that
-    are cumulated along the band first, then those added after (see design.NormalTerms).
+    1. Scatter: each pair adds a few terms per lane whose cumulative sums are its outer
+       product (the runs of its row of A: first cell, inner cells, last cell). ``gpre`` is
+       summed along each band row, ``spre`` backwards along each band row and then down the
+       band's diagonals (the inner × inner triangles), ``rpre`` down the cells.
+    2. One pass over the cells turns the terms into the band, zeroing them for the next call.
+
+    ``gpre``, ``spre``: ``((n_cells + 1) * (bandwidth + 2), lanes)``; ``rpre``:
+    ``(n_cells + 1, lanes)``; all zero on entry, left zero on exit.
     """
-    lanes = w.shape[1]
+    n_used, lanes = w.shape
+    pw = bandwidth + 2
     width = bandwidth + 1
-    gram[:, :] = 0.0
-    sweep[:, :] = 0.0
-    rhs[:, :] = 0.0
-    for b in range(lanes):
-        for n in range(counts[b]):
-            i = valid[b, n]
-            wi = w[i, b]
-            j0 = first[i]
-            span = last[i] - j0
-            if span >= 2 and wi != 0.0:
-                c = inner[i]
-                e0c = first_frac[i] * c * wi
-                sweep[(j0 + 1) * width + span - 2, b] += c * c * wi
-                gram[j0 * width + 1, b] += e0c
-                gram[j0 * width + span, b] -= e0c
-                cy = c * wy[i, b]
-                rhs[j0 + 1, b] += cy
-                rhs[j0 + span, b] -= cy
+    for u in range(n_used):
+        i = rows[u]
+        j0 = first[i]
+        j1 = last[i]
+        span = j1 - j0
+        g0 = j0 * pw
+        g1 = j1 * pw
+        if span == 0:
+            for b in range(lanes):
+                wb = w[u, b]
+                yb = wy[u, b]
+                gpre[g0, b] += wb
+                gpre[g0 + 1, b] -= wb
+                rpre[j0, b] += yb
+                rpre[j0 + 1, b] -= yb
+            continue
+        e0 = first_frac[i]
+        e1 = last_frac[i]
+        a00 = e0 * e0
+        a01 = e0 * e1
+        a11 = e1 * e1
+        if span == 1:
+            for b in range(lanes):
+                wb = w[u, b]
+                yb = wy[u, b]
+                gpre[g0, b] += a00 * wb
+                gpre[g0 + 1, b] += (a01 - a00) * wb
+                gpre[g0 + 2, b] -= a01 * wb
+                gpre[g1, b] += a11 * wb
+                gpre[g1 + 1, b] -= a11 * wb
+                rpre[j0, b] += e0 * yb
+                rpre[j1, b] += (e1 - e0) * yb
+                rpre[j1 + 1, b] -= e1 * yb
+            continue
+        c = inner[i]
+        c0 = e0 * c
+        c1 = c * e1
+        s1 = (j0 + 1) * pw + span - 2
+        for b in range(lanes):
+            wb = w[u, b]
+            yb = wy[u, b]
+            gpre[g0, b] += a00 * wb
+            gpre[g0 + 1, b] += (c0 - a00) * wb
+            gpre[g0 + span, b] += (a01 - c0) * wb
+            gpre[g0 + span + 1, b] -= a01 * wb
+            gpre[g1, b] += a11 * wb
+            gpre[g1 + 1, b] -= a11 * wb
+            spre[s1, b] += (c * c - c1) * wb
+            spre[s1 + 1, b] += c1 * wb
+            spre[g1, b] -= c1 * wb
+            rpre[j0, b] += e0 * yb
+            rpre[j0 + 1, b] += (c - e0) * yb
+            rpre[j1, b] += (e1 - c) * yb
+            rpre[j1 + 1, b] -= e1 * yb
+    for k in range(width + 1):
+        for b in range(lanes):
+            dprev[k, b] = 0.0
+    racc = np.zeros(lanes)
     for r in range(n_cells):
-        for k in range(bandwidth - 1, -1, -1):
-            for b in range(lanes):
-                sweep[r * width + k, b] += sweep[r * width + k + 1, b]
-        for k in range(1, width):
-            for b in range(lanes):
-                gram[r * width + k, b] += gram[r * width + k - 1, b]
-    for r in range(1, n_cells):
+        base = r * pw
+        out = r * width
         for b in range(lanes):
-            rhs[r, b] += rhs[r - 1, b]
+            run[b] = 0.0
+        for k in range(bandwidth, -1, -1):
+            for b in range(lanes):
+                run[b] += spre[base + k, b]
+                spre[base + k, b] = 0.0
+                srow[k, b] = run[b]
+        # diagonal sums: the previous cell's row shifted by one (ascending k reads k + 1
+        # before it is overwritten)
+        for k in range(width):
+            for b in range(lanes):
+                dprev[k, b] = srow[k, b] + dprev[k + 1, b]
+        for b in range(lanes):
+            run[b] = 0.0
+        for k in range(width):
+            for b in range(lanes):
+                run[b] += gpre[base + k, b]
+                gpre[base + k, b] = 0.0
+                gram[out + k, b] = run[b] + dprev[k, b]
+        for b in range(lanes):
+            gpre[base + width, b] = 0.0
+            racc[b] += rpre[r, b]
+            rpre[r, b] = 0.0
+            rhs[r, b] = racc[b]
     for b in range(lanes):
-        for n in range(counts[b]):
-            i = valid[b, n]
-            wi = w[i, b]
-            if wi == 0.0:
-                continue
-            j0 = first[i]
-            j1 = last[i]
-            span = j1 - j0
-            if span == 0:
-                gram[j0 * width, b] += wi
-                rhs[j0, b] += wy[i, b]
-                continue
-            e0 = first_frac[i]
-            e1 = last_frac[i]
-            if span >= 2:
-                ce1 = inner[i] * e1 * wi
-                sweep[(j0 + 1) * width + span - 1, b] += ce1
-                sweep[j1 * width, b] -= ce1
-            gram[j0 * width, b] += e0 * e0 * wi
-            gram[j1 * width, b] += e1 * e1 * wi
-            gram[j0 * width + span, b] += e0 * e1 * wi
-            rhs[j0, b] += e0 * wy[i, b]
-            rhs[j1, b] += e1 * wy[i, b]
-    for r in range(1, n_cells):
-        for k in range(bandwidth):
-            for b in range(lanes):
-                sweep[r * width + k, b] += sweep[(r - 1) * width + k + 1, b]
-    for s in range(n_cells * width):
-        for b in range(lanes):
-            gram[s, b] += sweep[s, b]
+        rpre[n_cells, b] = 0.0
 
 
 @numba.njit(**_JIT)
@@ -272,21 +262,23 @@ def _solve(factor, rhs, n_cells, bandwidth, x):
 
 
 @numba.njit(**_JIT)
-def _predict(x, used, first, last, first_frac, last_frac, inner, prefix, pred):
+def _predict(x, rows, first, last, first_frac, last_frac, inner, prefix, pred):
+    """Each row's pair's mean of ``x`` over its interval (prefix sums over the inner cells)."""
     n_cells, lanes = x.shape
     for b in range(lanes):
         prefix[0, b] = 0.0
     for j in range(n_cells):
         for b in range(lanes):
             prefix[j + 1, b] = prefix[j, b] + x[j, b]
-    for i in used:
+    for u in range(rows.shape[0]):
+        i = rows[u]
         j0 = first[i]
         j1 = last[i]
         e0 = first_frac[i]
         e1 = last_frac[i]
         c = inner[i]
         for b in range(lanes):
-            pred[i, b] = e0 * x[j0, b] + e1 * x[j1, b] + c * (prefix[j1, b] - prefix[j0 + 1, b])
+            pred[u, b] = e0 * x[j0, b] + e1 * x[j1, b] + c * (prefix[j1, b] - prefix[j0 + 1, b])
 
 
 @numba.njit(**_JIT)
@@ -335,108 +327,131 @@ def _trace_product(z, gram, n_cells, bandwidth, out):
 
 
 @numba.njit(**_JIT)
-def _weighted_rss(y, pred, w, used, out):
-    lanes = y.shape[1]
+def _weighted_rss(y, pred, w, out):
+    n_used, lanes = y.shape
     for b in range(lanes):
         out[b] = 0.0
-    for i in used:
+    for u in range(n_used):
         for b in range(lanes):
-            if w[i, b] > 0:
-                r = y[i, b] - pred[i, b]
-                out[b] += w[i, b] * r * r
+            r = y[u, b] - pred[u, b]
+            out[b] += w[u, b] * r * r
 
 
 @numba.njit(**_JIT)
-def _reweight(y, pred, w0, valid, counts, kind, tuning, w, wy, outlier):
+def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, w, wy, outlier):
     """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD.
 
-    Only each pixel's valid pairs (``valid[b, :counts[b]]``) are visited: the other rows
-    of ``w``, ``wy`` and ``outlier`` must already be zero.
+    Rows with ``w0 == 0`` (no observation) keep weight 0 and are never outliers.
+    ``root_w0`` is ``sqrt(w0)``; ``z`` (like ``y``) and ``scratch`` ``(lanes, >= rows)``
+    are work space.
     """
-    n_pairs, lanes = y.shape
-    buffer = np.empty(n_pairs)
+    n_used, lanes = y.shape
+    for u in range(n_used):
+        for b in range(lanes):
+            z[u, b] = (y[u, b] - pred[u, b]) * root_w0[u, b]
+    fill = np.zeros(lanes, dtype=np.int64)
+    for u in range(n_used):
+        for b in range(lanes):
+            if w0[u, b] > 0:
+                scratch[b, fill[b]] = abs(z[u, b])
+                fill[b] += 1
+    inv = np.empty(lanes)
     for b in range(lanes):
-        n = counts[b]
-        for m in range(n):
-            i = valid[b, m]
-            buffer[m] = abs(y[i, b] - pred[i, b]) * np.sqrt(w0[i, b])
-        scale = 1.4826 * np.median(buffer[:n]) if n > 0 else 1.0
+        n = fill[b]
+        scale = 1.4826 * np.median(scratch[b, :n]) if n > 0 else 1.0
         if not scale > 0:
             scale = 1e-12
-        for m in range(n):
-            i = valid[b, m]
-            if w0[i, b] > 0:
-                u = (y[i, b] - pred[i, b]) * np.sqrt(w0[i, b]) / (tuning * scale)
-                au = abs(u)
-                if kind == 1:  # Huber
-                    factor = 1.0 if au <= 1.0 else 1.0 / au
-                else:  # Tukey biweight
-                    factor = (1.0 - u * u) ** 2 if au < 1.0 else 0.0
-                w[i, b] = w0[i, b] * factor
-                wy[i, b] = w[i, b] * y[i, b]
-                outlier[i, b] = au > 1.0
+        inv[b] = 1.0 / (tuning * scale)
+    for u in range(n_used):
+        for b in range(lanes):
+            t = z[u, b] * inv[b]
+            at = abs(t)
+            if kind == 1:  # Huber
+                factor = 1.0 / max(at, 1.0)
+            else:  # Tukey biweight
+                factor = max(1.0 - t * t, 0.0)
+                factor *= factor
+            wb = w0[u, b] * factor
+            w[u, b] = wb
+            wy[u, b] = wb * y[u, b]
+            outlier[u, b] = (at > 1.0) & (w0[u, b] > 0)
+
+
+@numba.njit(**_JIT)
+def _sqrt(a, out):
+    for u in range(a.shape[0]):
+        for b in range(a.shape[1]):
+            out[u, b] = np.sqrt(a[u, b])
 
 
 class CompiledOps:
-    """:mod:`.pipeline` primitives on a block of pixels, through the numba kernels."""
+    """:mod:`.pipeline` primitives on a block of pixels, through the numba kernels.
+
+    A block holds one row per pair with data in it (``start_block``); every primitive runs
+    over those rows only, lanes (pixels) innermost.
+    """
 
     name = "numba"
+    xp = np
 
-    def __init__(
-        self, terms, geometry, regularization, n_cells, bandwidth, n_pairs, lanes, rel_tol
-    ):
-        self.terms = terms
+    def __init__(self, geometry, regularization, n_cells, bandwidth, n_pairs, lanes, rel_tol):
         self.geometry = geometry
         self.regularization = regularization
         self.n_cells = n_cells
         self.bandwidth = bandwidth
         self.rel_tol = rel_tol
-        size = n_cells * (bandwidth + 1)
         self.lanes = lanes
-        self._sweep = np.empty((size, lanes))
+        width = bandwidth + 1
+        size = n_cells * width
+        padded = (n_cells + 1) * (bandwidth + 2)
+        # scatter terms of _assemble: zero between calls
+        self._gpre = np.zeros((padded, lanes))
+        self._spre = np.zeros((padded, lanes))
+        self._rpre = np.zeros((n_cells + 1, lanes))
+        self._dprev = np.zeros((width + 1, lanes))
+        self._srow = np.zeros((width, lanes))
+        self._run = np.zeros(lanes)
         self._column = np.zeros((bandwidth + 2, lanes))
         self._prefix = np.empty((n_cells + 1, lanes))
-        self.n_pairs = n_pairs
-        self.active = np.ones(n_pairs, dtype=np.bool_)  # pairs with data in the current block
-        self.used = np.arange(n_pairs)  # their indices
-        self.valid = np.zeros((lanes, n_pairs), dtype=np.int64)  # each pixel's valid pairs
-        self.counts = np.zeros(lanes, dtype=np.int64)
-        # Buffers reused across the iterations of a block (the pipeline holds one at a time).
+        # buffers reused across the iterations of a block (the pipeline holds one at a time)
         self._gram = np.empty((size, lanes))
+        self._factors = (np.empty((size, lanes)), np.empty((size, lanes)))
+        self._turn = 0
         self._rhs = np.empty((n_cells, lanes))
-        self._pred = np.empty((n_pairs, lanes))
-        self._w = np.zeros((n_pairs, lanes))
-        self._wy = np.zeros((n_pairs, lanes))
-        self._outlier = np.zeros((n_pairs, lanes), dtype=np.bool_)
-        self._fresh = True
+        self._pred_all = np.empty((n_pairs, lanes))
+        self._w_all = np.empty((n_pairs, lanes))
+        self._wy_all = np.empty((n_pairs, lanes))
+        self._outlier_all = np.empty((n_pairs, lanes), dtype=np.bool_)
+        self._scratch = np.empty((lanes, n_pairs))
+        self._root_w0_all = np.empty((n_pairs, lanes))
+        self._z_all = np.empty((n_pairs, lanes))
+        self.rows = np.arange(0)
 
-    def start_block(self, counts):
-        """A new block was loaded: its valid pairs are in ``valid``, ``active``."""
-        self.used = np.flatnonzero(self.active)
-        self.counts = counts
-        self._fresh = True
-
-    # array helpers used by the pipeline
-    xp = np
+    def start_block(self, rows, w0):
+        """A new block was loaded: its rows are pairs ``rows``, with prior weights ``w0``."""
+        self.rows = rows
+        n = rows.shape[0]
+        self._root_w0 = self._root_w0_all[:n]
+        self._z = self._z_all[:n]
+        _sqrt(w0, self._root_w0)
+        self._pred = self._pred_all[:n]
+        self._w = self._w_all[:n]
+        self._wy = self._wy_all[:n]
+        self._outlier = self._outlier_all[:n]
 
     def assemble(self, w, wy):
         gram, rhs = self._gram, self._rhs
-        if int(self.counts.sum()) < 0.6 * self.n_pairs * self.lanes:
-            # Below ~60% valid (pixel, pair) observations, scattering each pixel's valid pairs
-            # beats scanning every term across the block's lanes (measured crossover).
-            _assemble_sparse(
-                w, wy, self.valid, self.counts, *self.geometry,
-                self.n_cells, self.bandwidth, gram, self._sweep, rhs,
-            )  # fmt: skip
-        else:
-            _assemble(
-                w, wy, self.active, *self.terms, self.n_cells, self.bandwidth,
-                gram, self._sweep, rhs,
-            )  # fmt: skip
+        _assemble(
+            w, wy, self.rows, *self.geometry, self.n_cells, self.bandwidth,
+            self._gpre, self._spre, self._rpre, self._dprev, self._srow, self._run, gram, rhs,
+        )  # fmt: skip
         return gram, rhs
 
     def factor(self, gram, lam2):
-        factor = np.empty_like(gram)
+        # Two buffers in turn: a factor stays valid until the second next call, enough for
+        # the pipeline (which keeps the previous factor only while it compares a new one).
+        self._turn ^= 1
+        factor = self._factors[self._turn]
         singular = np.empty(self.lanes, dtype=np.bool_)
         _factor(
             gram, self.regularization, lam2, self.n_cells, self.bandwidth, self.rel_tol,
@@ -450,8 +465,7 @@ class CompiledOps:
         return x
 
     def predict(self, x):
-        # Only the block's pairs with data are predicted; the other rows are never read.
-        _predict(x, self.used, *self.geometry, self._prefix, self._pred)
+        _predict(x, self.rows, *self.geometry, self._prefix, self._pred)
         return self._pred
 
     def selected_inverse(self, factor):
@@ -466,24 +480,21 @@ class CompiledOps:
 
     def weighted_rss(self, y, pred, w):
         out = np.empty(self.lanes)
-        _weighted_rss(y, pred, w, self.used, out)
+        _weighted_rss(y, pred, w, out)
         return out
 
     def reweight(self, y, pred, w0, kind, tuning):
         w, wy, outlier = self._w, self._wy, self._outlier
-        if self._fresh:  # rows without data stay zero for the whole block
-            w[:, :] = 0.0
-            wy[:, :] = 0.0
-            outlier[:, :] = False
-            self._fresh = False
-        _reweight(y, pred, w0, self.valid, self.counts, ROBUST_KINDS[kind], tuning, w, wy, outlier)
+        _reweight(
+            y, pred, w0, self._root_w0, ROBUST_KINDS[kind], tuning, self._z, self._scratch,
+            w, wy, outlier,
+        )  # fmt: skip
         return w, wy, outlier
 
 
 def solve_pixels_compiled(
     values: np.ndarray,
     weights: np.ndarray | None,
-    terms: tuple,
     geometry: tuple,
     regularization: np.ndarray,
     n_cells: int,
@@ -494,9 +505,11 @@ def solve_pixels_compiled(
 ) -> dict[str, np.ndarray]:
     """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first).
 
-    Returns a dict of arrays with pixels first: ``solution`` ``(n_pixels, n_cells)``,
-    ``n_obs``, and, as ``options`` ask, ``std``, ``lam``, ``outlier`` ``(n_pixels, n_pairs)``.
-    Pixels with fewer than ``options.min_obs`` observations or a singular system are NaN.
+    ``geometry`` is ``(first_cell, last_cell, first_frac, last_frac, inner)`` per pair
+    (:class:`xr_itslive.design.PairGeometry`). Returns a dict of arrays with pixels first:
+    ``solution`` ``(n_pixels, n_cells)``, ``n_obs``, and, as ``options`` ask, ``std``,
+    ``lam``, ``outlier`` ``(n_pixels, n_pairs)``. Pixels with fewer than
+    ``options.min_obs`` observations or a singular system are NaN.
     """
     n_pixels, n_pairs = values.shape
     use_weights = weights is not None
@@ -522,20 +535,17 @@ def solve_pixels_compiled(
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
     def run(start: int, stop: int) -> None:
-        ops = CompiledOps(
-            terms, geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol
-        )
+        ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
         w0 = np.empty((n_pairs, BLOCK))
         wy0 = np.empty((n_pairs, BLOCK))
         y = np.empty((n_pairs, BLOCK))
+        rows = np.empty(n_pairs, dtype=np.int64)
         counts = np.empty(BLOCK, dtype=np.int64)
         for p0 in range(start, stop, BLOCK):
             nb = min(BLOCK, stop - p0)
-            _load_block(
-                values, weights, use_weights, p0, nb, w0, wy0, y, counts, ops.active, ops.valid
-            )
-            ops.start_block(counts)
-            block = run_pipeline(ops, y, w0, wy0, counts, options)
+            n_used = _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts)
+            ops.start_block(rows[:n_used], w0[:n_used])
+            block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
             sl = slice(p0, p0 + nb)
             out["solution"][sl] = block["solution"][:, :nb].T
             out["n_obs"][sl] = counts[:nb]
@@ -543,7 +553,7 @@ def solve_pixels_compiled(
                 if key in out:
                     out[key][sl] = block[key][..., :nb].T
             if "outlier" in out:
-                out["outlier"][sl] = block["outlier"][:, :nb].T
+                out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
@@ -553,4 +563,36 @@ def solve_pixels_compiled(
         edges = np.unique(np.concatenate([[0], edges]))
         with ThreadPoolExecutor(len(edges) - 1) as pool:
             list(pool.map(run, edges[:-1], edges[1:]))
+    return out
+
+
+@numba.njit(**_JIT)
+def _predict_series(solution, rows, first, last, first_frac, last_frac, inner, out):
+    n_pixels, n_cells = solution.shape
+    prefix = np.empty(n_cells + 1)
+    for p in range(n_pixels):
+        x = solution[p]
+        prefix[0] = 0.0
+        for j in range(n_cells):
+            prefix[j + 1] = prefix[j] + x[j]
+        for k in range(rows.shape[0]):
+            j0 = first[k]
+            j1 = last[k]
+            out[p, rows[k]] = (
+                first_frac[k] * x[j0]
+                + last_frac[k] * x[j1]
+                + inner[k] * (prefix[j1] - prefix[j0 + 1])
+            )
+
+
+def predict_series_compiled(solution: np.ndarray, rows: np.ndarray, geometry: tuple, n_out: int):
+    """Mean of each series over each pair's interval (``A @ x``), pixels first.
+
+    ``solution`` is ``(n_pixels, n_cells)``; pair ``k`` of ``geometry`` (``first_cell, last_cell,
+    first_frac, last_frac, inner``) goes to column ``rows[k]`` of the ``(n_pixels, n_out)``
+    float32 result; the other columns are NaN.
+    """
+    solution = np.ascontiguousarray(solution, dtype=np.float64)
+    out = np.full((solution.shape[0], n_out), np.nan, dtype=np.float32)
+    _predict_series(solution, np.asarray(rows, dtype=np.int64), *geometry, out)
     return out
