@@ -15,27 +15,34 @@ import numpy as np
 from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
+STRIP = 64  # pixels copied at a time from a pixels-innermost chunk
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 
 
 @numba.njit(**_JIT)
-def _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts):
+def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y, w0, wy0, counts):
     """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
 
-    Row ``u`` holds pair ``rows[u]``; pairs without a value in the block get no row.
+    Row ``u`` holds pair ``rows[u]``, rows in the order of ``order`` (pairs sorted by first
+    cell, as :func:`_assemble` needs); pairs without a value in the block get no row.
     Missing observations (and non-positive or NaN weights) get weight 0 and value 0.
+    Weights (when ``weights`` has a row per pixel) are rows ``wp0 .. wp0 + nb``.
     Returns the number of rows.
     """
     n_pairs = values.shape[1]
     lanes = y.shape[1]
-    # pairs outer: reads of a (n_pixels, n_pairs) view of a (mid_date, y, x) cube run along memory
-    u = 0
+    # pairs outer, in memory order: reads of a (n_pixels, n_pairs) view of a
+    # (mid_date, y, x) cube run along memory
     for i in range(n_pairs):
-        seen = False
+        hit = False
         for b in range(nb):
             v = values[p0 + b, i]
-            seen |= v == v
-        if seen:
+            hit |= v == v
+        seen[i] = hit
+    u = 0
+    for k in range(n_pairs):
+        i = order[k]
+        if seen[i]:
             rows[u] = i
             u += 1
     per_pixel = weights.shape[0] > 1
@@ -49,7 +56,7 @@ def _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts):
             if b < nb:
                 v = np.float64(values[p0 + b, i])
                 if v == v:
-                    wi = (weights[p0 + b if per_pixel else 0, i]) if use_weights else 1.0
+                    wi = (weights[wp0 + b if per_pixel else 0, i]) if use_weights else 1.0
                     if wi > 0:  # False for NaN
                         yi = v
                         counts[b] += 1
@@ -62,42 +69,91 @@ def _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts):
 
 
 @numba.njit(**_JIT)
+def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs):
+    """Band row ``r`` (and ``rhs[r]``) from the scatter terms in ring slot ``r & mask``,
+    which is zeroed for reuse; ``dprev`` carries the diagonal sums from row ``r - 1``."""
+    lanes = gram.shape[1]
+    width = bandwidth + 1
+    pw = bandwidth + 2
+    base = (r & mask) * pw
+    out = r * width
+    for b in range(lanes):
+        run[b] = 0.0
+    for k in range(bandwidth, -1, -1):
+        for b in range(lanes):
+            run[b] += spre[base + k, b]
+            spre[base + k, b] = 0.0
+            srow[k, b] = run[b]
+    # diagonal sums: the previous row shifted by one (ascending k reads k + 1 before it is
+    # overwritten)
+    for k in range(width):
+        for b in range(lanes):
+            dprev[k, b] = srow[k, b] + dprev[k + 1, b]
+    for b in range(lanes):
+        run[b] = 0.0
+    for k in range(width):
+        for b in range(lanes):
+            run[b] += gpre[base + k, b]
+            gpre[base + k, b] = 0.0
+            gram[out + k, b] = run[b] + dprev[k, b]
+    slot = r & mask
+    for b in range(lanes):
+        gpre[base + width, b] = 0.0
+        racc[b] += rpre[slot, b]
+        rpre[slot, b] = 0.0
+        rhs[r, b] = racc[b]
+
+
+@numba.njit(**_JIT)
 def _assemble(
-    w, wy, rows, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
+    w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
     gpre, spre, rpre, dprev, srow, run, gram, rhs,
 ):  # fmt: skip
-    """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows, in two passes.
+    """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows (sorted by first cell).
 
-    1. Scatter: each pair adds a few terms per lane whose cumulative sums are its outer
-       product (the runs of its row of A: first cell, inner cells, last cell). ``gpre`` is
-       summed along each band row, ``spre`` backwards along each band row and then down the
-       band's diagonals (the inner × inner triangles), ``rpre`` down the cells.
-    2. One pass over the cells turns the terms into the band, zeroing them for the next call.
+    ``first`` .. ``inner``: the geometry of each row's pair (:meth:`CompiledOps.start_block`).
 
-    ``gpre``, ``spre``: ``((n_cells + 1) * (bandwidth + 2), lanes)``; ``rpre``:
-    ``(n_cells + 1, lanes)``; all zero on entry, left zero on exit.
+    Each pair scatters a few terms per lane whose cumulative sums are its outer product
+    (the runs of its row of A: first cell, inner cells, last cell): ``gpre`` is summed along
+    each band row, ``spre`` backwards along each band row and then down the band's
+    diagonals (the inner × inner triangles), ``rpre`` down the cells. A pair starting at
+    cell ``j0`` only touches rows ``j0 .. j0 + bandwidth + 1``, so rows before ``j0`` are
+    complete when it comes: they are turned into the band (:func:`_finish_row`) and their
+    ring slots reused. ``gpre``, ``spre``: ``(ring * (bandwidth + 2), lanes)``, ``rpre``:
+    ``(ring, lanes)``, ``ring`` a power of two >= ``bandwidth + 2``; zero on entry and exit.
     """
     n_used, lanes = w.shape
     pw = bandwidth + 2
-    width = bandwidth + 1
+    mask = rpre.shape[0] - 1
+    for k in range(bandwidth + 2):
+        for b in range(lanes):
+            dprev[k, b] = 0.0
+    racc = np.zeros(lanes)
+    done = 0
     for u in range(n_used):
-        i = rows[u]
-        j0 = first[i]
-        j1 = last[i]
+        j0 = first[u]
+        j1 = last[u]
+        while done < j0:
+            _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs)
+            done += 1
         span = j1 - j0
-        g0 = j0 * pw
-        g1 = j1 * pw
+        g0 = (j0 & mask) * pw
+        g1 = (j1 & mask) * pw
+        r0 = j0 & mask
+        r1 = (j0 + 1) & mask
+        r2 = j1 & mask
+        r3 = (j1 + 1) & mask
         if span == 0:
             for b in range(lanes):
                 wb = w[u, b]
                 yb = wy[u, b]
                 gpre[g0, b] += wb
                 gpre[g0 + 1, b] -= wb
-                rpre[j0, b] += yb
-                rpre[j0 + 1, b] -= yb
+                rpre[r0, b] += yb
+                rpre[r1, b] -= yb
             continue
-        e0 = first_frac[i]
-        e1 = last_frac[i]
+        e0 = first_frac[u]
+        e1 = last_frac[u]
         a00 = e0 * e0
         a01 = e0 * e1
         a11 = e1 * e1
@@ -110,14 +166,14 @@ def _assemble(
                 gpre[g0 + 2, b] -= a01 * wb
                 gpre[g1, b] += a11 * wb
                 gpre[g1 + 1, b] -= a11 * wb
-                rpre[j0, b] += e0 * yb
-                rpre[j1, b] += (e1 - e0) * yb
-                rpre[j1 + 1, b] -= e1 * yb
+                rpre[r0, b] += e0 * yb
+                rpre[r2, b] += (e1 - e0) * yb
+                rpre[r3, b] -= e1 * yb
             continue
-        c = inner[i]
+        c = inner[u]
         c0 = e0 * c
         c1 = c * e1
-        s1 = (j0 + 1) * pw + span - 2
+        s1 = r1 * pw + span - 2
         for b in range(lanes):
             wb = w[u, b]
             yb = wy[u, b]
@@ -130,43 +186,15 @@ def _assemble(
             spre[s1, b] += (c * c - c1) * wb
             spre[s1 + 1, b] += c1 * wb
             spre[g1, b] -= c1 * wb
-            rpre[j0, b] += e0 * yb
-            rpre[j0 + 1, b] += (c - e0) * yb
-            rpre[j1, b] += (e1 - c) * yb
-            rpre[j1 + 1, b] -= e1 * yb
-    for k in range(width + 1):
-        for b in range(lanes):
-            dprev[k, b] = 0.0
-    racc = np.zeros(lanes)
-    for r in range(n_cells):
-        base = r * pw
-        out = r * width
-        for b in range(lanes):
-            run[b] = 0.0
-        for k in range(bandwidth, -1, -1):
-            for b in range(lanes):
-                run[b] += spre[base + k, b]
-                spre[base + k, b] = 0.0
-                srow[k, b] = run[b]
-        # diagonal sums: the previous cell's row shifted by one (ascending k reads k + 1
-        # before it is overwritten)
-        for k in range(width):
-            for b in range(lanes):
-                dprev[k, b] = srow[k, b] + dprev[k + 1, b]
-        for b in range(lanes):
-            run[b] = 0.0
-        for k in range(width):
-            for b in range(lanes):
-                run[b] += gpre[base + k, b]
-                gpre[base + k, b] = 0.0
-                gram[out + k, b] = run[b] + dprev[k, b]
-        for b in range(lanes):
-            gpre[base + width, b] = 0.0
-            racc[b] += rpre[r, b]
-            rpre[r, b] = 0.0
-            rhs[r, b] = racc[b]
-    for b in range(lanes):
-        rpre[n_cells, b] = 0.0
+            rpre[r0, b] += e0 * yb
+            rpre[r1, b] += (c - e0) * yb
+            rpre[r2, b] += (e1 - c) * yb
+            rpre[r3, b] -= e1 * yb
+    while done < n_cells:
+        _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs)
+        done += 1
+    for b in range(lanes):  # the slot of row n_cells, touched by pairs ending in the last cell
+        rpre[n_cells & mask, b] = 0.0
 
 
 @numba.njit(**_JIT)
@@ -262,7 +290,7 @@ def _solve(factor, rhs, n_cells, bandwidth, x):
 
 
 @numba.njit(**_JIT)
-def _predict(x, rows, first, last, first_frac, last_frac, inner, prefix, pred):
+def _predict(x, first, last, first_frac, last_frac, inner, prefix, pred):
     """Each row's pair's mean of ``x`` over its interval (prefix sums over the inner cells)."""
     n_cells, lanes = x.shape
     for b in range(lanes):
@@ -270,15 +298,25 @@ def _predict(x, rows, first, last, first_frac, last_frac, inner, prefix, pred):
     for j in range(n_cells):
         for b in range(lanes):
             prefix[j + 1, b] = prefix[j, b] + x[j, b]
-    for u in range(rows.shape[0]):
-        i = rows[u]
-        j0 = first[i]
-        j1 = last[i]
-        e0 = first_frac[i]
-        e1 = last_frac[i]
-        c = inner[i]
+    for u in range(first.shape[0]):
+        j0 = first[u]
+        j1 = last[u]
+        e0 = first_frac[u]
+        e1 = last_frac[u]
+        c = inner[u]
         for b in range(lanes):
             pred[u, b] = e0 * x[j0, b] + e1 * x[j1, b] + c * (prefix[j1, b] - prefix[j0 + 1, b])
+
+
+@numba.njit(**_JIT)
+def _gather_geometry(rows, first, last, first_frac, last_frac, inner, out_int, out_float):
+    for u in range(rows.shape[0]):
+        i = rows[u]
+        out_int[0, u] = first[i]
+        out_int[1, u] = last[i]
+        out_float[0, u] = first_frac[i]
+        out_float[1, u] = last_frac[i]
+        out_float[2, u] = inner[i]
 
 
 @numba.njit(**_JIT)
@@ -320,7 +358,9 @@ def _trace_product(z, gram, n_cells, bandwidth, out):
     for b in range(lanes):
         out[b] = 0.0
     for r in range(n_cells):
-        for k in range(width):
+        # entries inside the matrix only: past its edge z is never written and the
+        # assembled band holds round-off
+        for k in range(min(width, n_cells - r)):
             f = 1.0 if k == 0 else 2.0
             for b in range(lanes):
                 out[b] += f * z[r * width + k, b] * gram[r * width + k, b]
@@ -403,11 +443,11 @@ class CompiledOps:
         self.lanes = lanes
         width = bandwidth + 1
         size = n_cells * width
-        padded = (n_cells + 1) * (bandwidth + 2)
-        # scatter terms of _assemble: zero between calls
-        self._gpre = np.zeros((padded, lanes))
-        self._spre = np.zeros((padded, lanes))
-        self._rpre = np.zeros((n_cells + 1, lanes))
+        # scatter terms of _assemble, a ring of rows: zero between calls
+        ring = 1 << (bandwidth + 1).bit_length()  # a power of two >= bandwidth + 2
+        self._gpre = np.zeros((ring * (bandwidth + 2), lanes))
+        self._spre = np.zeros((ring * (bandwidth + 2), lanes))
+        self._rpre = np.zeros((ring, lanes))
         self._dprev = np.zeros((width + 1, lanes))
         self._srow = np.zeros((width, lanes))
         self._run = np.zeros(lanes)
@@ -423,6 +463,8 @@ class CompiledOps:
         self._wy_all = np.empty((n_pairs, lanes))
         self._outlier_all = np.empty((n_pairs, lanes), dtype=np.bool_)
         self._scratch = np.empty((lanes, n_pairs))
+        self._cells_all = np.empty((2, n_pairs), dtype=np.int64)
+        self._fracs_all = np.empty((3, n_pairs))
         self._root_w0_all = np.empty((n_pairs, lanes))
         self._z_all = np.empty((n_pairs, lanes))
         self.rows = np.arange(0)
@@ -431,6 +473,11 @@ class CompiledOps:
         """A new block was loaded: its rows are pairs ``rows``, with prior weights ``w0``."""
         self.rows = rows
         n = rows.shape[0]
+        _gather_geometry(rows, *self.geometry, self._cells_all, self._fracs_all)
+        self.block_geometry = (
+            self._cells_all[0, :n], self._cells_all[1, :n],
+            self._fracs_all[0, :n], self._fracs_all[1, :n], self._fracs_all[2, :n],
+        )  # fmt: skip
         self._root_w0 = self._root_w0_all[:n]
         self._z = self._z_all[:n]
         _sqrt(w0, self._root_w0)
@@ -442,7 +489,7 @@ class CompiledOps:
     def assemble(self, w, wy):
         gram, rhs = self._gram, self._rhs
         _assemble(
-            w, wy, self.rows, *self.geometry, self.n_cells, self.bandwidth,
+            w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
             self._gpre, self._spre, self._rpre, self._dprev, self._srow, self._run, gram, rhs,
         )  # fmt: skip
         return gram, rhs
@@ -465,7 +512,7 @@ class CompiledOps:
         return x
 
     def predict(self, x):
-        _predict(x, self.rows, *self.geometry, self._prefix, self._pred)
+        _predict(x, *self.block_geometry, self._prefix, self._pred)
         return self._pred
 
     def selected_inverse(self, factor):
@@ -534,26 +581,44 @@ def solve_pixels_compiled(
     if options.robust:
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
+    order = np.argsort(geometry[0], kind="stable")  # pairs by first cell, for _assemble
+
     def run(start: int, stop: int) -> None:
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
         w0 = np.empty((n_pairs, BLOCK))
         wy0 = np.empty((n_pairs, BLOCK))
         y = np.empty((n_pairs, BLOCK))
         rows = np.empty(n_pairs, dtype=np.int64)
+        seen = np.empty(n_pairs, dtype=np.bool_)
         counts = np.empty(BLOCK, dtype=np.int64)
-        for p0 in range(start, stop, BLOCK):
-            nb = min(BLOCK, stop - p0)
-            n_used = _load_block(values, weights, use_weights, p0, nb, rows, y, w0, wy0, counts)
-            ops.start_block(rows[:n_used], w0[:n_used])
-            block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
-            sl = slice(p0, p0 + nb)
-            out["solution"][sl] = block["solution"][:, :nb].T
-            out["n_obs"][sl] = counts[:nb]
-            for key in ("std", "lam"):
-                if key in out:
-                    out[key][sl] = block[key][..., :nb].T
-            if "outlier" in out:
-                out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
+        # Pixels innermost in memory (a (mid_date, pixel) chunk): copy STRIP pixels at a
+        # time to pairs-innermost first; reading a block's pixels straight from a wide chunk
+        # costs a cache and TLB miss per pair.
+        strip = None
+        if n_pairs > 1 and values.strides[0] < values.strides[1]:
+            strip = np.empty((min(STRIP, stop - start), n_pairs), dtype=values.dtype)
+        for s0 in range(start, stop, STRIP):
+            ns = min(STRIP, stop - s0)
+            source, offset = values, 0
+            if strip is not None:
+                strip[:ns] = values[s0 : s0 + ns]
+                source, offset = strip, s0
+            for p0 in range(s0, s0 + ns, BLOCK):
+                nb = min(BLOCK, s0 + ns - p0)
+                n_used = _load_block(
+                    source, weights, use_weights, p0 - offset, p0, nb, order, seen, rows,
+                    y, w0, wy0, counts,
+                )  # fmt: skip
+                ops.start_block(rows[:n_used], w0[:n_used])
+                block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
+                sl = slice(p0, p0 + nb)
+                out["solution"][sl] = block["solution"][:, :nb].T
+                out["n_obs"][sl] = counts[:nb]
+                for key in ("std", "lam"):
+                    if key in out:
+                        out[key][sl] = block[key][..., :nb].T
+                if "outlier" in out:
+                    out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
