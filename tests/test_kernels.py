@@ -236,3 +236,27 @@ def test_generic_kernels_run_under_strict_array_api():
     expected = compiled(values, None, geometry, arrays, band, options)
     for key in ("solution", "std", "lam"):
         np.testing.assert_allclose(np.asarray(got[key]).T, expected[key], rtol=1e-7, atol=1e-8)
+
+
+def test_trace_product_reads_only_inside_the_matrix():
+    """Entries of the band past the matrix edge are never written by the selected inverse:
+    the trace that counts effective parameters must not read them."""
+    from xr_itslive.kernels.compiled import _trace_product
+
+    rng = np.random.default_rng(0)
+    n, bw, lanes = 6, 3, 2
+    full = [rng.normal(size=(n, n)) for _ in range(lanes)]
+    z_dense = [m @ m.T for m in full]
+    g_dense = [m.T @ m + np.eye(n) for m in full]
+    z = np.full((n * (bw + 1), lanes), np.nan)  # past the edge: garbage
+    gram = np.full((n * (bw + 1), lanes), 1e300)
+    mask = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= bw
+    for b in range(lanes):
+        for r in range(n):
+            for k in range(min(bw + 1, n - r)):
+                z[r * (bw + 1) + k, b] = z_dense[b][r, r + k]
+                gram[r * (bw + 1) + k, b] = g_dense[b][r, r + k]
+    out = np.empty(lanes)
+    _trace_product(z, gram, n, bw, out)
+    expected = [np.sum((z_dense[b] * g_dense[b])[mask]) for b in range(lanes)]
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
