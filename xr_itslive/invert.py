@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +48,6 @@ class Problem:
     """Everything about the inversion that all pixels share."""
 
     geometry: design.PairGeometry
-    terms: design.NormalTerms
     regularization: np.ndarray  # upper band for lam = 1, flattened (n_cells * (bandwidth + 1),)
     step: float
     derivative: int
@@ -55,6 +55,11 @@ class Problem:
     @property
     def n_cells(self) -> int:
         return self.geometry.grid.n_cells
+
+    @cached_property
+    def terms(self) -> design.NormalTerms:
+        """Scatter tables of the normal equations (the array engine's assembly)."""
+        return design.normal_terms(self.geometry)
 
     @property
     def bandwidth(self) -> int:
@@ -134,10 +139,9 @@ def build_problem(
     img1 = np.asarray(ds["acquisition_date_img1"].values)
     img2 = np.asarray(ds["acquisition_date_img2"].values)
     geometry = design.pair_geometry(img1, img2, step, start, end, derivative)
-    terms = design.normal_terms(geometry)
     reg = design.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
     band = design.to_upper_band(reg, geometry.bandwidth).ravel()
-    return Problem(geometry, terms, band, float(step), int(derivative))
+    return Problem(geometry, band, float(step), int(derivative))
 
 
 DEFAULT_LAM_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -227,13 +231,14 @@ def solve_block(
     n_pix = flat.shape[0]
     n_cells = problem.n_cells
     names = output_names(options)
-    empty = {
-        "solution": xp.full((n_pix, n_cells), xp.nan, dtype=xp.float32),
-        "std": xp.full((n_pix, n_cells), xp.nan, dtype=xp.float32),
-        "lam": xp.full((n_pix,), xp.nan, dtype=xp.float32),
-        "outlier": xp.zeros((n_pix, n_pairs), dtype=xp.bool),
-    }
-    out = {name: empty[name] for name in names if name != "n_obs"}
+
+    def empty(name: str) -> Any:  # the output of pixels that are not solved
+        if name == "outlier":
+            return xp.zeros((n_pix, n_pairs), dtype=xp.bool)
+        shape = (n_pix,) if name == "lam" else (n_pix, n_cells)
+        return xp.full(shape, xp.nan, dtype=xp.float32)
+
+    out = {}
     # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
     n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
     if mask is not None:
@@ -269,7 +274,11 @@ def solve_block(
             if index is None:
                 out[name] = value
             else:  # in place where the namespace can (numpy, cupy); see put_rows
-                out[name] = put_rows(xp, out[name], index, value)
+                base = out[name] if name == "n_obs" else empty(name)
+                out[name] = put_rows(xp, base, index, value)
+    for name in names:
+        if name not in out:  # no pixel solved
+            out[name] = empty(name)
     shapes = {
         "solution": (*lead_shape, n_cells),
         "std": (*lead_shape, n_cells),
