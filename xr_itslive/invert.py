@@ -240,7 +240,10 @@ def solve_block(
 
     out = {}
     # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
-    n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
+    if is_host_numpy(flat):
+        n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
+    else:
+        n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
     if mask is not None:
         inside = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
         n_obs = xp.where(inside, n_obs, 0)
@@ -664,7 +667,7 @@ def _grid_of(result: xr.Dataset) -> design.TimeGrid:
         ) from err
 
 
-def _predict_block(solution, shared):
+def _predict_block(solution, shared, threads=1):
     """``A @ x`` for every series of a block: (..., n_cells) → (..., n_pairs), NaN outside."""
     rows, geometry, n_out = _unwrap(shared)
     lead = solution.shape[:-1]
@@ -672,7 +675,7 @@ def _predict_block(solution, shared):
     if is_host_numpy(solution):
         from .kernels.compiled import predict_series_compiled
 
-        predicted = predict_series_compiled(flat, rows, geometry, n_out)
+        predicted = predict_series_compiled(flat, rows, geometry, n_out, threads)
     else:  # CuPy or another array-API namespace: prefix sums over pixel batches
         from .kernels.banded import predict_pairs
 
@@ -723,11 +726,13 @@ def predict(
     )  # fmt: skip
     out = {}
     for name in variables:
-        shared = _shared((rows, arrays, n_all), result[name].chunks is not None)
+        lazy = result[name].chunks is not None
+        shared = _shared((rows, arrays, n_all), lazy)
         predicted = xr.apply_ufunc(
             _predict_block,
             result[name],
             shared,
+            kwargs={"threads": 1 if lazy else (os.cpu_count() or 1)},
             input_core_dims=[[TIME_DIM], []],
             output_core_dims=[[PAIR_DIM]],
             dask="parallelized",

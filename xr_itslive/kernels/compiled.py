@@ -391,10 +391,9 @@ def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, w, wy, outlier):
             z[u, b] = (y[u, b] - pred[u, b]) * root_w0[u, b]
     fill = np.zeros(lanes, dtype=np.int64)
     for u in range(n_used):
-        for b in range(lanes):
-            if w0[u, b] > 0:
-                scratch[b, fill[b]] = abs(z[u, b])
-                fill[b] += 1
+        for b in range(lanes):  # branch-free compaction of each lane's observations
+            scratch[b, fill[b]] = abs(z[u, b])
+            fill[b] += w0[u, b] > 0
     inv = np.empty(lanes)
     for b in range(lanes):
         n = fill[b]
@@ -462,7 +461,7 @@ class CompiledOps:
         self._w_all = np.empty((n_pairs, lanes))
         self._wy_all = np.empty((n_pairs, lanes))
         self._outlier_all = np.empty((n_pairs, lanes), dtype=np.bool_)
-        self._scratch = np.empty((lanes, n_pairs))
+        self._scratch = np.empty((lanes, n_pairs + 1))
         self._cells_all = np.empty((2, n_pairs), dtype=np.int64)
         self._fracs_all = np.empty((3, n_pairs))
         self._root_w0_all = np.empty((n_pairs, lanes))
@@ -650,14 +649,27 @@ def _predict_series(solution, rows, first, last, first_frac, last_frac, inner, o
             )
 
 
-def predict_series_compiled(solution: np.ndarray, rows: np.ndarray, geometry: tuple, n_out: int):
+def predict_series_compiled(
+    solution: np.ndarray, rows: np.ndarray, geometry: tuple, n_out: int, threads: int = 1
+) -> np.ndarray:
     """Mean of each series over each pair's interval (``A @ x``), pixels first.
 
     ``solution`` is ``(n_pixels, n_cells)``; pair ``k`` of ``geometry`` (``first_cell, last_cell,
     first_frac, last_frac, inner``) goes to column ``rows[k]`` of the ``(n_pixels, n_out)``
-    float32 result; the other columns are NaN.
+    float32 result; the other columns are NaN. ``threads`` split the pixels.
     """
     solution = np.ascontiguousarray(solution, dtype=np.float64)
-    out = np.full((solution.shape[0], n_out), np.nan, dtype=np.float32)
-    _predict_series(solution, np.asarray(rows, dtype=np.int64), *geometry, out)
+    rows = np.asarray(rows, dtype=np.int64)
+    n_pixels = solution.shape[0]
+    out = np.full((n_pixels, n_out), np.nan, dtype=np.float32)
+
+    def run(start: int, stop: int) -> None:
+        _predict_series(solution[start:stop], rows, *geometry, out[start:stop])
+
+    edges = np.unique(np.linspace(0, n_pixels, max(1, min(threads, n_pixels)) + 1).astype(int))
+    if edges.size <= 2:
+        run(0, n_pixels)
+    else:
+        with ThreadPoolExecutor(edges.size - 1) as pool:
+            list(pool.map(run, edges[:-1], edges[1:]))
     return out
