@@ -260,3 +260,20 @@ def test_trace_product_reads_only_inside_the_matrix():
     _trace_product(z, gram, n, bw, out)
     expected = [np.sum((z_dense[b] * g_dense[b])[mask]) for b in range(lanes)]
     np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 511, 512, 513, 1000, 3151])
+def test_median_equals_numpy(n):
+    """The bracketed selection (IRLS scale) returns np.median exactly, ties and all."""
+    from xr_itslive.kernels.compiled import _median
+
+    rng = np.random.default_rng(n)
+    buffer, sample = np.empty(n + 1), np.empty(63)
+    cases = [
+        np.abs(rng.standard_cauchy(n)),  # heavy tails: outliers far from the bracket
+        np.round(np.abs(rng.standard_normal(n)) * 3),  # many ties
+        np.sort(np.abs(rng.standard_normal(n))),  # sorted: a biased sample
+        np.where(np.arange(n) < n // 2, 0.0, rng.uniform(1, 2, n)),  # half zeros
+    ]
+    for values in cases:
+        assert _median(values, n, buffer, sample) == np.median(values)

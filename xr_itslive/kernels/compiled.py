@@ -69,7 +69,7 @@ def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y,
 
 
 @numba.njit(**_JIT)
-def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs):
+def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs):
     """Band row ``r`` (and ``rhs[r]``) from the scatter terms in ring slot ``r & mask``,
     which is zeroed for reuse; ``dprev`` carries the diagonal sums from row ``r - 1``."""
     lanes = gram.shape[1]
@@ -77,37 +77,42 @@ def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gr
     pw = bandwidth + 2
     base = (r & mask) * pw
     out = r * width
+    slot = r & mask
+    # one store target per loop, so that each vectorizes (see _assemble)
     for b in range(lanes):
-        run[b] = 0.0
-    for k in range(bandwidth, -1, -1):
+        srow[bandwidth + 1, b] = 0.0
+    for k in range(bandwidth, -1, -1):  # backward sums along the row
         for b in range(lanes):
-            run[b] += spre[base + k, b]
-            spre[base + k, b] = 0.0
-            srow[k, b] = run[b]
+            srow[k, b] = spre[base + k, b] + srow[k + 1, b]
     # diagonal sums: the previous row shifted by one (ascending k reads k + 1 before it is
     # overwritten)
     for k in range(width):
         for b in range(lanes):
             dprev[k, b] = srow[k, b] + dprev[k + 1, b]
-    for b in range(lanes):
-        run[b] = 0.0
+    for k in range(1, width):  # forward sums along the row, in place
+        for b in range(lanes):
+            gpre[base + k, b] += gpre[base + k - 1, b]
     for k in range(width):
         for b in range(lanes):
-            run[b] += gpre[base + k, b]
+            gram[out + k, b] = gpre[base + k, b] + dprev[k, b]
+    for k in range(pw):
+        for b in range(lanes):
             gpre[base + k, b] = 0.0
-            gram[out + k, b] = run[b] + dprev[k, b]
-    slot = r & mask
+    for k in range(pw):
+        for b in range(lanes):
+            spre[base + k, b] = 0.0
     for b in range(lanes):
-        gpre[base + width, b] = 0.0
         racc[b] += rpre[slot, b]
-        rpre[slot, b] = 0.0
+    for b in range(lanes):
         rhs[r, b] = racc[b]
+    for b in range(lanes):
+        rpre[slot, b] = 0.0
 
 
 @numba.njit(**_JIT)
 def _assemble(
     w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
-    gpre, spre, rpre, dprev, srow, run, gram, rhs,
+    gpre, spre, rpre, dprev, srow, gram, rhs,
 ):  # fmt: skip
     """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows (sorted by first cell).
 
@@ -134,7 +139,7 @@ def _assemble(
         j0 = first[u]
         j1 = last[u]
         while done < j0:
-            _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs)
+            _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs)
             done += 1
         span = j1 - j0
         g0 = (j0 & mask) * pw
@@ -145,12 +150,13 @@ def _assemble(
         r3 = (j1 + 1) & mask
         if span == 0:
             for b in range(lanes):
-                wb = w[u, b]
-                yb = wy[u, b]
-                gpre[g0, b] += wb
-                gpre[g0 + 1, b] -= wb
-                rpre[r0, b] += yb
-                rpre[r1, b] -= yb
+                gpre[g0, b] += w[u, b]
+            for b in range(lanes):
+                gpre[g0 + 1, b] -= w[u, b]
+            for b in range(lanes):
+                rpre[r0, b] += wy[u, b]
+            for b in range(lanes):
+                rpre[r1, b] -= wy[u, b]
             continue
         e0 = first_frac[u]
         e1 = last_frac[u]
@@ -158,40 +164,63 @@ def _assemble(
         a01 = e0 * e1
         a11 = e1 * e1
         if span == 1:
+            t1 = a01 - a00
+            t2 = e1 - e0
             for b in range(lanes):
-                wb = w[u, b]
-                yb = wy[u, b]
-                gpre[g0, b] += a00 * wb
-                gpre[g0 + 1, b] += (a01 - a00) * wb
-                gpre[g0 + 2, b] -= a01 * wb
-                gpre[g1, b] += a11 * wb
-                gpre[g1 + 1, b] -= a11 * wb
-                rpre[r0, b] += e0 * yb
-                rpre[r2, b] += (e1 - e0) * yb
-                rpre[r3, b] -= e1 * yb
+                gpre[g0, b] += a00 * w[u, b]
+            for b in range(lanes):
+                gpre[g0 + 1, b] += t1 * w[u, b]
+            for b in range(lanes):
+                gpre[g0 + 2, b] -= a01 * w[u, b]
+            for b in range(lanes):
+                gpre[g1, b] += a11 * w[u, b]
+            for b in range(lanes):
+                gpre[g1 + 1, b] -= a11 * w[u, b]
+            for b in range(lanes):
+                rpre[r0, b] += e0 * wy[u, b]
+            for b in range(lanes):
+                rpre[r2, b] += t2 * wy[u, b]
+            for b in range(lanes):
+                rpre[r3, b] -= e1 * wy[u, b]
             continue
         c = inner[u]
         c0 = e0 * c
         c1 = c * e1
         s1 = r1 * pw + span - 2
+        t1 = c0 - a00
+        t2 = a01 - c0
+        t3 = c * c - c1
+        t4 = c - e0
+        t5 = e1 - c
+        # one loop per term: few distinct arrays per loop, so that it vectorizes
         for b in range(lanes):
-            wb = w[u, b]
-            yb = wy[u, b]
-            gpre[g0, b] += a00 * wb
-            gpre[g0 + 1, b] += (c0 - a00) * wb
-            gpre[g0 + span, b] += (a01 - c0) * wb
-            gpre[g0 + span + 1, b] -= a01 * wb
-            gpre[g1, b] += a11 * wb
-            gpre[g1 + 1, b] -= a11 * wb
-            spre[s1, b] += (c * c - c1) * wb
-            spre[s1 + 1, b] += c1 * wb
-            spre[g1, b] -= c1 * wb
-            rpre[r0, b] += e0 * yb
-            rpre[r1, b] += (c - e0) * yb
-            rpre[r2, b] += (e1 - c) * yb
-            rpre[r3, b] -= e1 * yb
+            gpre[g0, b] += a00 * w[u, b]
+        for b in range(lanes):
+            gpre[g0 + 1, b] += t1 * w[u, b]
+        for b in range(lanes):
+            gpre[g0 + span, b] += t2 * w[u, b]
+        for b in range(lanes):
+            gpre[g0 + span + 1, b] -= a01 * w[u, b]
+        for b in range(lanes):
+            gpre[g1, b] += a11 * w[u, b]
+        for b in range(lanes):
+            gpre[g1 + 1, b] -= a11 * w[u, b]
+        for b in range(lanes):
+            spre[s1, b] += t3 * w[u, b]
+        for b in range(lanes):
+            spre[s1 + 1, b] += c1 * w[u, b]
+        for b in range(lanes):
+            spre[g1, b] -= c1 * w[u, b]
+        for b in range(lanes):
+            rpre[r0, b] += e0 * wy[u, b]
+        for b in range(lanes):
+            rpre[r1, b] += t4 * wy[u, b]
+        for b in range(lanes):
+            rpre[r2, b] += t5 * wy[u, b]
+        for b in range(lanes):
+            rpre[r3, b] -= e1 * wy[u, b]
     while done < n_cells:
-        _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, run, racc, gram, rhs)
+        _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs)
         done += 1
     for b in range(lanes):  # the slot of row n_cells, touched by pairs ending in the last cell
         rpre[n_cells & mask, b] = 0.0
@@ -378,12 +407,90 @@ def _weighted_rss(y, pred, w, out):
 
 
 @numba.njit(**_JIT)
-def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, w, wy, outlier):
+def _select(a, n, k):
+    """``a[:n]`` reordered in place so that ``a[k]`` is its k-th smallest value; returns it."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@numba.njit(**_JIT)
+def _median(a, n, buf, sample):
+    """Median of ``a[:n]`` (not modified); ``buf`` (>= n) and ``sample`` (63) are work space.
+
+    A sorted sample of 63 values brackets the median; one pass counts the values below the
+    bracket and copies those inside, and the median is selected among them. When the
+    bracket misses it (rare), the whole of ``a[:n]`` is selected from.
+    """
+    if n < 512:
+        return np.median(a[:n])
+    ns = sample.shape[0]
+    for t in range(ns):
+        sample[t] = a[(t * n) // ns]
+    sample.sort()
+    lo = sample[ns // 2 - 8]
+    hi = sample[ns // 2 + 8]
+    below = 0
+    m = 0
+    for i in range(n):
+        v = a[i]
+        buf[m] = v
+        m += (v >= lo) & (v <= hi)
+        below += v < lo
+    k = n // 2
+    k_low = k - 1 if n % 2 == 0 else k
+    if below <= k_low and k < below + m:
+        upper = _select(buf, m, k - below)
+        if k_low == k:
+            return upper
+        lower = buf[0]
+        for i in range(1, k - below):
+            lower = max(lower, buf[i])
+        return 0.5 * (lower + upper)
+    for i in range(n):
+        buf[i] = a[i]
+    upper = _select(buf, n, k)
+    if k_low == k:
+        return upper
+    lower = buf[0]
+    for i in range(1, k):
+        lower = max(lower, buf[i])
+    return 0.5 * (lower + upper)
+
+
+@numba.njit(**_JIT)
+def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, buffer, w, wy, outlier):
     """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD.
 
     Rows with ``w0 == 0`` (no observation) keep weight 0 and are never outliers.
-    ``root_w0`` is ``sqrt(w0)``; ``z`` (like ``y``) and ``scratch`` ``(lanes, >= rows)``
-    are work space.
+    ``root_w0`` is ``sqrt(w0)``; ``z`` (like ``y``), ``scratch`` ``(lanes, > rows)`` and
+    ``buffer`` ``(> rows,)`` are work space.
     """
     n_used, lanes = y.shape
     for u in range(n_used):
@@ -395,9 +502,10 @@ def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, w, wy, outlier):
             scratch[b, fill[b]] = abs(z[u, b])
             fill[b] += w0[u, b] > 0
     inv = np.empty(lanes)
+    sample = np.empty(63)
     for b in range(lanes):
         n = fill[b]
-        scale = 1.4826 * np.median(scratch[b, :n]) if n > 0 else 1.0
+        scale = 1.4826 * _median(scratch[b], n, buffer, sample) if n > 0 else 1.0
         if not scale > 0:
             scale = 1e-12
         inv[b] = 1.0 / (tuning * scale)
@@ -448,8 +556,7 @@ class CompiledOps:
         self._spre = np.zeros((ring * (bandwidth + 2), lanes))
         self._rpre = np.zeros((ring, lanes))
         self._dprev = np.zeros((width + 1, lanes))
-        self._srow = np.zeros((width, lanes))
-        self._run = np.zeros(lanes)
+        self._srow = np.zeros((width + 1, lanes))
         self._column = np.zeros((bandwidth + 2, lanes))
         self._prefix = np.empty((n_cells + 1, lanes))
         # buffers reused across the iterations of a block (the pipeline holds one at a time)
@@ -462,6 +569,7 @@ class CompiledOps:
         self._wy_all = np.empty((n_pairs, lanes))
         self._outlier_all = np.empty((n_pairs, lanes), dtype=np.bool_)
         self._scratch = np.empty((lanes, n_pairs + 1))
+        self._buffer = np.empty(n_pairs + 1)
         self._cells_all = np.empty((2, n_pairs), dtype=np.int64)
         self._fracs_all = np.empty((3, n_pairs))
         self._root_w0_all = np.empty((n_pairs, lanes))
@@ -489,7 +597,7 @@ class CompiledOps:
         gram, rhs = self._gram, self._rhs
         _assemble(
             w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
-            self._gpre, self._spre, self._rpre, self._dprev, self._srow, self._run, gram, rhs,
+            self._gpre, self._spre, self._rpre, self._dprev, self._srow, gram, rhs,
         )  # fmt: skip
         return gram, rhs
 
@@ -533,7 +641,7 @@ class CompiledOps:
         w, wy, outlier = self._w, self._wy, self._outlier
         _reweight(
             y, pred, w0, self._root_w0, ROBUST_KINDS[kind], tuning, self._z, self._scratch,
-            w, wy, outlier,
+            self._buffer, w, wy, outlier,
         )  # fmt: skip
         return w, wy, outlier
 
