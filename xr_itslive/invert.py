@@ -434,9 +434,7 @@ def invert(
         "outlier": bool,
     }
 
-    outputs = {}
-    n_obs = None
-    for name in variables:
+    def solve_variable(name: Hashable, threads: int) -> tuple:
         var = cube[name]
         args = [var]
         core = [[PAIR_DIM]]
@@ -470,6 +468,20 @@ def invert(
             kwargs={"options": options, "engine": engine, "threads": threads},
             keep_attrs=False,
         )
+        return results
+
+    if is_dask or engine != "numba" or len(variables) == 1 or threads < 2:
+        solved = [solve_variable(name, threads) for name in variables]
+    else:  # in memory on the CPU: the variables side by side, sharing the cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        each = max(1, threads // len(variables))
+        with ThreadPoolExecutor(min(len(variables), threads)) as pool:
+            solved = list(pool.map(lambda name: solve_variable(name, each), variables))
+
+    outputs = {}
+    n_obs = None
+    for name, results in zip(variables, solved, strict=True):
         results = dict(zip(names, results, strict=True))
         units = {
             k: v
