@@ -3,10 +3,11 @@
 Protocol (issue 5): pairs from 2014-01-01 to 2024-11-03; a random sample of pixels with at
 least 500 valid pairs; a random 20% of each pixel's valid pairs hidden. Each setting inverts
 the rest and predicts the hidden pairs (``predict``: the model's mean over each pair's
-interval). Prints the median and 90th percentile of |error| for vx and vy, and the runtime.
+interval). Prints the median and 90th percentile of |error| for vx and vy, and the runtime
+(invert + predict, both variables; the fastest of ``--repeat`` runs).
 A per-pixel median of the training pairs is the naive baseline.
 
-Run: ``python benchmarks/bench_heldout.py [--pixels 200] [--step 12] [--seed 0]``
+Run: ``python benchmarks/bench_heldout.py [--pixels 200] [--step 12] [--seed 0] [--repeat 3]``
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pixels", type=int, default=200)
     parser.add_argument("--step", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per setting (fastest kept)")
     args = parser.parse_args(argv)
     training, truth = load_sample(args.cube, args.pixels, args.seed)
     n_hidden = int(truth["vx"].notnull().sum())
@@ -87,7 +89,23 @@ def main(argv=None) -> None:
         "plain, lam=10": {"lam": 10.0},
         "weights='error', lam=10": {"lam": 10.0, "weights": "error"},
         "robust (Tukey), lam=10": {"lam": 10.0, "robust": True},
-        "robust + weights='error', lam=10": {"lam": 10.0, "robust": True, "weights": "error"},
+        "robust + weights='error', lam=10 (4 iterations)": {
+            "lam": 10.0,
+            "robust": True,
+            "weights": "error",
+        },
+        "robust + weights='error', 3 iterations": {
+            "lam": 10.0,
+            "robust": True,
+            "weights": "error",
+            "robust_iterations": 3,
+        },
+        "robust + weights='error', 2 iterations": {
+            "lam": 10.0,
+            "robust": True,
+            "weights": "error",
+            "robust_iterations": 2,
+        },
         "lam='auto' (GCV per pixel)": {"lam": "auto"},
         "robust + weights='error' + lam='auto'": {
             "lam": "auto",
@@ -99,10 +117,12 @@ def main(argv=None) -> None:
         xr_itslive.invert(training.isel(pixel=slice(0, 2)), step=args.step, **kwargs).compute()
     timings = {}
     for label, kwargs in settings.items():
-        t0 = time.perf_counter()
-        result = xr_itslive.invert(training, step=args.step, start=START, end=END, **kwargs)
-        predicted = xr_itslive.predict(training, result)
-        seconds = time.perf_counter() - t0
+        seconds = float("inf")
+        for _ in range(args.repeat):  # the fastest of a few runs: this machine is shared
+            t0 = time.perf_counter()
+            result = xr_itslive.invert(training, step=args.step, start=START, end=END, **kwargs)
+            predicted = xr_itslive.predict(training, result)
+            seconds = min(seconds, time.perf_counter() - t0)
         timings[label] = seconds
         s = scores(predicted, truth)
         print(
@@ -112,7 +132,7 @@ def main(argv=None) -> None:
     plain = timings["plain, lam=10"]
     print(
         "robust + weights time / plain time: "
-        f"{timings['robust + weights=' + repr('error') + ', lam=10'] / plain:.1f}x"
+        f"{timings['robust + weights=' + repr('error') + ', lam=10 (4 iterations)'] / plain:.1f}x"
     )
     print("TICOI 0.1.2 (ITS_LIVE demo settings, issue 5's figures): vx 2.56 / 23.3, vy 2.64 / 23.2")
 
