@@ -50,21 +50,18 @@ def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y,
         counts[b] = 0
     for m in range(u):
         i = rows[m]
+        for b in range(nb):  # branch-free: a missing value or weight gives weight 0
+            v = np.float64(values[p0 + b, i])
+            wi = weights[wp0 + b if per_pixel else 0, i] if use_weights else 1.0
+            ok = (v == v) & (wi > 0)  # False for NaN
+            w0[m, b] = wi if ok else 0.0
+            y[m, b] = v if ok else 0.0
+            counts[b] += ok
+        for b in range(nb, lanes):
+            w0[m, b] = 0.0
+            y[m, b] = 0.0
         for b in range(lanes):
-            wi = 0.0
-            yi = 0.0
-            if b < nb:
-                v = np.float64(values[p0 + b, i])
-                if v == v:
-                    wi = (weights[wp0 + b if per_pixel else 0, i]) if use_weights else 1.0
-                    if wi > 0:  # False for NaN
-                        yi = v
-                        counts[b] += 1
-                    else:
-                        wi = 0.0
-            w0[m, b] = wi
-            y[m, b] = yi
-            wy0[m, b] = wi * yi
+            wy0[m, b] = w0[m, b] * y[m, b]
     return u
 
 
