@@ -736,7 +736,9 @@ def solve_pixels_compiled(
 
 
 @numba.njit(**_JIT)
-def _predict_series(solution, rows, first, last, first_frac, last_frac, inner, out):
+def _predict_series(solution, index, first, last, first_frac, last_frac, inner, out):
+    """``out[p, i]``: series ``p``'s mean over pair ``index[i]`` of the geometry, NaN where
+    ``index[i] < 0``; every entry of ``out`` is written."""
     n_pixels, n_cells = solution.shape
     prefix = np.empty(n_cells + 1)
     for p in range(n_pixels):
@@ -744,10 +746,14 @@ def _predict_series(solution, rows, first, last, first_frac, last_frac, inner, o
         prefix[0] = 0.0
         for j in range(n_cells):
             prefix[j + 1] = prefix[j] + x[j]
-        for k in range(rows.shape[0]):
+        for i in range(index.shape[0]):
+            k = index[i]
+            if k < 0:
+                out[p, i] = np.nan
+                continue
             j0 = first[k]
             j1 = last[k]
-            out[p, rows[k]] = (
+            out[p, i] = (
                 first_frac[k] * x[j0]
                 + last_frac[k] * x[j1]
                 + inner[k] * (prefix[j1] - prefix[j0 + 1])
@@ -764,12 +770,13 @@ def predict_series_compiled(
     float32 result; the other columns are NaN. ``threads`` split the pixels.
     """
     solution = np.ascontiguousarray(solution, dtype=np.float64)
-    rows = np.asarray(rows, dtype=np.int64)
+    index = np.full(n_out, -1, dtype=np.int64)  # column -> pair of the geometry
+    index[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
     n_pixels = solution.shape[0]
-    out = np.full((n_pixels, n_out), np.nan, dtype=np.float32)
+    out = np.empty((n_pixels, n_out), dtype=np.float32)
 
     def run(start: int, stop: int) -> None:
-        _predict_series(solution[start:stop], rows, *geometry, out[start:stop])
+        _predict_series(solution[start:stop], index, *geometry, out[start:stop])
 
     edges = np.unique(np.linspace(0, n_pixels, max(1, min(threads, n_pixels)) + 1).astype(int))
     if edges.size <= 2:
