@@ -110,7 +110,7 @@ def _add_invert(subparsers: Any) -> None:
         help="reweighting against outliers (none)",
     )
     group.add_argument(
-        "--robust-iterations", type=_positive_int, default=4, help="reweighting iterations (4)"
+        "--robust-iterations", type=_positive_int, default=2, help="reweighting iterations (2)"
     )
     group.add_argument(
         "--uncertainty", action="store_true", help="add VAR_std, the posterior standard deviation"

@@ -28,7 +28,7 @@ class Options:
     min_obs: int = 5
     lams: tuple[float, ...] = (10.0,)
     robust: str | None = None
-    iterations: int = 4
+    iterations: int = 2
     tuning: float | None = None
     uncertainty: bool = False
 
