@@ -25,8 +25,10 @@ that every setting predicts.
   cumulative displacement, differenced at the pair's two dates, day resolution) for the pairs
   strictly inside the span of its inverted series.
 - Runtimes exclude imports, reading the sample and a warm-up run on two pixels (numba
-  compilation) for both tools. Both run on one process; xr_itslive's numba kernel is not
-  multi-threaded, and TICOI runs its pixels in as many joblib jobs as there are cores
+  compilation) for both tools. TICOI runs once (~20 s); each xr_itslive setting runs
+  ``--repeat`` times and the fastest run is kept (sub-second runs on a shared machine).
+  Both use every core: xr_itslive's numba kernels run the variables and pixel blocks in
+  threads, TICOI runs its pixels in as many joblib jobs as there are cores
   (``--ticoi-jobs``; 1 runs them one after the other).
 
 Run: ``python benchmarks/bench_ticoi_compare.py [--pixels 50] [--seed 0]
@@ -100,6 +102,7 @@ TICOI_INVERSION = {
 LABEL_MEDIAN = "per-pixel median of training pairs"
 LABEL_PLAIN = "xr_itslive plain, lam=10"
 LABEL_ROBUST = "xr_itslive robust + weights='error', lam=10"
+LABEL_ROBUST4 = "xr_itslive robust + weights='error', 4 iterations"
 LABEL_TICOI_SERIES = "TICOI demo, regular series (30 d / 5 d)"
 LABEL_TICOI_SPLINE = "TICOI demo, cumulative spline at pair dates"
 
@@ -312,6 +315,9 @@ def main(argv=None) -> None:
     parser.add_argument("--step", type=float, default=12.0)
     parser.add_argument("--ticoi-python", default=DEFAULT_TICOI_PYTHON)
     parser.add_argument(
+        "--repeat", type=int, default=3, help="xr_itslive runs per setting (fastest kept)"
+    )
+    parser.add_argument(
         "--ticoi-jobs",
         type=int,
         default=os.cpu_count() or 1,
@@ -363,19 +369,25 @@ def main(argv=None) -> None:
     settings = {
         LABEL_PLAIN: {"lam": 10.0},
         LABEL_ROBUST: {"lam": 10.0, "robust": True, "weights": "error"},
+        LABEL_ROBUST4: {"lam": 10.0, "robust": True, "weights": "error", "robust_iterations": 4},
     }
     for kwargs in settings.values():  # numba warm-up: compile (or load) every kernel used
         xr_itslive.invert(training.isel(pixel=slice(0, 2)), step=args.step, **kwargs).compute()
     for label, kwargs in settings.items():
-        t0 = time.perf_counter()
-        result = xr_itslive.invert(training, step=args.step, start=START, end=END, **kwargs)
-        predicted = xr_itslive.predict(training, result)
-        seconds[label] = time.perf_counter() - t0
+        seconds[label] = float("inf")
+        for _ in range(args.repeat):  # the fastest of a few runs (this machine is shared)
+            t0 = time.perf_counter()
+            result = xr_itslive.invert(training, step=args.step, start=START, end=END, **kwargs)
+            predicted = xr_itslive.predict(training, result)
+            seconds[label] = min(seconds[label], time.perf_counter() - t0)
         predictions[label] = {
             v: predicted[v].transpose("mid_date", "pixel").values for v in ("vx", "vy")
         }
 
-    order = [LABEL_MEDIAN, LABEL_PLAIN, LABEL_ROBUST, LABEL_TICOI_SERIES, LABEL_TICOI_SPLINE]
+    order = [
+        LABEL_MEDIAN, LABEL_PLAIN, LABEL_ROBUST, LABEL_ROBUST4,
+        LABEL_TICOI_SERIES, LABEL_TICOI_SPLINE,
+    ]  # fmt: skip
     common = hidden.copy()
     for label in order:
         for v in ("vx", "vy"):
@@ -416,10 +428,11 @@ def main(argv=None) -> None:
         + " time split: "
         + ", ".join(f"{name} {value:.2f}s" for name, value in timings.items())
     )
-    print(
-        f"speed ratio, TICOI (regular series) time / xr_itslive robust time: "
-        f"{seconds[LABEL_TICOI_SERIES] / seconds[LABEL_ROBUST]:.0f}x"
-    )
+    for label in (LABEL_ROBUST, LABEL_ROBUST4):
+        print(
+            f"speed ratio, TICOI (regular series) time / {label} time: "
+            f"{seconds[LABEL_TICOI_SERIES] / seconds[label]:.0f}x"
+        )
 
 
 if __name__ == "__main__":
