@@ -686,24 +686,33 @@ def _predict_block(solution, shared, threads=1):
     """``A @ x`` for every series of a block: (..., n_cells) → (..., n_pairs), NaN outside."""
     rows, geometry, n_out = _unwrap(shared)
     lead = solution.shape[:-1]
-    flat = solution.reshape(-1, solution.shape[-1])
     if is_host_numpy(solution):
         from .kernels.compiled import predict_series_compiled
 
-        predicted = predict_series_compiled(flat, rows, geometry, n_out, threads)
-    else:  # CuPy or another array-API namespace: prefix sums over pixel batches
-        from .kernels.banded import predict_pairs
+        flat = np.reshape(solution, (-1, solution.shape[-1]))
+        return np.reshape(
+            predict_series_compiled(flat, rows, geometry, n_out, threads), (*lead, n_out)
+        )
+    # CuPy or another array-API namespace: prefix sums, pixel batches of bounded size
+    from .kernels.banded import predict_pairs
 
-        xp = get_namespace(solution)
-        arrays = [xp.asarray(a) for a in geometry]
-        rows = xp.asarray(rows)
-        predicted = xp.full((flat.shape[0], n_out), xp.nan, dtype=xp.float32)
-        batch = max(1, 2**24 // max(n_out, 1))
-        for p0 in range(0, flat.shape[0], batch):
-            x = xp.astype(flat[p0 : p0 + batch], xp.float64).T
-            values = xp.astype(predict_pairs(x, *arrays).T, xp.float32)
-            predicted[p0 : p0 + batch, rows] = values
-    return predicted.reshape(*lead, n_out)
+    xp = get_namespace(solution)
+    flat = xp.reshape(solution, (-1, solution.shape[-1]))
+    arrays = [xp.asarray(a) for a in geometry]
+    index = np.full(n_out, len(rows), dtype=np.int64)  # column -> kept pair, or the NaN row
+    index[np.asarray(rows)] = np.arange(len(rows))
+    index = xp.asarray(index)
+    batch = max(1, 2**24 // max(n_out, 1))
+    pieces = []
+    for p0 in range(0, flat.shape[0], batch):
+        x = xp.astype(flat[p0 : min(p0 + batch, flat.shape[0]), :], xp.float64).T
+        kept = predict_pairs(x, *arrays)
+        nan_row = xp.full((1, kept.shape[1]), xp.nan, dtype=kept.dtype)
+        full = xp.take(xp.concat([kept, nan_row], axis=0), index, axis=0)
+        pieces.append(xp.astype(full, xp.float32).T)
+    if not pieces:
+        return xp.zeros((*lead, n_out), dtype=xp.float32)
+    return xp.reshape(xp.concat(pieces, axis=0), (*lead, n_out))
 
 
 def predict(
