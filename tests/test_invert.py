@@ -264,11 +264,26 @@ def test_mid_date_split_across_chunks():
             "min_obs must be a positive integer, got min_obs=0",
         ),
         ({"engine": "cuda"}, InvalidParameterError, r"engine must be one of \['numba', 'array'\]"),
+        (
+            {"robust": True, "robust_iterations": 0},
+            InvalidParameterError,
+            "robust_iterations must be a positive integer, got 0",
+        ),
     ],
 )
 def test_bad_parameters(cube, kwargs, error, match):
     with pytest.raises(error, match=match):
         xr_itslive.invert(cube, **kwargs)
+
+
+def test_robust_iterations_default_depends_on_weights(cube):
+    """2 reweightings with error weights, 4 without (see invert's docstring); recorded."""
+    weights = xr.ones_like(cube["vx"].isel(y=0, x=0, drop=True))
+    weighted = xr_itslive.invert(cube, step=30, robust=True, weights=weights)
+    plain = xr_itslive.invert(cube, step=30, robust=True)
+    assert (weighted.attrs["robust_iterations"], plain.attrs["robust_iterations"]) == (2, 4)
+    explicit = xr_itslive.invert(cube, step=30, robust=True, robust_iterations=4)
+    xr.testing.assert_identical(explicit["vx"], plain["vx"])
 
 
 def test_reversed_pairs_warn_and_are_dropped():

@@ -110,7 +110,10 @@ def _add_invert(subparsers: Any) -> None:
         help="reweighting against outliers (none)",
     )
     group.add_argument(
-        "--robust-iterations", type=_positive_int, default=2, help="reweighting iterations (2)"
+        "--robust-iterations",
+        type=_positive_int,
+        default=None,
+        help="reweighting iterations (default: 2 with --weights, 4 without)",
     )
     group.add_argument(
         "--uncertainty", action="store_true", help="add VAR_std, the posterior standard deviation"
