@@ -15,33 +15,8 @@ import numpy as np
 from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
+STRIP = 64  # pixels copied at a time from a pixels-innermost chunk
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
-
-
-@numba.njit(**_JIT)
-def _seen_pixels(values, p0, nb, seen):
-    """``seen[i]``: pair ``i`` has a value for one of pixels ``p0 .. p0 + nb`` (pixels-first
-    memory: each pixel's pairs are contiguous)."""
-    for i in range(values.shape[1]):
-        hit = False
-        for b in range(nb):
-            v = values[p0 + b, i]
-            hit |= v == v
-        seen[i] = hit
-
-
-@numba.njit(**_JIT)
-def _seen_blocks(values, block, seen):
-    """``seen[k, i]``: pair ``i`` has a value for a pixel of block ``k`` (pixels ``k * block
-    ..``), in one pass over pixels-innermost memory (a (mid_date, pixel) chunk)."""
-    n_pixels, n_pairs = values.shape
-    for i in range(n_pairs):
-        for k in range(seen.shape[0]):
-            hit = False
-            for p in range(k * block, min((k + 1) * block, n_pixels)):
-                v = values[p, i]
-                hit |= v == v
-            seen[k, i] = hit
 
 
 @numba.njit(**_JIT)
@@ -49,14 +24,21 @@ def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y,
     """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
 
     Row ``u`` holds pair ``rows[u]``, rows in the order of ``order`` (pairs sorted by first
-    cell, as :func:`_assemble` needs), one for each pair with ``seen`` (a value in the
-    block: :func:`_seen_pixels`, :func:`_seen_blocks`).
+    cell, as :func:`_assemble` needs); pairs without a value in the block get no row.
     Missing observations (and non-positive or NaN weights) get weight 0 and value 0.
     Weights (when ``weights`` has a row per pixel) are rows ``wp0 .. wp0 + nb``.
     Returns the number of rows.
     """
     n_pairs = values.shape[1]
     lanes = y.shape[1]
+    # pairs outer, in memory order: reads of a (n_pixels, n_pairs) view of a
+    # (mid_date, y, x) cube run along memory
+    for i in range(n_pairs):
+        hit = False
+        for b in range(nb):
+            v = values[p0 + b, i]
+            hit |= v == v
+        seen[i] = hit
     u = 0
     for k in range(n_pairs):
         i = order[k]
@@ -704,13 +686,6 @@ def solve_pixels_compiled(
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
     order = np.argsort(geometry[0], kind="stable")  # pairs by first cell, for _assemble
-    # Pixels innermost in memory (a (mid_date, pixel) chunk): which pairs each block sees,
-    # for all blocks in one pass along memory (per block, the reads would jump a whole row
-    # of the chunk per pair: a cache and TLB miss each).
-    seen_table = None
-    if n_pairs > 1 and n_pixels > 1 and values.strides[0] < values.strides[1]:
-        seen_table = np.empty(((n_pixels + BLOCK - 1) // BLOCK, n_pairs), dtype=np.bool_)
-        _seen_blocks(values, BLOCK, seen_table)
 
     def run(start: int, stop: int) -> None:
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
@@ -720,27 +695,34 @@ def solve_pixels_compiled(
         rows = np.empty(n_pairs, dtype=np.int64)
         seen = np.empty(n_pairs, dtype=np.bool_)
         counts = np.empty(BLOCK, dtype=np.int64)
-        for p0 in range(start, stop, BLOCK):
-            nb = min(BLOCK, stop - p0)
-            if seen_table is None:
-                _seen_pixels(values, p0, nb, seen)
-                block_seen = seen
-            else:
-                block_seen = seen_table[p0 // BLOCK]
-            n_used = _load_block(
-                values, weights, use_weights, p0, p0, nb, order, block_seen, rows,
-                y, w0, wy0, counts,
-            )  # fmt: skip
-            ops.start_block(rows[:n_used], w0[:n_used])
-            block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
-            sl = slice(p0, p0 + nb)
-            out["solution"][sl] = block["solution"][:, :nb].T
-            out["n_obs"][sl] = counts[:nb]
-            for key in ("std", "lam"):
-                if key in out:
-                    out[key][sl] = block[key][..., :nb].T
-            if "outlier" in out:
-                out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
+        # Pixels innermost in memory (a (mid_date, pixel) chunk): copy STRIP pixels at a
+        # time to pairs-innermost first; reading a block's pixels straight from a wide chunk
+        # costs a cache and TLB miss per pair.
+        strip = None
+        if n_pairs > 1 and values.strides[0] < values.strides[1]:
+            strip = np.empty((min(STRIP, stop - start), n_pairs), dtype=values.dtype)
+        for s0 in range(start, stop, STRIP):
+            ns = min(STRIP, stop - s0)
+            source, offset = values, 0
+            if strip is not None:
+                strip[:ns] = values[s0 : s0 + ns]
+                source, offset = strip, s0
+            for p0 in range(s0, s0 + ns, BLOCK):
+                nb = min(BLOCK, s0 + ns - p0)
+                n_used = _load_block(
+                    source, weights, use_weights, p0 - offset, p0, nb, order, seen, rows,
+                    y, w0, wy0, counts,
+                )  # fmt: skip
+                ops.start_block(rows[:n_used], w0[:n_used])
+                block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
+                sl = slice(p0, p0 + nb)
+                out["solution"][sl] = block["solution"][:, :nb].T
+                out["n_obs"][sl] = counts[:nb]
+                for key in ("std", "lam"):
+                    if key in out:
+                        out[key][sl] = block[key][..., :nb].T
+                if "outlier" in out:
+                    out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
