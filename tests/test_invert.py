@@ -267,7 +267,7 @@ def test_mid_date_split_across_chunks():
         (
             {"robust": True, "robust_iterations": 0},
             InvalidParameterError,
-            "robust_iterations must be a positive integer, got 0",
+            r"robust_iterations must be a positive integer, got 0; pass 1 or more, or None",
         ),
     ],
 )

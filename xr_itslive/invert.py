@@ -408,7 +408,8 @@ def invert(
         robust_iterations = 2 if weights is not None else 4
     if not isinstance(robust_iterations, int | np.integer) or robust_iterations < 1:
         raise InvalidParameterError(
-            f"robust_iterations must be a positive integer, got {robust_iterations!r}"
+            f"robust_iterations must be a positive integer, got {robust_iterations!r}; pass "
+            "1 or more, or None for the default (2 with weights, 4 without)"
         )
     options = Options(
         min_obs=int(min_obs),
