@@ -736,27 +736,33 @@ def solve_pixels_compiled(
 
 
 @numba.njit(**_JIT)
-def _predict_series(solution, index, first, last, first_frac, last_frac, inner, out):
-    """``out[p, i]``: series ``p``'s mean over pair ``index[i]`` of the geometry, NaN where
-    ``index[i] < 0``; every entry of ``out`` is written."""
-    n_pixels, n_cells = solution.shape
-    prefix = np.empty(n_cells + 1)
+def _predict_series(solution_t, index, first, last, first_frac, last_frac, inner, out_t):
+    """``out_t[i, p]``: series ``p``'s mean over pair ``index[i]`` of the geometry, NaN where
+    ``index[i] < 0``. Pixels innermost (``solution_t`` is ``(n_cells, n_pixels)``): every
+    update runs along contiguous memory."""
+    n_cells, n_pixels = solution_t.shape
+    prefix = np.empty((n_cells + 1, n_pixels))
     for p in range(n_pixels):
-        x = solution[p]
-        prefix[0] = 0.0
-        for j in range(n_cells):
-            prefix[j + 1] = prefix[j] + x[j]
-        for i in range(index.shape[0]):
-            k = index[i]
-            if k < 0:
-                out[p, i] = np.nan
-                continue
-            j0 = first[k]
-            j1 = last[k]
-            out[p, i] = (
-                first_frac[k] * x[j0]
-                + last_frac[k] * x[j1]
-                + inner[k] * (prefix[j1] - prefix[j0 + 1])
+        prefix[0, p] = 0.0
+    for j in range(n_cells):
+        for p in range(n_pixels):
+            prefix[j + 1, p] = prefix[j, p] + solution_t[j, p]
+    for i in range(index.shape[0]):
+        k = index[i]
+        if k < 0:
+            for p in range(n_pixels):
+                out_t[i, p] = np.nan
+            continue
+        j0 = first[k]
+        j1 = last[k]
+        e0 = first_frac[k]
+        e1 = last_frac[k]
+        c = inner[k]
+        for p in range(n_pixels):
+            out_t[i, p] = (
+                e0 * solution_t[j0, p]
+                + e1 * solution_t[j1, p]
+                + c * (prefix[j1, p] - prefix[j0 + 1, p])
             )
 
 
@@ -767,21 +773,21 @@ def predict_series_compiled(
 
     ``solution`` is ``(n_pixels, n_cells)``; pair ``k`` of ``geometry`` (``first_cell, last_cell,
     first_frac, last_frac, inner``) goes to column ``rows[k]`` of the ``(n_pixels, n_out)``
-    float32 result; the other columns are NaN. ``threads`` split the pixels.
+    float32 result; the other columns are NaN. The result is a transposed view of pairs-first
+    memory (what a (mid_date, pixel) cube wants). ``threads`` split the pairs.
     """
-    solution = np.ascontiguousarray(solution, dtype=np.float64)
+    solution_t = np.ascontiguousarray(np.asarray(solution, dtype=np.float64).T)
     index = np.full(n_out, -1, dtype=np.int64)  # column -> pair of the geometry
     index[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
-    n_pixels = solution.shape[0]
-    out = np.empty((n_pixels, n_out), dtype=np.float32)
+    out_t = np.empty((n_out, solution_t.shape[1]), dtype=np.float32)
 
     def run(start: int, stop: int) -> None:
-        _predict_series(solution[start:stop], index, *geometry, out[start:stop])
+        _predict_series(solution_t, index[start:stop], *geometry, out_t[start:stop])
 
-    edges = np.unique(np.linspace(0, n_pixels, max(1, min(threads, n_pixels)) + 1).astype(int))
+    edges = np.unique(np.linspace(0, n_out, max(1, min(threads, n_out)) + 1).astype(int))
     if edges.size <= 2:
-        run(0, n_pixels)
+        run(0, n_out)
     else:
         with ThreadPoolExecutor(edges.size - 1) as pool:
             list(pool.map(run, edges[:-1], edges[1:]))
-    return out
+    return out_t.T
