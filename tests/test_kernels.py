@@ -26,8 +26,7 @@ def problem(n_pairs=300, step=12.0, lam=10.0, derivative=2, seed=0, max_len=400.
 
 
 def geometry_arrays(geometry):
-    g = geometry
-    return (g.first_cell, g.last_cell, g.first_frac, g.last_frac, g.inner)
+    return geometry.arrays
 
 
 def compiled(values, weights, geometry, arrays, band, options, threads=1):

@@ -123,6 +123,11 @@ class PairGeometry:
     def n_pairs(self) -> int:
         return int(self.first_cell.size)
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``(first_cell, last_cell, first_frac, last_frac, inner)``: what the kernels take."""
+        return (self.first_cell, self.last_cell, self.first_frac, self.last_frac, self.inner)
+
 
 def pair_geometry(
     img1: np.ndarray,

@@ -80,8 +80,7 @@ class Problem:
         return tuple(converted)
 
     def geometry_arrays(self, xp=np) -> tuple:
-        g = self.geometry
-        arrays = (g.first_cell, g.last_cell, g.first_frac, g.last_frac, g.inner)
+        arrays = self.geometry.arrays
         return arrays if xp is np else tuple(xp.asarray(a) for a in arrays)
 
 
@@ -753,14 +752,10 @@ def predict(
     )
     n_all = img1.shape[0]
     rows = np.flatnonzero(geometry.kept)
-    arrays = (
-        geometry.first_cell, geometry.last_cell, geometry.first_frac, geometry.last_frac,
-        geometry.inner,
-    )  # fmt: skip
     out = {}
     for name in variables:
         lazy = result[name].chunks is not None
-        shared = _shared((rows, arrays, n_all), lazy)
+        shared = _shared((rows, geometry.arrays, n_all), lazy)
         predicted = xr.apply_ufunc(
             _predict_block,
             result[name],

@@ -316,20 +316,28 @@ def _solve(factor, rhs, n_cells, bandwidth, x):
 
 
 @numba.njit(**_JIT)
-def _predict(x, first, last, first_frac, last_frac, inner, prefix, pred):
-    """Each row's pair's mean of ``x`` over its interval (prefix sums over the inner cells)."""
+def _predict(x, index, first, last, first_frac, last_frac, inner, prefix, pred):
+    """``pred[u, b]``: lane ``b``'s mean of ``x`` (``(n_cells, lanes)``) over the interval of
+    pair ``index[u]`` of the geometry (prefix sums over its inner cells), NaN where
+    ``index[u] < 0``. Lanes innermost: every update runs along contiguous memory.
+    ``prefix`` (``(n_cells + 1, lanes)``) is work space."""
     n_cells, lanes = x.shape
     for b in range(lanes):
         prefix[0, b] = 0.0
     for j in range(n_cells):
         for b in range(lanes):
             prefix[j + 1, b] = prefix[j, b] + x[j, b]
-    for u in range(first.shape[0]):
-        j0 = first[u]
-        j1 = last[u]
-        e0 = first_frac[u]
-        e1 = last_frac[u]
-        c = inner[u]
+    for u in range(index.shape[0]):
+        k = index[u]
+        if k < 0:
+            for b in range(lanes):
+                pred[u, b] = np.nan
+            continue
+        j0 = first[k]
+        j1 = last[k]
+        e0 = first_frac[k]
+        e1 = last_frac[k]
+        c = inner[k]
         for b in range(lanes):
             pred[u, b] = e0 * x[j0, b] + e1 * x[j1, b] + c * (prefix[j1, b] - prefix[j0 + 1, b])
 
@@ -572,6 +580,7 @@ class CompiledOps:
         self._root_w0_all = np.empty((n_pairs, lanes))
         self._z_all = np.empty((n_pairs, lanes))
         self.rows = np.arange(0)
+        self._identity = np.arange(n_pairs)  # _predict's index for the block's own rows
 
     def start_block(self, rows, w0):
         """A new block was loaded: its rows are pairs ``rows``, with prior weights ``w0``."""
@@ -616,7 +625,9 @@ class CompiledOps:
         return x
 
     def predict(self, x):
-        _predict(x, *self.block_geometry, self._prefix, self._pred)
+        _predict(
+            x, self._identity[: self.rows.shape[0]], *self.block_geometry, self._prefix, self._pred
+        )
         return self._pred
 
     def selected_inverse(self, factor):
@@ -735,37 +746,6 @@ def solve_pixels_compiled(
     return out
 
 
-@numba.njit(**_JIT)
-def _predict_series(solution_t, index, first, last, first_frac, last_frac, inner, out_t):
-    """``out_t[i, p]``: series ``p``'s mean over pair ``index[i]`` of the geometry, NaN where
-    ``index[i] < 0``. Pixels innermost (``solution_t`` is ``(n_cells, n_pixels)``): every
-    update runs along contiguous memory."""
-    n_cells, n_pixels = solution_t.shape
-    prefix = np.empty((n_cells + 1, n_pixels))
-    for p in range(n_pixels):
-        prefix[0, p] = 0.0
-    for j in range(n_cells):
-        for p in range(n_pixels):
-            prefix[j + 1, p] = prefix[j, p] + solution_t[j, p]
-    for i in range(index.shape[0]):
-        k = index[i]
-        if k < 0:
-            for p in range(n_pixels):
-                out_t[i, p] = np.nan
-            continue
-        j0 = first[k]
-        j1 = last[k]
-        e0 = first_frac[k]
-        e1 = last_frac[k]
-        c = inner[k]
-        for p in range(n_pixels):
-            out_t[i, p] = (
-                e0 * solution_t[j0, p]
-                + e1 * solution_t[j1, p]
-                + c * (prefix[j1, p] - prefix[j0 + 1, p])
-            )
-
-
 def predict_series_compiled(
     solution: np.ndarray, rows: np.ndarray, geometry: tuple, n_out: int, threads: int = 1
 ) -> np.ndarray:
@@ -782,7 +762,8 @@ def predict_series_compiled(
     out_t = np.empty((n_out, solution_t.shape[1]), dtype=np.float32)
 
     def run(start: int, stop: int) -> None:
-        _predict_series(solution_t, index[start:stop], *geometry, out_t[start:stop])
+        prefix = np.empty((solution_t.shape[0] + 1, solution_t.shape[1]))
+        _predict(solution_t, index[start:stop], *geometry, prefix, out_t[start:stop])
 
     edges = np.unique(np.linspace(0, n_out, max(1, min(threads, n_out)) + 1).astype(int))
     if edges.size <= 2:
