@@ -98,11 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step", type=float, default=4.0)
     parser.add_argument("--harmonics", type=int, default=1)
-    parser.add_argument("--gaussian", action="store_true", help="Gaussian noise (robust=False)")
+    parser.add_argument(
+        "--gaussian", action="store_true", help="Gaussian noise (likelihood='gaussian')"
+    )
     args = parser.parse_args(argv)
     figures = run(
         args.csv, args.fraction, args.seed, step=args.step, harmonics=args.harmonics,
-        robust=not args.gaussian,
+        likelihood="gaussian" if args.gaussian else "student-t",
     )  # fmt: skip
     print(figures["fit"])
     print(f"training pairs        {figures['n_train']}")

@@ -32,10 +32,10 @@ import numpy as np
 import xarray as xr
 
 import xr_itslive
-from xr_itslive import _gpu
-from xr_itslive.invert import build_problem
+from xr_itslive.kernels import batching
 from xr_itslive.kernels.pipeline import Options
 from xr_itslive.synthetic import synthetic_cube
+from xr_itslive.workflows.invert import build_problem
 
 STEP, LAM = 12.0, 10.0
 NO_GPU_EXIT = 2
@@ -187,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     if cp is None:
         figures["case2"] = "skipped: no GPU"
     else:
-        free = _gpu.free_device_bytes(cp.zeros(1))
+        free = batching.free_device_bytes(cp.zeros(1))
         pair_bytes = problem.geometry.n_pairs * 4  # float32 cube data per pixel
         reps = max(1, int(args.fill_fraction * free / (pair_bytes * n_base)))
         n_big = reps * n_base
-        batch = _gpu.pixel_batch_size(problem, Options(lams=(LAM,)), free)
+        batch = batching.pixel_batch_size(problem, Options(lams=(LAM,)), free)
         print(
             f"case 2: a cube filling the card, {n_big:,} pixels "
             f"({n_big * pair_bytes / 2**30:.1f} GiB of float32 data; batches of about "

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import Client, LocalCluster
 
     import xr_itslive
-    from xr_itslive.store import invert_to_zarr
+    from xr_itslive.workflows.invert_to_zarr import invert_to_zarr
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory_"))
     cluster = LocalCluster(

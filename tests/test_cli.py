@@ -12,7 +12,7 @@ from conftest import GLACIER_CUBE, ITSLIVE_DATA, REPO, requires_shared
 
 import xr_itslive
 from xr_itslive.cli import build_parser, main
-from xr_itslive.store import MARKER_GROUP, store_status
+from xr_itslive.workflows.store import MARKER_GROUP, store_status
 
 OUTLINE = ITSLIVE_DATA / "N30E090_glacier_outline_rgi7.geojson"
 
@@ -155,3 +155,28 @@ def test_console_entry_runs(edge_cube, tmp_path):
         timeout=120,
     )
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_old_flag_spellings_still_work_and_say_so(capsys):
+    parser = build_parser()
+    with pytest.warns(DeprecationWarning, match="--outline is deprecated.*use --mask"):
+        old = parser.parse_args(
+            ["invert", "c.zarr", "--out", "o.zarr", "--outline", "g.geojson", "--chunk-size", "5"]
+        )
+    err = capsys.readouterr().err
+    assert "--outline is deprecated" in err and "--chunk-size is deprecated" in err
+    new = parser.parse_args(["invert", "c.zarr", "--out", "o.zarr", "--mask", "g.geojson",
+                             "--chunks", "5"])  # fmt: skip
+    assert (old.mask, old.chunks) == (new.mask, new.chunks) == ("g.geojson", 5)
+    assert "deprecated" not in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_library_defaults():
+    """The CLI restates no default: they come from xr_itslive.workflows.invert.DEFAULTS."""
+    import inspect
+
+    args = build_parser().parse_args(["invert", "c.zarr", "--out", "o.zarr"])
+    signature = inspect.signature(xr_itslive.invert).parameters
+    for name in ("step", "lam", "derivative", "min_obs"):
+        assert getattr(args, name) == signature[name].default
+    assert tuple(args.variables) == tuple(signature["variables"].default)

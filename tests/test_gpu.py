@@ -14,12 +14,13 @@ import pytest
 import xarray as xr
 
 import xr_itslive
-from xr_itslive import _gpu
-from xr_itslive._namespace import cupy_namespace, get_namespace, missing_names
 from xr_itslive.errors import InvalidParameterError
-from xr_itslive.invert import build_problem
+from xr_itslive.kernels import batching
+from xr_itslive.kernels.namespace import cupy_namespace, get_namespace, missing_names
 from xr_itslive.kernels.pipeline import Options
 from xr_itslive.synthetic import synthetic_cube
+from xr_itslive.workflows import device
+from xr_itslive.workflows.invert import build_problem
 
 
 def _gpu_status() -> str:
@@ -161,7 +162,7 @@ def test_every_option_matches_the_numba_engine(cube, cp, name, lazy):
 def test_pixel_batches_on_the_device(cube, cp, monkeypatch):
     device_cube = to_device(cube, cp)
     whole = xr_itslive.invert(device_cube, step=12, uncertainty=True)
-    monkeypatch.setenv(_gpu.BATCH_ENV, "5")
+    monkeypatch.setenv(batching.BATCH_ENV, "5")
     batched = xr_itslive.invert(device_cube, step=12, uncertainty=True)
     for key in ("vx", "vx_std", "vy", "n_obs"):
         np.testing.assert_allclose(host(batched[key].data), host(whole[key].data), rtol=1e-12)
@@ -170,11 +171,11 @@ def test_pixel_batches_on_the_device(cube, cp, monkeypatch):
 @pytest.mark.gpu
 @requires_gpu
 def test_free_memory_sizes_the_batches(cube, cp):
-    free = _gpu.free_device_bytes(cp.zeros(1))
+    free = batching.free_device_bytes(cp.zeros(1))
     assert free is not None and free > 0
     problem = build_problem(cube, 12.0)
-    batch = _gpu.pixel_batch_size(problem, Options(), free)
-    assert batch * _gpu.bytes_per_pixel(problem, Options()) <= free
+    batch = batching.pixel_batch_size(problem, Options(), free)
+    assert batch * batching.bytes_per_pixel(problem, Options()) <= free
     print(f"free {free / 2**30:.1f} GiB -> {batch} pixels per batch for 500 pairs")
 
 
@@ -223,10 +224,10 @@ def test_benchmark_without_a_gpu_says_so(capsys):
 @requires_gpu
 def test_to_device_and_back_stays_lazy(cube, cp):
     lazy = cube.chunk({"y": 2, "x": 3})
-    on_device = _gpu.to_device(lazy)
+    on_device = device.to_device(lazy)
     assert isinstance(on_device["vx"].data._meta, cp.ndarray)
     assert on_device["satellite_img1"].dtype == cube["satellite_img1"].dtype  # left on the host
-    result = _gpu.to_host(xr_itslive.invert(on_device, step=12))
+    result = device.to_host(xr_itslive.invert(on_device, step=12))
     assert result.attrs["engine"] == "array"
     assert isinstance(result["vx"].data._meta, np.ndarray)
     assert isinstance(result["vx"].data.blocks[0, 0, 0].compute(), np.ndarray)
@@ -238,11 +239,11 @@ def test_to_device_and_back_stays_lazy(cube, cp):
 def test_gpu_writer_matches_the_cpu_store(cube, cp, tmp_path):
     """What ``xr-itslive invert --gpu`` runs (needs zarr, which a bare GPU machine may lack)."""
     pytest.importorskip("zarr", reason="zarr is not installed: the store is not checked here")
-    from xr_itslive.store import invert_to_zarr
+    from xr_itslive.workflows.invert_to_zarr import invert_to_zarr
 
     lazy = cube[["vx", "vy"]].chunk({"y": 2, "x": 3})
     kwargs = dict(step=12, lam=10.0, uncertainty=True, progress=False)
-    gpu = _gpu.invert_to_zarr_on_gpu(lazy, tmp_path / "gpu.zarr", **kwargs)
+    gpu = invert_to_zarr(lazy, tmp_path / "gpu.zarr", gpu=True, **kwargs)
     cpu = invert_to_zarr(lazy, tmp_path / "cpu.zarr", **kwargs)
     assert gpu.n_written == cpu.n_written == 4
     assert_same(xr.open_zarr(tmp_path / "gpu.zarr"), xr.open_zarr(tmp_path / "cpu.zarr").load())

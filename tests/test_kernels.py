@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from test_design import pairs
+from test_geo_design import pairs
 
-from xr_itslive import design
+from xr_itslive.geo import design
+from xr_itslive.kernels import design as kdesign
 from xr_itslive.kernels.banded import assemble_normal_equations, solve_pixels
 from xr_itslive.kernels.compiled import solve_pixels_compiled
 from xr_itslive.kernels.pipeline import Options
@@ -14,14 +15,14 @@ from xr_itslive.kernels.pipeline import Options
 def problem(n_pairs=300, step=12.0, lam=10.0, derivative=2, seed=0, max_len=400.0):
     img1, img2 = pairs(n_pairs, seed=seed, max_len=max_len)
     geometry = design.pair_geometry(img1, img2, step, derivative=derivative)
-    terms = design.normal_terms(geometry)
+    terms = kdesign.normal_terms(geometry.arrays, geometry.n_cells, geometry.bandwidth)
     arrays = (
         terms.gram_pair, terms.gram_cell, terms.gram_coef, terms.gram_kind_starts,
         terms.rhs_pair, terms.rhs_cell, terms.rhs_coef, terms.rhs_kind_starts,
     )  # fmt: skip
-    unit = design.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
-    band = design.to_upper_band(unit, geometry.bandwidth).ravel()
-    a = design.date_span_matrix(geometry).toarray()
+    unit = kdesign.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
+    band = kdesign.to_upper_band(unit, geometry.bandwidth).ravel()
+    a = kdesign.date_span_matrix(geometry.arrays, geometry.n_cells).toarray()
     return geometry, arrays, band, a, lam**2 * unit.toarray()
 
 
@@ -78,7 +79,7 @@ def test_assembly_matches_dense_normal_matrix(derivative, step):
     )
     for p in range(values.shape[0]):
         dense = a.T @ (w[p][:, None] * a)
-        band = design.to_upper_band(sp.csr_array(dense), geometry.bandwidth).ravel()
+        band = kdesign.to_upper_band(sp.csr_array(dense), geometry.bandwidth).ravel()
         np.testing.assert_allclose(gram[:, p], band, rtol=1e-12, atol=1e-10)
         np.testing.assert_allclose(rhs[:, p], a.T @ wy[p], rtol=1e-12, atol=1e-9)
 
@@ -165,7 +166,7 @@ def test_auto_lam_minimizes_gcv(engine):
     values = observations(4, a.shape[0], seed=7)
     grid = (0.3, 3.0, 30.0, 300.0)
     out = ENGINES[engine](values, None, geometry, arrays, band, Options(lams=grid))
-    unit = design.regularization_matrix(geometry.grid.n_cells, 2, 1.0, 12.0).toarray()
+    unit = kdesign.regularization_matrix(geometry.grid.n_cells, 2, 1.0, 12.0).toarray()
     for p in range(values.shape[0]):
         n = np.sum(~np.isnan(values[p]))
         scores = []

@@ -48,7 +48,7 @@ def _inverted(series, bounds: bool):
 
 
 def test_plot_everything_to_png(series, tmp_path):
-    fit = xr_itslive.gp_fit_series(series, "v", robust=False)
+    fit = xr_itslive.gp_fit_series(series, "v", likelihood="gaussian")
     path = tmp_path / "series.png"
     fig, ax = xr_itslive.plot_series(
         series, "v", inverted=_inverted(series, bounds=True), gp=fit, path=path

@@ -1,11 +1,13 @@
-"""xr_itslive: ITS_LIVE image-pair velocity datacubes to regular velocity time series."""
+"""xr_itslive: ITS_LIVE image-pair velocity datacubes to regular velocity time series.
+
+The public names, re-exported from the layers (see ``docs/architecture.md``): ``io`` opens
+and finds cubes, ``geo`` knows grids, glaciers and pairs, ``workflows`` inverts and writes,
+``kernels`` does the arithmetic. Importing the package registers the ``ds.itslive`` accessor.
+"""
 
 from __future__ import annotations
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.itslive)
-from .access import decode_cube, demo_cube_path, open_cube, to_s3_url
-from .catalog import CubeEntry, find_cubes, load_catalog, open_cube_at
-from .cluster import get_client, scheduler_context
 from .errors import (
     ChunkingError,
     ClusterConnectionError,
@@ -18,13 +20,21 @@ from .errors import (
     OptionalDependencyError,
     StoreConflictError,
 )
-from .glaciers import Glacier, GlacierCenterline, GlacierPoint, glacier_mask
-from .gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress
-from .invert import DesignMatrix, design_matrix, invert, predict
+from .geo.masks import glacier_mask
+from .geo.pairs import filter_pairs
+from .geo.subset import point_series
+from .io.catalog import CubeEntry, find_cubes, load_catalog
+from .io.cube import decode_cube, demo_cube_path
+from .io.open import open_cube, open_cube_at
+from .io.urls import to_s3_url
 from .plot import plot_series
-from .store import invert_to_zarr, store_status, write_resumable
-from .subset import filter_pairs, point_series
 from .synthetic import synthetic_cube
+from .workflows.cluster import get_client, scheduler_context
+from .workflows.glacier import Glacier, GlacierCenterline, GlacierPoint
+from .workflows.gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress
+from .workflows.invert import DesignMatrix, design_matrix, invert, predict
+from .workflows.invert_to_zarr import invert_to_zarr
+from .workflows.store import store_status, write_resumable
 
 __version__ = "0.1.0"
 

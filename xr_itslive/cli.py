@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,8 +56,27 @@ def _lam(text: str) -> float | str | list[float]:
 # --------------------------------------------------------------------------- invert
 
 
+class _Deprecated(argparse.Action):
+    """A flag with an old spelling: the old one still works, with a DeprecationWarning."""
+
+    def __init__(self, *args: Any, old: str, **kwargs: Any) -> None:
+        self.old = old
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+        if option_string == self.old:
+            message = (
+                f"{self.old} is deprecated and will be removed in the next release; use "
+                f"{self.option_strings[0]}"
+            )
+            # Python hides DeprecationWarning outside __main__: say it on stderr too.
+            print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def _add_invert(subparsers: Any) -> None:
-    from .invert import DEFAULT_MIN_OBS, ENGINES
+    from .workflows.invert import DEFAULTS, ENGINES
 
     parser = subparsers.add_parser(
         "invert",
@@ -70,32 +90,51 @@ def _add_invert(subparsers: Any) -> None:
     parser.add_argument("source", help="cube: local zarr path, s3:// URL or ITS_LIVE http URL")
     parser.add_argument("--out", required=True, metavar="STORE", help="output zarr path or URL")
     group = parser.add_argument_group("inversion (see xr_itslive.invert)")
-    group.add_argument("--step", type=float, default=12.0, help="cell length in days (12)")
+    group.add_argument(
+        "--step",
+        type=float,
+        default=DEFAULTS["step"],
+        help=f"cell length in days ({DEFAULTS['step']:g})",
+    )
     group.add_argument(
         "--lam",
         type=_lam,
-        default=10.0,
-        help="smoothness weight (10); 'auto' or candidates '1,10,100' choose it per pixel (GCV)",
+        default=DEFAULTS["lam"],
+        help=f"smoothness weight ({DEFAULTS['lam']:g}); 'auto' or candidates '1,10,100' choose "
+        "it per pixel (GCV)",
     )
     group.add_argument(
-        "--derivative", type=int, choices=(1, 2), default=2, help="penalized derivative (2)"
+        "--derivative",
+        type=int,
+        choices=(1, 2),
+        default=DEFAULTS["derivative"],
+        help=f"penalized derivative ({DEFAULTS['derivative']})",
     )
     group.add_argument("--start", default=None, help="first date of the grid (default: data)")
     group.add_argument("--end", default=None, help="last date of the grid (default: data)")
     group.add_argument(
         "--min-obs",
         type=_positive_int,
-        default=DEFAULT_MIN_OBS,
-        help=f"fewest valid pairs for a pixel to be solved ({DEFAULT_MIN_OBS})",
+        default=DEFAULTS["min_obs"],
+        help=f"fewest valid pairs for a pixel to be solved ({DEFAULTS['min_obs']})",
     )
     group.add_argument(
-        "--variables", nargs="+", default=["vx", "vy"], metavar="VAR", help="(vx vy)"
+        "--variables",
+        nargs="+",
+        default=list(DEFAULTS["variables"]),
+        metavar="VAR",
+        help=f"({' '.join(DEFAULTS['variables'])})",
     )
     group.add_argument(
+        "--mask",
         "--outline",
+        dest="mask",
+        action=_Deprecated,
+        old="--outline",
         default=None,
         metavar="FILE",
-        help="glacier outline (GeoJSON, shapefile, ...): only pixels inside are solved",
+        help="glacier outline (GeoJSON, shapefile, ...): only pixels inside are solved "
+        "(invert's mask=; --outline is the deprecated spelling)",
     )
     group.add_argument(
         "--weights",
@@ -128,11 +167,16 @@ def _add_invert(subparsers: Any) -> None:
     )
     run = parser.add_argument_group("running")
     run.add_argument(
+        "--chunks",
         "--chunk-size",
+        dest="chunks",
+        action=_Deprecated,
+        old="--chunk-size",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="spatial chunk (N×N pixels) per task (default: the store's chunks)",
+        help="spatial chunks of N×N pixels, one task each (default: the cube's own chunks; "
+        "--chunk-size is the deprecated spelling)",
     )
     run.add_argument(
         "--scheduler",
@@ -162,17 +206,17 @@ def _add_invert(subparsers: Any) -> None:
 
 
 def _run_invert(args: argparse.Namespace) -> int:
-    from .access import open_cube
-    from .cluster import scheduler_context
-    from .store import invert_to_zarr
+    from .io.open import open_cube
+    from .workflows.cluster import scheduler_context
+    from .workflows.invert_to_zarr import invert_to_zarr
 
     weights = None if args.weights == "none" else args.weights
     wanted = list(args.variables)
     if weights == "error":
         wanted += [f"{name}_error" for name in args.variables]
     chunks = None
-    if args.chunk_size is not None:
-        chunks = {"mid_date": -1, "y": args.chunk_size, "x": args.chunk_size}
+    if args.chunks is not None:
+        chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
     cube = open_cube(args.source, variables=wanted, chunks=chunks)
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
@@ -183,7 +227,7 @@ def _run_invert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             scheduler=client if client is not None else args.scheduler,
             progress=not args.no_progress,
-            gpu=args.gpu,  # the solve on the device, same writes (see xr_itslive._gpu)
+            gpu=args.gpu,  # the solve on the device, same writes (see xr_itslive.workflows.device)
             variables=args.variables,
             step=args.step,
             lam=args.lam,
@@ -191,7 +235,7 @@ def _run_invert(args: argparse.Namespace) -> int:
             start=args.start,
             end=args.end,
             min_obs=args.min_obs,
-            mask=args.outline,
+            mask=args.mask,
             engine=args.engine,
             weights=weights,
             robust=False if args.robust == "none" else args.robust,

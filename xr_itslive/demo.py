@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .access import demo_cube_path, open_cube
-from .invert import invert
+from .io.cube import demo_cube_path
+from .io.open import open_cube
+from .workflows.invert import invert
 
 
 def run_demo(

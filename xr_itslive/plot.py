@@ -10,16 +10,13 @@ import numpy as np
 import xarray as xr
 
 from .errors import InvalidParameterError, MissingVariableError
+from .workflows.gp import GaussianProcessFit, gp_fit_series, series_arrays
 
 __all__ = ["plot_series"]
 
-PAIR_DIM = "mid_date"
-
 
 def _pair_arrays(series: xr.Dataset, variable: Hashable):
-    from .gp import _series_arrays
-
-    img1, img2, values, _ = _series_arrays(series, variable, error=None)
+    img1, img2, values, _ = series_arrays(series, variable, weights=None)
     return img1.astype("datetime64[ns]"), img2.astype("datetime64[ns]"), values
 
 
@@ -83,12 +80,19 @@ def plot_series(
         :func:`xr_itslive.gp_fit_series`); its mean and central ``level`` band are drawn.
     times
         Where to evaluate the GP; by default 1,000 dates across its grid.
+    level
+        Probability of the GP's central band, in (0, 1); default 0.95.
     ax
         Matplotlib axes to draw on; a new figure otherwise.
     path
         Save the figure there (any format matplotlib knows: png, pdf, svg...).
+    title
+        Axes title; default ``"<variable>: image pairs and fitted series"``.
     max_pairs
-        Draw at most this many pairs (an even subsample) to keep big series readable.
+        Draw at most this many pairs (an even subsample) to keep big series readable; None
+        draws all.
+    figsize
+        Size (inches) of a new figure; ignored with ``ax``.
 
     Returns
     -------
@@ -151,8 +155,6 @@ def plot_series(
             ax.plot(t, v, color="tab:blue", linewidth=1.6, label="inverted series")
 
     if gp is not None:
-        from .gp import GaussianProcessFit, gp_fit_series
-
         fit = gp_fit_series(series, variable) if gp is True else gp
         if not isinstance(fit, GaussianProcessFit):
             raise InvalidParameterError(

@@ -10,21 +10,35 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-YEAR_DAYS = 365.25
-_NS_PER_DAY = 86400 * 10**9
+from .kernels.units import DAYS_PER_YEAR, NS_PER_DAY
 
 
 def _mean_sine(t1: np.ndarray, t2: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """Mean of sin(2π t / year + phase) over [t1, t2] (days), broadcasting."""
-    omega = 2 * np.pi / YEAR_DAYS
+    omega = 2 * np.pi / DAYS_PER_YEAR
     return (np.cos(omega * t1 + phase) - np.cos(omega * t2 + phase)) / (omega * (t2 - t1))
 
 
 def true_interval_mean(cube: xr.Dataset, component: str, t1, t2) -> xr.DataArray:
-    """The exact mean of the synthetic truth of ``component`` over [t1, t2] (datetime64)."""
+    """The exact mean of the synthetic truth of ``component`` over [t1, t2] (datetime64).
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        A cube from :func:`synthetic_cube` (its ``*_true_*`` variables and start date).
+    component : str
+        ``"vx"`` or ``"vy"``.
+    t1, t2 : array-like of datetime64
+        Starts and ends of the intervals, one pair per entry of the new ``time`` dimension.
+
+    Returns
+    -------
+    xarray.DataArray
+        The mean per pixel and interval, dims ``(y, x, time)``.
+    """
     start = np.datetime64(cube.attrs["synthetic_start"], "ns")
-    d1 = (np.asarray(t1, dtype="datetime64[ns]") - start).astype("int64") / _NS_PER_DAY
-    d2 = (np.asarray(t2, dtype="datetime64[ns]") - start).astype("int64") / _NS_PER_DAY
+    d1 = (np.asarray(t1, dtype="datetime64[ns]") - start).astype("int64") / NS_PER_DAY
+    d2 = (np.asarray(t2, dtype="datetime64[ns]") - start).astype("int64") / NS_PER_DAY
     d1 = xr.DataArray(d1, dims="time")
     d2 = xr.DataArray(d2, dims="time")
     base = cube[f"{component}_true_base"]
@@ -35,7 +49,22 @@ def true_interval_mean(cube: xr.Dataset, component: str, t1, t2) -> xr.DataArray
 
 
 def true_cell_means(cube: xr.Dataset, result: xr.Dataset, component: str) -> xr.DataArray:
-    """The truth averaged over each cell of an :func:`xr_itslive.invert` result."""
+    """The truth averaged over each cell of an :func:`xr_itslive.invert` result.
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+        The :func:`synthetic_cube` that was inverted.
+    result : xarray.Dataset
+        The inversion's result, with ``time`` and ``time_bounds``.
+    component : str
+        ``"vx"`` or ``"vy"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(time, y, x)``, on the result's ``time``.
+    """
     bounds = result["time_bounds"].values
     truth = true_interval_mean(cube, component, bounds[:, 0], bounds[:, 1])
     return truth.assign_coords(time=result["time"]).transpose("time", ...)
@@ -65,7 +94,10 @@ def synthetic_cube(
     ny, nx
         Pixels.
     years
-        Time span covered by the pairs.
+        Time span covered by the pairs, in years.
+    start
+        Date of the span's start (any ``numpy.datetime64`` text), the origin of the truth's
+        time; recorded as ``attrs["synthetic_start"]``.
     noise
         Standard deviation of the observation noise (m/yr).
     gap_fraction
@@ -76,6 +108,8 @@ def synthetic_cube(
         Fraction of observations replaced by gross outliers (±50..300 m/yr).
     empty_pixels
         Number of pixels (in the first row) with no valid observation at all.
+    seed
+        Seed of the random generator: the same seed (and settings) gives the same cube.
     chunks
         Dask chunks (``mid_date`` stays whole); None for numpy-backed variables.
     dtype
@@ -88,7 +122,7 @@ def synthetic_cube(
         truth's parameters (``*_true_*``); attrs record the synthetic settings.
     """
     rng = np.random.default_rng(seed)
-    span = years * YEAR_DAYS
+    span = years * DAYS_PER_YEAR
     baseline = np.exp(rng.uniform(np.log(5.0), np.log(546.0), n_pairs))
     baseline = np.minimum(baseline, span * 0.9)
     t1 = rng.uniform(0.0, span - baseline)
@@ -105,7 +139,7 @@ def synthetic_cube(
     start64 = np.datetime64(start, "ns")
 
     def to_date(days):
-        return start64 + np.round(days * _NS_PER_DAY).astype("timedelta64[ns]")
+        return start64 + np.round(days * NS_PER_DAY).astype("timedelta64[ns]")
 
     img1, img2 = to_date(t1), to_date(t2)
     mid = img1 + (img2 - img1) // 2
@@ -148,7 +182,7 @@ def synthetic_cube(
             "vx_error": ("mid_date", pair_error[order], {"units": "meter/year"}),
             "vy_error": ("mid_date", pair_error[order], {"units": "meter/year"}),
             "satellite_img1": ("mid_date", satellites[order]),
-            "date_dt": ("mid_date", (baseline[order] * _NS_PER_DAY).astype("timedelta64[ns]")),
+            "date_dt": ("mid_date", (baseline[order] * NS_PER_DAY).astype("timedelta64[ns]")),
             "vx_true_base": (("y", "x"), base_x),
             "vy_true_base": (("y", "x"), base_y),
             "vx_true_amplitude": (("y", "x"), amp_x),

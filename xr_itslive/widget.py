@@ -2,10 +2,10 @@
 
 Two layers of code:
 
-- :class:`MapState` holds everything the map knows (outlines, catalog entries, selections)
+- :class:`~xr_itslive.widget.MapState` holds everything the map knows (outlines, catalog entries, selections)
   and the click handlers' logic. It is plain Python (shapely, geopandas, the catalog) and is
   tested without a browser by calling its handlers with the GeoJSON features the map shows.
-- :class:`GlacierMap` draws a :class:`MapState` with ipyleaflet and ipywidgets (the ``widget``
+- :class:`~xr_itslive.widget.GlacierMap` draws a :class:`~xr_itslive.widget.MapState` with ipyleaflet and ipywidgets (the ``widget``
   extra, imported only when a map is built) and routes the layers' clicks to the state.
 
 Selections read as the library's objects: :attr:`GlacierMap.glacier` is a
@@ -30,15 +30,16 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .catalog import LONLAT, Catalog, CubeEntry, load_catalog
+from .crs import LONLAT
 from .errors import (
     EmptySelectionError,
     InvalidParameterError,
     ITSLiveError,
     OptionalDependencyError,
 )
-from .glaciers import Glacier, read_outlines
-from .glaciers import _click_lat_lon as click_lat_lon
+from .io.catalog import Catalog, CubeEntry, load_catalog
+from .io.outlines import read_outlines
+from .workflows.glacier import Glacier
 
 #: Feature properties that tie a drawn outline back to its row in :attr:`MapState.outlines`.
 OUTLINE_SOURCE = "outline_source"
@@ -118,7 +119,13 @@ def solid_png(rgb: Sequence[int] = BLANK_RGB) -> bytes:
 
 
 def blank_tile_url(rgb: Sequence[int] = BLANK_RGB) -> str:
-    """A ``data:`` URL for an offline basemap: every tile the same plain colour."""
+    """A ``data:`` URL for an offline basemap: every tile the same plain colour.
+
+    Parameters
+    ----------
+    rgb
+        The colour as three integers in 0..255 (default :data:`BLANK_RGB`).
+    """
     return "data:image/png;base64," + base64.b64encode(solid_png(rgb)).decode("ascii")
 
 
@@ -187,13 +194,33 @@ def _as_sources(outlines: Any) -> list[Any]:
 
 def _normalized_lon(lon: float) -> float:
     """Longitude in [-180, 180) (Leaflet reports clicks on wrapped copies of the world)."""
-    return (float(lon) + 180.0) % 360.0 - 180.0
+    lon = float(lon)
+    if -180.0 <= lon < 180.0:  # as given: the modulo below would round it
+        return lon
+    return (lon + 180.0) % 360.0 - 180.0
 
 
-def _click_lat_lon(coordinates: Any) -> tuple[float, float] | None:
+def click_lat_lon(coordinates: Any) -> tuple[float, float] | None:
+    """``(lat, lon)`` of an ipyleaflet click, longitude in [-180, 180).
+
+    Parameters
+    ----------
+    coordinates
+        ``(lat, lon)``, as ipyleaflet's ``on_interaction`` sends it, or None (no position).
+
+    Returns
+    -------
+    tuple of float or None
+        ``(lat, lon)``; None when ``coordinates`` is None.
+    """
     if coordinates is None:
         return None
-    lat, lon = click_lat_lon(coordinates)
+    try:
+        lat, lon = (float(v) for v in coordinates)
+    except (TypeError, ValueError) as err:
+        raise InvalidParameterError(
+            f"a map click gives coordinates=(lat, lon), got coordinates={coordinates!r}"
+        ) from err
     return lat, _normalized_lon(lon)
 
 
@@ -218,7 +245,7 @@ class MapState:
     Parameters
     ----------
     catalog
-        The ITS_LIVE catalog: a path, URL, :class:`xr_itslive.catalog.Catalog`, or None for
+        The ITS_LIVE catalog: a path, URL, :class:`xr_itslive.io.catalog.Catalog`, or None for
         the default (see :func:`xr_itslive.load_catalog`). ``False``: no cubes.
     outlines
         RGI outlines: a file (shapefile, GeoJSON, GeoPackage, GeoParquet; RGI6 or RGI7
@@ -279,7 +306,14 @@ class MapState:
         self._outlines_lonlat.append(gdf.geometry.to_crs(LONLAT))
 
     def add_outlines(self, source: Any) -> None:
-        """Add an outline file or GeoDataFrame (cube footprints follow for ``cubes="near"``)."""
+        """Add an outline file or GeoDataFrame (cube footprints follow for ``cubes="near"``).
+
+        Parameters
+        ----------
+        source : str, path-like or geopandas.GeoDataFrame
+            RGI outlines: a shapefile, GeoJSON, GeoPackage or GeoParquet file (RGI6 or RGI7
+            attributes), or a GeoDataFrame.
+        """
         self._read(source)
         if self._cube_choice == "near":
             self.cube_indices = self._choose_cubes("near")
@@ -431,7 +465,13 @@ class MapState:
         return self.cubes[-1] if self.cubes else None
 
     def observe(self, callback: Callable[[MapState], None]) -> None:
-        """Call ``callback(state)`` after every change of the selection."""
+        """Call ``callback(state)`` after every change of the selection.
+
+        Parameters
+        ----------
+        callback : callable
+            Called with this :class:`~xr_itslive.widget.MapState`; its return value is ignored.
+        """
         self._callbacks.append(callback)
 
     def _changed(self) -> None:
@@ -445,6 +485,16 @@ class MapState:
 
         Takes the keywords of an ipyleaflet ``GeoJSON.on_click`` callback (``feature``,
         ``properties``, ``coordinates``, ...).
+
+        Parameters
+        ----------
+        feature : mapping, optional
+            The clicked GeoJSON feature of :meth:`glacier_collection`.
+        properties : mapping, optional
+            Its properties (they override the feature's); ``outline_source`` and
+            ``outline_row`` must be in one or the other.
+        **event
+            The event's other keywords (``coordinates``, ``id``...), ignored.
 
         Returns
         -------
@@ -460,14 +510,36 @@ class MapState:
     def click_selected_glacier(
         self, feature: Mapping[str, Any] | None = None, properties: Any = None, **event: Any
     ) -> None:
-        """Handle a click on a highlighted outline: deselect that glacier."""
+        """Handle a click on a highlighted outline: deselect that glacier.
+
+        Parameters
+        ----------
+        feature : mapping, optional
+            The clicked GeoJSON feature of :meth:`selected_glacier_collection`.
+        properties : mapping, optional
+            Its properties (they override the feature's); ``outline_source`` and
+            ``outline_row`` must be in one or the other.
+        **event
+            The event's other keywords, ignored.
+        """
         props = _properties(feature, properties, (OUTLINE_SOURCE, OUTLINE_ROW), "selected glacier")
         key = (int(props[OUTLINE_SOURCE]), int(props[OUTLINE_ROW]))
         if key in self._glacier_keys:
             self._deselect_glacier(key)
 
     def select_glacier(self, rgi_id: str) -> Glacier:
-        """Select a glacier of the map's outlines by its RGI id (as a click would)."""
+        """Select a glacier of the map's outlines by its RGI id (as a click would).
+
+        Parameters
+        ----------
+        rgi_id : str
+            The RGI id, as in the outlines' ``rgi_id`` column (surrounding spaces ignored).
+
+        Raises
+        ------
+        EmptySelectionError
+            No outline of the map has this id.
+        """
         wanted = str(rgi_id).strip()
         for source, gdf in enumerate(self.outlines):
             ids = [str(v) for v in gdf["rgi_id"]]
@@ -537,6 +609,18 @@ class MapState:
         given the cube is the one whose projected box holds the point deepest (as
         :func:`xr_itslive.find_cubes` picks it); otherwise the clicked feature's cube.
 
+        Parameters
+        ----------
+        feature : mapping, optional
+            The clicked GeoJSON feature of :meth:`cube_collection`.
+        properties : mapping, optional
+            Its properties (they override the feature's); ``cube_index`` is read from them
+            when ``coordinates`` find no cube.
+        coordinates : optional
+            ``(lat, lon)`` of the click, as ipyleaflet sends it.
+        **event
+            The event's other keywords, ignored.
+
         Returns
         -------
         CubeEntry
@@ -546,7 +630,7 @@ class MapState:
                 "this map has no catalog (catalog=False); build it with a catalog to select cubes"
             )
         entry = None
-        point = _click_lat_lon(coordinates)
+        point = click_lat_lon(coordinates)
         if point is not None:
             lat, lon = point
             found = self.catalog.find(point=(lon, lat), allow_empty=True)
@@ -605,7 +689,7 @@ def _ipyleaflet():
 
 
 def make_basemap(basemap: Any = "osm") -> Any:
-    """The base tile layer for a :class:`GlacierMap`.
+    """The base tile layer for a :class:`~xr_itslive.widget.GlacierMap`.
 
     Parameters
     ----------
@@ -649,7 +733,7 @@ class GlacierMap:
     Parameters
     ----------
     catalog, outlines, cubes, margin, multiple
-        See :class:`MapState`.
+        See :class:`~xr_itslive.widget.MapState`.
     basemap
         ``"osm"`` (default), ``"blank"`` (offline), or see :func:`make_basemap`.
     center, zoom
@@ -783,11 +867,27 @@ class GlacierMap:
         return list(self.state.cubes)
 
     def select_glacier(self, rgi_id: str) -> Glacier:
-        """Select a glacier by RGI id, as a click on its outline would."""
+        """Select a glacier by RGI id, as a click on its outline would.
+
+        Parameters
+        ----------
+        rgi_id : str
+            The RGI id of one of the map's outlines (see :meth:`MapState.select_glacier`).
+
+        Returns
+        -------
+        Glacier
+        """
         return self.state.select_glacier(rgi_id)
 
     def add_outlines(self, source: Any) -> None:
-        """Draw more outlines (a file or GeoDataFrame)."""
+        """Draw more outlines (a file or GeoDataFrame).
+
+        Parameters
+        ----------
+        source : str, path-like or geopandas.GeoDataFrame
+            RGI outlines, as :meth:`MapState.add_outlines` takes them.
+        """
         self.state.add_outlines(source)
         self.glacier_layer.data = self.state.glacier_collection()
         self.cube_layer.data = self.state.cube_collection()
@@ -797,7 +897,13 @@ class GlacierMap:
         self.state.clear()
 
     def on_select(self, callback: Callable[[GlacierMap], None]) -> None:
-        """Call ``callback(map)`` after every change of the selection."""
+        """Call ``callback(map)`` after every change of the selection.
+
+        Parameters
+        ----------
+        callback : callable
+            Called with this :class:`~xr_itslive.widget.GlacierMap`; its return value is ignored.
+        """
         self.state.observe(lambda _: callback(self))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from .._namespace import get_namespace
+from .namespace import get_namespace
 
-# Kinds of scatter terms (see xr_itslive.design.NormalTerms).
+# Kinds of scatter terms (see xr_itslive.kernels.design.NormalTerms).
 SWEEP_POINTS, SWEEP, ROW_CUMSUM, DIRECT = 0, 1, 2, 3
 RHS_CUMSUM, RHS_DIRECT = 0, 1
 
@@ -51,7 +51,7 @@ def assemble_normal_equations(weights, weighted_values, terms, n_cells: int, ban
         weight times the value (0 where missing).
     terms
         ``(gram_pair, gram_cell, gram_coef, gram_kind_starts, rhs_pair, rhs_cell, rhs_coef,
-        rhs_kind_starts)`` from :func:`xr_itslive.design.normal_terms`, as arrays of the
+        rhs_kind_starts)`` from :func:`xr_itslive.kernels.design.normal_terms`, as arrays of the
         namespace of ``weights`` (starts as Python ints).
     """
     xp = get_namespace(weights)

@@ -668,7 +668,7 @@ def solve_pixels_compiled(
     """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first).
 
     ``geometry`` is ``(first_cell, last_cell, first_frac, last_frac, inner)`` per pair
-    (:class:`xr_itslive.design.PairGeometry`). Returns a dict of arrays with pixels first:
+    (:class:`xr_itslive.geo.design.PairGeometry`). Returns a dict of arrays with pixels first:
     ``solution`` ``(n_pixels, n_cells)``, ``n_obs``, and, as ``options`` ask, ``std``,
     ``lam``, ``outlier`` ``(n_pixels, n_pairs)``. Pixels with fewer than
     ``options.min_obs`` observations or a singular system are NaN.

@@ -1,0 +1,348 @@
+"""GP regression of point series: exactness against a dense GP, known truth, real data."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+import scipy.stats as st
+import xarray as xr
+from conftest import FIXTURE_3X3, ITSLIVE_DATA, REPO, requires_shared
+
+import xr_itslive
+from xr_itslive.errors import (
+    EmptySelectionError,
+    InvalidParameterError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+)
+from xr_itslive.kernels import series
+
+POINT_CSV = ITSLIVE_DATA / "point_series_lat34.3963_lon85.9067.csv"
+FIXED = dict(
+    signal_std=8.0,
+    length_scale=60.0,
+    seasonal_std=2.0,
+    noise_floor=2.0,
+    error_scale=0.01,
+    image_error_std=0.5,
+)
+
+
+def _dense_rows(u1, u2, n_cells, images):
+    """Dense date-span rows (and image-error rows) in cell units."""
+    edges = np.arange(n_cells + 1)
+    overlap = np.clip(
+        np.minimum(u2[:, None], edges[None, 1:]) - np.maximum(u1[:, None], edges[None, :-1]),
+        0,
+        None,
+    )
+    spans = overlap / (u2 - u1)[:, None]
+    errors = np.zeros_like(spans)
+    if images:
+        j0 = np.minimum(np.floor(u1).astype(int), n_cells - 1)
+        j1 = np.maximum(np.minimum(np.ceil(u2).astype(int) - 1, n_cells - 1), j0)
+        rows = np.arange(u1.size)
+        return spans, errors, j0, j1, rows
+    return spans, errors, None, None, None
+
+
+def _banded_to_dense(lower):
+    n = lower.shape[1]
+    dense = np.zeros((n, n))
+    for k in range(lower.shape[0]):
+        idx = np.arange(n - k)
+        dense[idx + k, idx] = lower[k, : n - k]
+        dense[idx, idx + k] = lower[k, : n - k]
+    return dense
+
+
+def test_selected_inverse_matches_dense():
+    rng = np.random.default_rng(0)
+    n, bw = 30, 4
+    lower = rng.normal(size=(bw + 1, n)) * 0.3
+    lower[0] = 5.0 + rng.uniform(size=n)
+    dense = _banded_to_dense(lower)
+    factor = sla.cholesky_banded(lower, lower=True)
+    inverse = np.linalg.inv(dense)
+    for width in (bw, 9):
+        band = series.banded_selected_inverse(factor, width)
+        for d in range(width + 1):
+            np.testing.assert_allclose(band[: n - d, d], np.diag(inverse, d), atol=1e-12)
+
+
+@pytest.mark.parametrize("image_errors", [False, True])
+def test_matches_dense_gp(image_errors):
+    """Log marginal likelihood, pair and point predictions equal a dense GP's."""
+    rng = np.random.default_rng(2)
+    m, step = 80, 3.0
+    t1 = np.sort(rng.uniform(0, 400, m))
+    t2 = t1 + rng.uniform(1, 90, m)
+    y = 50 + 10 * np.sin(t1 / 50) + rng.normal(0, 3, m)
+    fit = xr_itslive.gp_fit(
+        t1, t2, y, likelihood="gaussian", step=step, fixed=FIXED, image_errors=image_errors
+    )
+    n = fit._problem.n_cells
+
+    def rows(a1, a2):
+        u1, u2 = (a1 - fit._start_day) / step, (a2 - fit._start_day) / step
+        spans, errors, j0, j1, idx = _dense_rows(u1, u2, n, image_errors)
+        if image_errors:
+            scale = np.where(j1 > j0, 365.25 / (a2 - a1), 0.0)
+            np.add.at(errors, (idx, j1), scale)
+            np.add.at(errors, (idx, j0), -scale)
+        return np.hstack([spans, errors, series.harmonic_columns(a1, a2, 1)])
+
+    band, _ = series.matern_precision(n, step, FIXED["signal_std"], FIXED["length_scale"])
+    prior = np.zeros((2 * n + 3, 2 * n + 3))
+    prior[:n, :n] = np.linalg.inv(_banded_to_dense(band))
+    prior[n : 2 * n, n : 2 * n] = FIXED["image_error_std"] ** 2 * np.eye(n)
+    prior[2 * n :, 2 * n :] = np.diag(
+        [fit._problem.mean_prior_std**2, FIXED["seasonal_std"] ** 2, FIXED["seasonal_std"] ** 2]
+    )
+    design = rows(t1, t2)
+    noise = FIXED["noise_floor"] ** 2 + (FIXED["error_scale"] * 365.25 / (t2 - t1)) ** 2
+    cov = design @ prior @ design.T + np.diag(noise)
+    centred = y - fit._center
+    expected = st.multivariate_normal(np.zeros(m), cov).logpdf(centred)
+    assert fit.log_marginal_likelihood == pytest.approx(expected, rel=1e-9)
+
+    q1, q2 = np.array([100.0, 200.0, 50.3]), np.array([130.0, 390.0, 52.0])
+    query = rows(q1, q2)
+    cross = design @ prior @ query.T
+    mean = cross.T @ np.linalg.solve(cov, centred) + fit._center
+    var = np.diag(query @ prior @ query.T - cross.T @ np.linalg.solve(cov, cross))
+    got_mean, got_std = fit.predict_pairs(q1, q2, noise=False)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-7)
+    np.testing.assert_allclose(got_std, np.sqrt(var), atol=1e-7)
+
+    times = np.array([10.0, 205.5, 400.0])
+    pos = (times - fit._start_day) / step - 0.5
+    j = np.floor(pos).astype(int)
+    point = np.zeros((3, 2 * n + 3))
+    point[np.arange(3), j] = 1 - (pos - j)
+    point[np.arange(3), j + 1] = pos - j
+    point[:, 2 * n :] = series.harmonic_columns(times, times, 1)
+    cross = design @ prior @ point.T
+    mean = cross.T @ np.linalg.solve(cov, centred) + fit._center
+    var = np.diag(point @ prior @ point.T - cross.T @ np.linalg.solve(cov, cross))
+    got_mean, got_std = fit.predict(times)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-7)
+    np.testing.assert_allclose(got_std, np.sqrt(var), atol=1e-7)
+
+
+def _synthetic(rng, n_pairs, outliers=0.0):
+    """A smooth seasonal truth observed as interval averages with 1/dt noise."""
+
+    def truth(t):
+        return 100 + 15 * np.sin(2 * np.pi * t / 365.25) + 20 * np.tanh((t - 700) / 150)
+
+    def average(a, b):
+        grid = np.linspace(0, 1, 201)
+        return truth(a[:, None] + (b - a)[:, None] * grid).mean(axis=1)
+
+    t1 = rng.uniform(0, 1400, n_pairs)
+    dt = rng.choice([12.0, 24.0, 48.0, 96.0, 180.0], n_pairs) + rng.uniform(-3, 3, n_pairs)
+    t2 = t1 + dt
+    sigma = np.sqrt(3.0**2 + (2.0 * 365.25 / dt) ** 2)
+    v = average(t1, t2) + rng.normal(0, sigma)
+    bad = rng.uniform(size=n_pairs) < outliers
+    v[bad] += rng.choice([-1, 1], bad.sum()) * rng.uniform(150, 300, bad.sum())
+    return t1, t2, v, truth, average, bad
+
+
+def test_synthetic_truth_recovered_and_band_calibrated():
+    rng = np.random.default_rng(5)
+    t1, t2, v, truth, average, _ = _synthetic(rng, 1500)
+    train = np.arange(1500) < 1200
+    fit = xr_itslive.gp_fit(
+        t1[train], t2[train], v[train], likelihood="gaussian", image_errors=False
+    )
+    # the 1/dt noise is recovered (2 m of displacement, 3 m/yr floor)
+    assert fit.params["error_scale"] == pytest.approx(2.0, rel=0.25)
+    times = np.linspace(100, 1300, 200)
+    mean, std = fit.predict(times)
+    assert np.median(np.abs(mean - truth(times))) < 2.0
+    assert np.mean(np.abs(mean - truth(times)) <= 1.96 * std) > 0.85
+    lower, upper = fit.pair_interval(t1[~train], t2[~train], level=0.95)
+    coverage = np.mean((v[~train] >= lower) & (v[~train] <= upper))
+    assert 0.91 <= coverage <= 0.99
+    mean_pairs, _ = fit.predict_pairs(t1[~train], t2[~train], noise=False)
+    assert np.median(np.abs(mean_pairs - average(t1[~train], t2[~train]))) < 2.0
+
+
+def test_robust_fit_downweights_outliers():
+    rng = np.random.default_rng(6)
+    t1, t2, v, truth, _, bad = _synthetic(rng, 1200, outliers=0.05)
+    robust = xr_itslive.gp_fit(t1, t2, v, image_errors=False)
+    plain = xr_itslive.gp_fit(t1, t2, v, likelihood="gaussian", image_errors=False)
+    assert np.median(robust.outlier_weights[bad]) < 0.2 < np.median(robust.outlier_weights[~bad])
+    times = np.linspace(100, 1300, 200)
+    robust_error = np.abs(robust.predict(times)[0] - truth(times)).mean()
+    plain_error = np.abs(plain.predict(times)[0] - truth(times)).mean()
+    assert robust_error < plain_error
+    assert robust.params["dof"] == 4.0 and np.isinf(plain.params["dof"])
+    assert "student-t" in repr(robust) and "length_scale" in repr(robust)
+
+
+def test_dates_and_errors():
+    rng = np.random.default_rng(7)
+    start = np.datetime64("2018-01-01", "ns")
+    t1 = start + (rng.uniform(0, 700, 300) * 86400e9).astype("timedelta64[ns]")
+    dt = rng.uniform(10, 100, 300)
+    t2 = t1 + (dt * 86400e9).astype("timedelta64[ns]")
+    error = 200.0 / dt
+    v = 50 + rng.normal(0, error)
+    fit = xr_itslive.gp_fit(t1, t2, v, error, likelihood="gaussian")
+    assert fit.uses_errors and "× error" in repr(fit)
+    mean, std = fit.predict(np.array(["2018-06-01", "2019-01-01"], dtype="datetime64[ns]"))
+    assert np.all(np.abs(mean - 50) < 3 * std + 1)
+    with pytest.raises(InvalidParameterError, match="needs them: pass error="):
+        fit.pair_interval(t1[:3], t2[:3])
+    lower, upper = fit.pair_interval(t1[:3], t2[:3], error[:3])
+    assert np.all(upper > lower)
+    with pytest.raises(InvalidParameterError, match="numbers .* the fit was made on dates"):
+        fit.predict(np.array([10.0]))
+
+
+def test_bad_inputs():
+    t1 = np.arange(20.0)
+    t2 = t1 + 10
+    v = np.ones(20)
+    with pytest.raises(InvalidParameterError, match=r"one length, got shapes .*\(19,\)"):
+        xr_itslive.gp_fit(t1, t2, v[:19])
+    reversed_t2 = t2.copy()
+    reversed_t2[3] = t1[3]
+    with pytest.raises(InvalidParameterError, match="1 pair.*img2 <= img1.*index 3"):
+        xr_itslive.gp_fit(t1, reversed_t2, v)
+    with pytest.raises(EmptySelectionError, match="at least 10 pairs.*got 5"):
+        xr_itslive.gp_fit(t1[:5], t2[:5], v[:5])
+    nan_v = v.copy()
+    nan_v[:15] = np.nan
+    with pytest.raises(EmptySelectionError, match="got 5 \\(of 20\\)"):
+        xr_itslive.gp_fit(t1, t2, nan_v)
+    with pytest.raises(InvalidParameterError, match="step must be a positive.*step=0"):
+        xr_itslive.gp_fit(t1, t2, v, step=0)
+    with pytest.raises(InvalidParameterError, match="error must be > 0"):
+        xr_itslive.gp_fit(t1, t2, v, np.zeros(20))
+    with pytest.raises(InvalidParameterError, match=r"unknown hyperparameter.*\['lengthscale'\]"):
+        xr_itslive.gp_fit(t1, t2, v, fixed={"lengthscale": 3.0})
+    with pytest.raises(InvalidParameterError, match="dof must be > 2"):
+        xr_itslive.gp_fit(t1, t2, v, dof=1.0)
+    fit = xr_itslive.gp_fit(t1, t2, v + np.sin(t1), likelihood="gaussian")
+    with pytest.raises(InvalidParameterError, match="outside the fitted grid"):
+        fit.predict(np.array([1000.0]))
+    with pytest.raises(InvalidParameterError, match="img2 <= img1"):
+        fit.predict_pairs(np.array([5.0]), np.array([5.0]))
+
+
+def _series_dataset(t1, t2, v, error=None):
+    mid = t1 + (t2 - t1) / 2
+    ds = xr.Dataset(
+        {"v": ("mid_date", v, {"units": "m/yr"})},
+        coords={
+            "mid_date": mid,
+            "acquisition_date_img1": ("mid_date", t1),
+            "acquisition_date_img2": ("mid_date", t2),
+        },
+    )
+    if error is not None:
+        ds["v_error"] = ("mid_date", error)
+    return ds
+
+
+def test_xarray_layer_and_accessor():
+    rng = np.random.default_rng(8)
+    start = np.datetime64("2019-01-01", "ns")
+    t1 = start + (rng.uniform(0, 500, 200) * 86400e9).astype("timedelta64[ns]")
+    t2 = t1 + (rng.uniform(10, 60, 200) * 86400e9).astype("timedelta64[ns]")
+    ds = _series_dataset(t1, t2, 30 + rng.normal(0, 2, 200), np.full(200, 2.0))
+    result = ds.itslive.gp("v", freq="10D", likelihood="gaussian")
+    assert set(result.data_vars) == {"v", "v_std"}
+    assert result["v"].attrs["units"] == "m/yr"
+    assert result.attrs["gp_uses_errors"] == 1 and result.attrs["gp_n_pairs"] == 200
+    assert abs(float(result["v"].median()) - 30) < 2
+    assert np.all(result["v_std"] > 0)
+    fit = ds.itslive.gp_fit("v", weights=None, likelihood="gaussian")
+    assert not fit.uses_errors
+    with pytest.raises(MissingVariableError, match="variable 'vx' not found.*\\['v', 'v_error'\\]"):
+        ds.itslive.gp("vx")
+    with pytest.raises(MissingVariableError, match="error variable 'vx_error' not found"):
+        ds.itslive.gp("v", weights="vx_error")
+    cube = ds.expand_dims(x=[1.0, 2.0])
+    with pytest.raises(NotAnITSLiveCubeError, match="select a pixel first"):
+        xr_itslive.gp_regress(cube, "v")
+    with pytest.raises(InvalidParameterError, match="freq='every week' is not a pandas"):
+        xr_itslive.gp_regress(ds, "v", freq="every week", likelihood="gaussian")
+
+
+@requires_shared
+def test_real_point_series_subset():
+    # the benchmark script itself, run once on a tenth of the pairs
+    spec = importlib.util.spec_from_file_location("bench_gp", REPO / "benchmarks" / "bench_gp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.run(POINT_CSV, fraction=0.1, seed=1, step=8.0)
+    assert figures["n_train"] + figures["n_hidden"] == pytest.approx(1849, abs=1)
+    assert figures["median_abs_error"] < 22.0
+    assert 0.85 <= figures["coverage"] <= 1.0
+    fit = figures["fit"]
+    assert 0 < fit.params["length_scale"] and np.isfinite(fit.log_marginal_likelihood)
+
+
+@requires_shared
+def test_real_cube_pixel():
+    cube = xr_itslive.open_cube(FIXTURE_3X3, variables=["v", "v_error"])
+    pixel = cube.isel(x=1, y=1)
+    recent = pixel.where(pixel.acquisition_date_img1 >= np.datetime64("2019-01-01"), drop=True)
+    recent = recent.compute()
+    result = recent.itslive.gp("v", step=8.0, em_rounds=2)
+    values = recent["v"].values
+    assert result.attrs["gp_n_pairs"] == int(np.isfinite(values).sum())
+    assert np.all(np.isfinite(result["v"])) and np.all(result["v_std"] > 0)
+    # a slow pixel: the GP mean sits inside the bulk of the pairs
+    low, high = np.nanpercentile(values, [10, 90])
+    assert low <= float(result["v"].median()) <= high
+
+
+def test_old_spellings_still_work_with_a_deprecation_warning():
+    """robust= (now likelihood=), v_error= (now error=) and error= (now weights=) keep their
+    meaning for one release, each with a DeprecationWarning naming the new spelling."""
+    rng = np.random.default_rng(7)
+    t1 = np.sort(rng.uniform(0, 600, 120))
+    t2 = t1 + rng.uniform(6, 90, 120)
+    v = 50 + 0.02 * (t1 + t2) + rng.normal(0, 2, 120)
+    error = np.full(120, 2.0)
+    new = xr_itslive.gp_fit(t1, t2, v, error, likelihood="gaussian", image_errors=False)
+    with pytest.warns(DeprecationWarning, match=r"robust=.*pass likelihood='gaussian'"):
+        old = xr_itslive.gp_fit(t1, t2, v, v_error=error, robust=False, image_errors=False)
+    assert old.params == new.params
+    with pytest.warns(DeprecationWarning, match=r"v_error=.*pass error="):
+        mean_old, _ = new.predict_pairs(t1[:5], t2[:5], v_error=error[:5])
+    np.testing.assert_array_equal(mean_old, new.predict_pairs(t1[:5], t2[:5], error[:5])[0])
+    ds = _series_dataset(t1, t2, v, error)
+    with pytest.warns(DeprecationWarning, match=r"gp_fit_series\(error=.*pass weights="):
+        via_error = ds.itslive.gp_fit("v", error=None, likelihood="gaussian")
+    assert via_error.params == ds.itslive.gp_fit("v", weights=None, likelihood="gaussian").params
+    with pytest.raises(InvalidParameterError, match="got both weights= and its old spelling"):
+        xr_itslive.gp_regress(ds, "v", error=None, weights=None)
+    with pytest.raises(InvalidParameterError, match="likelihood must be one of"):
+        xr_itslive.gp_fit(t1, t2, v, likelihood="laplace")
+
+
+def test_start_end_is_a_time_window_as_in_invert():
+    """start/end mean what they mean in invert(): pairs reaching outside are dropped."""
+    rng = np.random.default_rng(11)
+    t1 = np.sort(rng.uniform(0, 900, 150))
+    t2 = t1 + rng.uniform(6, 60, 150)
+    v = 80 + 5 * np.sin(2 * np.pi * (t1 + t2) / 2 / 365.25) + rng.normal(0, 1, 150)
+    inside = (t1 >= 200) & (t2 <= 700)
+    kwargs = dict(likelihood="gaussian", image_errors=False, start=200.0, end=700.0)
+    window = xr_itslive.gp_fit(t1, t2, v, **kwargs)
+    subset = xr_itslive.gp_fit(t1[inside], t2[inside], v[inside], **kwargs)
+    assert window.n_pairs == subset.n_pairs == int(inside.sum()) < t1.size
+    assert window.params == subset.params
+    with pytest.raises(EmptySelectionError, match="no pair lies inside start..end"):
+        xr_itslive.gp_fit(t1, t2, v, start=2000.0, end=2100.0)

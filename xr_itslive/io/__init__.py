@@ -1,0 +1,5 @@
+"""The outside world: URL rules, opening and decoding cubes, the catalog, outline files, downloads.
+
+Imports only :mod:`xr_itslive.errors`, :mod:`xr_itslive.crs` and the kernels' namespace helpers;
+never :mod:`xr_itslive.geo`, the workflows or the faces.
+"""

@@ -1,0 +1,861 @@
+"""Invert image-pair velocities into regular time series, for every pixel, lazily.
+
+For each pixel and variable, with ``A_p`` the date-span rows of the pixel's valid pairs::
+
+    min_x ||A_p x - y_p||² + ||lam · Δ^d x / step^d||²
+
+The normal matrix is banded and differs between pixels only through which pairs are valid;
+:mod:`xr_itslive.kernels` assembles and factors it for a whole chunk of pixels at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from ..errors import (
+    ChunkingError,
+    InvalidParameterError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+)
+from ..geo import design
+from ..geo.masks import glacier_mask
+from ..io.format import PAIR_DIM, TIME_DIM, check_dataset, check_pairs, check_variables
+from ..kernels import design as kdesign
+from ..kernels.banded import predict_pairs
+from ..kernels.batching import solve_pixels_batched
+from ..kernels.namespace import (
+    empty_like_chunk,
+    get_namespace,
+    is_cupy_array,
+    is_host_numpy,
+    put_rows,
+)
+from ..kernels.pipeline import ROBUST_KINDS, Options
+
+Engine = Literal["numba", "array"]
+ENGINES: tuple[str, ...] = ("numba", "array")
+
+#: The inversion's defaults, defined once: invert, design_matrix, the accessor, the CLI and
+#: invert_to_zarr read them from here.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"variables": ("vx", "vy"), "step": 12.0, "lam": 10.0, "derivative": 2, "min_obs": 5}
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything about the inversion that all pixels share."""
+
+    geometry: design.PairGeometry
+    regularization: np.ndarray  # upper band for lam = 1, flattened (n_cells * (bandwidth + 1),)
+    step: float
+    derivative: int
+
+    @property
+    def n_cells(self) -> int:
+        return self.geometry.grid.n_cells
+
+    @cached_property
+    def terms(self) -> kdesign.NormalTerms:
+        """Scatter tables of the normal equations (the array engine's assembly)."""
+        return kdesign.normal_terms(self.geometry.arrays, self.n_cells, self.bandwidth)
+
+    @property
+    def bandwidth(self) -> int:
+        return self.geometry.bandwidth
+
+    def term_arrays(self, xp=np) -> tuple:
+        t = self.terms
+        arrays = (
+            t.gram_pair, t.gram_cell, t.gram_coef, t.gram_kind_starts,
+            t.rhs_pair, t.rhs_cell, t.rhs_coef, t.rhs_kind_starts,
+        )  # fmt: skip
+        if xp is np:
+            return arrays
+        converted = [xp.asarray(a) for a in arrays]
+        # kind offsets are used as Python slice bounds
+        converted[3] = [int(v) for v in arrays[3]]
+        converted[7] = [int(v) for v in arrays[7]]
+        return tuple(converted)
+
+    def geometry_arrays(self, xp=np) -> tuple:
+        arrays = self.geometry.arrays
+        return arrays if xp is np else tuple(xp.asarray(a) for a in arrays)
+
+
+def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
+    """Raise a clear error when ``ds`` cannot be inverted for ``variables``: the shared
+    checks of :mod:`xr_itslive.io.format`, then what the inversion needs in addition."""
+    check_dataset(ds)
+    check_pairs(ds)
+    if len(variables) == 0:
+        raise InvalidParameterError("variables is empty; pass e.g. variables=('vx', 'vy')")
+    check_variables(
+        ds,
+        variables,
+        "Pass variables=(...) naming variables of the cube, or open an ITS_LIVE cube.",
+    )
+    for name in variables:
+        var = ds[name]
+        if PAIR_DIM not in var.dims:
+            raise NotAnITSLiveCubeError(
+                f"variable {name!r} has dims {var.dims} without 'mid_date'; only per-pair "
+                "variables (mid_date, y, x) can be inverted"
+            )
+        chunks = var.chunksizes.get(PAIR_DIM) if var.chunks is not None else None
+        if chunks is not None and len(chunks) > 1:
+            raise ChunkingError(
+                f"variable {name!r} is split into {len(chunks)} chunks along 'mid_date' "
+                f"({chunks[:3]}...); the inversion needs every pair of a pixel in one chunk. "
+                "Rechunk with ds.chunk({'mid_date': -1}) "
+                "(and chunk y/x smaller if memory is tight)."
+            )
+
+
+def build_problem(
+    ds: xr.Dataset,
+    step: float = DEFAULTS["step"],
+    derivative: int = DEFAULTS["derivative"],
+    start: Any = None,
+    end: Any = None,
+) -> Problem:
+    """The shared part of the inversion: grid, pair geometry, scatter tables, regularizer."""
+    img1 = np.asarray(ds["acquisition_date_img1"].values)
+    img2 = np.asarray(ds["acquisition_date_img2"].values)
+    geometry = design.pair_geometry(img1, img2, step, start, end, derivative)
+    reg = kdesign.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
+    band = kdesign.to_upper_band(reg, geometry.bandwidth).ravel()
+    return Problem(geometry, band, float(step), int(derivative))
+
+
+DEFAULT_LAM_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+
+
+def _lam_grid(lam: Any) -> tuple[float, ...]:
+    """``lam`` as a tuple of candidates: one value, or several for a GCV choice per pixel."""
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise InvalidParameterError(
+                f"lam must be a number >= 0, 'auto' or a sequence of candidates, got lam={lam!r}"
+            )
+        return DEFAULT_LAM_GRID
+    values = np.atleast_1d(np.asarray(lam, dtype=float)).ravel()
+    if values.size == 0:
+        raise InvalidParameterError("lam is an empty sequence; pass a number, 'auto' or candidates")
+    for value in values:
+        design.check_parameters(1.0, float(value), 2)
+    return tuple(float(v) for v in values)
+
+
+def _robust_kind(robust: Any) -> str | None:
+    if robust is None or robust is False:
+        return None
+    if robust is True:
+        return "tukey"
+    if robust in ROBUST_KINDS:
+        return robust
+    raise InvalidParameterError(
+        f"robust must be False, True, 'huber' or 'tukey', got robust={robust!r}"
+    )
+
+
+def _choose_engine(engine: str | None, sample: Any) -> str:
+    """``engine``, or by default "numba" for numpy chunks and "array" for any other chunk
+    type (CuPy on a GPU, or another array-API library); ``sample`` is a chunk or dask's
+    ``_meta``."""
+    on_host_numpy = is_host_numpy(sample)
+    if engine is None:
+        return "numba" if on_host_numpy else "array"
+    if engine not in ENGINES:
+        raise InvalidParameterError(
+            f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
+        )
+    if engine == "numba" and not on_host_numpy:
+        kind = "CuPy (GPU)" if is_cupy_array(sample) else type(sample).__module__.split(".")[0]
+        raise InvalidParameterError(
+            f"engine='numba' runs on the CPU with numpy arrays but the data are {kind} arrays; "
+            "use engine='array' (or None) for GPU chunks, or move the cube to the host "
+            "(e.g. ds.map_blocks(lambda b: b.as_numpy()) or cupy.asnumpy)"
+        )
+    return engine
+
+
+def output_names(options: Options) -> list[str]:
+    """The per-pixel outputs :func:`solve_block` returns for ``options``, in order."""
+    names = ["solution", "n_obs"]
+    if options.uncertainty:
+        names.append("std")
+    if options.auto_lam:
+        names.append("lam")
+    if options.robust:
+        names.append("outlier")
+    return names
+
+
+def solve_block(
+    values: Any,
+    mask: Any,
+    problem: Problem,
+    options: Options,
+    engine: str | None = None,
+    threads: int = 1,
+    weights: Any = None,
+) -> tuple[Any, ...]:
+    """Invert one block: ``values`` (..., n_pairs) → the outputs of :func:`output_names`.
+
+    ``solution`` and ``std`` are (..., n_cells), ``n_obs`` and ``lam`` (...), ``outlier``
+    (..., n_pairs). ``weights`` is None, per pair ``(n_pairs,)``, or like ``values``.
+    Pixels where ``mask`` is False are not solved (NaN, n_obs 0).
+    """
+    xp = get_namespace(values)
+    engine = _choose_engine(engine, values)
+    lead_shape = values.shape[:-1]
+    n_pairs = values.shape[-1]
+    flat = xp.reshape(values, (-1, n_pairs))
+    n_pix = flat.shape[0]
+    n_cells = problem.n_cells
+    names = output_names(options)
+
+    def empty(name: str) -> Any:  # the output of pixels that are not solved
+        if name == "outlier":
+            return xp.zeros((n_pix, n_pairs), dtype=xp.bool)
+        shape = (n_pix,) if name == "lam" else (n_pix, n_cells)
+        return xp.full(shape, xp.nan, dtype=xp.float32)
+
+    out = {}
+    # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
+    if is_host_numpy(flat):
+        n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
+    else:
+        n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
+    if mask is not None:
+        inside = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
+        n_obs = xp.where(inside, n_obs, 0)
+    out["n_obs"] = n_obs
+    keep = n_obs >= options.min_obs
+    index = None
+    if not bool(xp.all(keep)):
+        index = xp.nonzero(keep)[0]
+        flat = xp.take(flat, index, axis=0)
+    if weights is not None:
+        weights = xp.reshape(xp.astype(xp.asarray(weights), xp.float64), (-1, n_pairs))
+        if weights.shape[0] > 1 and index is not None:
+            weights = xp.take(weights, index, axis=0)
+    if flat.shape[0]:
+        if engine == "numba":
+            from ..kernels.compiled import solve_pixels_compiled
+
+            solved = solve_pixels_compiled(
+                np.asarray(flat), weights, problem.geometry_arrays(),
+                problem.regularization, n_cells, problem.bandwidth, options, threads=threads,
+            )  # fmt: skip
+        else:
+            # pixel batches sized to the device's free memory (one batch on the host)
+            solved = solve_pixels_batched(xp, flat, weights, problem, options)
+        for name in names:
+            value = xp.asarray(solved[name])
+            if name in ("solution", "std", "lam"):
+                value = xp.astype(value, xp.float32)
+            if index is None:
+                out[name] = value
+            else:  # in place where the namespace can (numpy, cupy); see put_rows
+                base = out[name] if name == "n_obs" else empty(name)
+                out[name] = put_rows(xp, base, index, value)
+    for name in names:
+        if name not in out:  # no pixel solved
+            out[name] = empty(name)
+    shapes = {
+        "solution": (*lead_shape, n_cells),
+        "std": (*lead_shape, n_cells),
+        "n_obs": lead_shape,
+        "lam": lead_shape,
+        "outlier": (*lead_shape, n_pairs),
+    }
+    return tuple(xp.reshape(out[name], shapes[name]) for name in names)
+
+
+def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
+    if mask is None:
+        return None
+    if isinstance(mask, xr.DataArray):
+        if mask.dtype != bool:
+            raise InvalidParameterError(
+                "mask must be a boolean (y, x) DataArray or a glacier outline, "
+                f"got dtype {mask.dtype}; "
+                "use mask > 0 or xr_itslive.glacier_mask(ds, outline)"
+            )
+        extra = set(mask.dims) - set(ds.dims)
+        if extra:
+            raise InvalidParameterError(
+                f"mask has dims {mask.dims} not in the cube ({list(ds.dims)}); pass a (y, x) mask"
+            )
+        return mask
+    return glacier_mask(ds, mask)
+
+
+def invert(
+    ds: xr.Dataset,
+    variables: Sequence[Hashable] | str = DEFAULTS["variables"],
+    step: float = DEFAULTS["step"],
+    lam: float = DEFAULTS["lam"],
+    derivative: int = DEFAULTS["derivative"],
+    start: Any = None,
+    end: Any = None,
+    min_obs: int = DEFAULTS["min_obs"],
+    mask: Any = None,
+    engine: Engine | None = None,
+    weights: Any = None,
+    robust: bool | str = False,
+    robust_iterations: int | None = None,
+    uncertainty: bool = False,
+    return_outliers: bool = False,
+) -> xr.Dataset:
+    """Invert every pixel's image-pair velocities into a regular time series.
+
+    Solves, per pixel and variable, ``min_x ||A_p x - y_p||² + ||lam Δ^d x / step^d||²``
+    where row ``i`` of ``A_p`` holds the fraction of pair ``i``'s interval in each cell.
+
+    Parameters
+    ----------
+    ds
+        An ITS_LIVE cube (:func:`xr_itslive.open_cube`): dims ``mid_date`` (× y × x), with the
+        ``acquisition_date_img1/2`` of each pair. Dask-backed cubes stay lazy; ``mid_date``
+        must be one chunk.
+    variables
+        Per-pair variables to invert.
+    step
+        Cell length in days.
+    lam
+        Smoothness weight (≥ 0), in days^derivative: the penalty, a velocity like the residuals, is
+        ``lam · Δ^d x / step^d`` so changing ``step`` keeps its meaning. ``"auto"`` (or a
+        sequence of candidates) chooses λ for each pixel by generalized cross-validation;
+        the choice is returned as ``lam_<variable>`` and the candidates in the attributes.
+    derivative
+        1 penalizes changes, 2 curvature.
+    start, end
+        Time window; pairs reaching outside it are dropped. Default: all pairs.
+    min_obs
+        Pixels with fewer valid pairs come out NaN.
+    mask
+        Boolean ``(y, x)`` DataArray or a glacier outline: only these pixels are solved.
+    engine
+        ``"numba"`` (CPU, compiled) or ``"array"`` (namespace-generic: numpy or cupy);
+        by default from the chunk type.
+    weights
+        None (all pairs equal), ``"error"`` (``1 / error²`` from each variable's per-pair
+        error, ``vx_error`` for ``vx`` ...), or a DataArray of weights along ``mid_date``
+        (optionally also y, x). With weights the objective is ``Σ w_i (a_i·x - y_i)² + ...``.
+    robust
+        Iteratively reweighted least squares against gross outliers: ``True`` or ``"tukey"``
+        (biweight, rejects), ``"huber"`` (downweights); residuals standardized by the prior
+        weights and scaled by 1.4826 × their median absolute value, per pixel.
+    robust_iterations
+        Reweighting iterations (each one more assembly and factorization). By default 2
+        with ``weights`` and 4 without. Measured on the real glacier cube
+        (``benchmarks/bench_heldout.py``, held-out pairs): with the cube's error weights, 2,
+        3 and 4 iterations predict within 0.02 m/yr of each other (median ``|error|``, 90th
+        percentile equal), 2 taking 0.72x the time of 4; without weights the fit keeps
+        improving up to about 4 (median ``|error|`` 2.76, 2.69, 2.65 m/yr for 2, 3, 4).
+    uncertainty
+        Add ``<variable>_std``: the posterior standard deviation of every value,
+        ``sqrt(diag(G⁻¹) σ̂²)`` with ``σ̂² = Σ w r² / (n - edf)``, from the banded selected
+        inverse (no dense inverse).
+    return_outliers
+        With ``robust``, add ``<variable>_outlier`` (mid_date, y, x): the pairs rejected
+        (Tukey) or downweighted (Huber) in the last iteration.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(time, y, x)``: each variable, ``v`` (speed, when vx and vy are inverted),
+        ``n_obs``; ``time`` at cell centres with ``time_bounds``; CRS carried over.
+
+    Examples
+    --------
+    >>> from xr_itslive.synthetic import synthetic_cube
+    >>> cube = synthetic_cube(n_pairs=300, ny=2, nx=2, seed=0)
+    >>> result = invert(cube, step=30, lam=10)
+    >>> sorted(result.data_vars)
+    ['n_obs', 'time_bounds', 'v', 'vx', 'vy']
+    """
+    variables = [variables] if isinstance(variables, str) else list(variables)
+    check_cube(ds, variables)
+    if not isinstance(min_obs, int | np.integer) or min_obs < 1:
+        raise InvalidParameterError(f"min_obs must be a positive integer, got min_obs={min_obs!r}")
+    design.check_parameters(step, 0.0, derivative)
+    lams = _lam_grid(lam)
+    if robust_iterations is None:
+        robust_iterations = 2 if weights is not None else 4
+    if not isinstance(robust_iterations, int | np.integer) or robust_iterations < 1:
+        raise InvalidParameterError(
+            f"robust_iterations must be a positive integer, got {robust_iterations!r}; pass "
+            "1 or more, or None for the default (2 with weights, 4 without)"
+        )
+    options = Options(
+        min_obs=int(min_obs),
+        lams=lams,
+        robust=_robust_kind(robust),
+        iterations=int(robust_iterations),
+        uncertainty=bool(uncertainty),
+    )
+    if return_outliers and not options.robust:
+        raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
+    problem = build_problem(ds, step, derivative, start, end)
+    geometry = problem.geometry
+    cube = ds.isel({PAIR_DIM: np.flatnonzero(geometry.kept)}) if not geometry.kept.all() else ds
+    mask_da = _resolve_mask(ds, mask)
+    sample = ds[variables[0]].data
+    chunk_type = getattr(sample, "_meta", sample)
+    engine = _choose_engine(engine, chunk_type)
+    is_dask = ds[variables[0]].chunks is not None
+    threads = 1 if is_dask else (os.cpu_count() or 1)
+    names = output_names(options)
+    shared_problem = _shared(problem, is_dask)
+    core_out = {
+        "solution": [TIME_DIM],
+        "std": [TIME_DIM],
+        "n_obs": [],
+        "lam": [],
+        "outlier": [PAIR_DIM],
+    }
+    dtypes = {
+        "solution": np.float32,
+        "std": np.float32,
+        "n_obs": np.int64,
+        "lam": np.float32,
+        "outlier": bool,
+    }
+
+    def solve_variable(name: Hashable, threads: int) -> tuple:
+        var = cube[name]
+        args = [var]
+        core = [[PAIR_DIM]]
+        pair_weights = _resolve_weights(cube, name, weights)
+        if pair_weights is not None:
+            args.append(pair_weights)
+            core.append([PAIR_DIM])
+        if mask_da is not None:
+            args.append(mask_da)
+            core.append([])
+        args.append(shared_problem)
+        core.append([])
+        kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
+        gufunc_kwargs: dict[str, Any] = {"output_sizes": {TIME_DIM: problem.n_cells}}
+        output_dtypes: list | None = [dtypes[n] for n in names]
+        if is_dask and not is_host_numpy(chunk_type):
+            # dask learns the chunk type from meta: CuPy chunks in, CuPy chunks (and _meta) out
+            gufunc_kwargs["meta"] = tuple(
+                empty_like_chunk(chunk_type, var.ndim - 1 + len(core_out[n]), dtypes[n])
+                for n in names
+            )
+            output_dtypes = None
+        results = xr.apply_ufunc(
+            kernel,
+            *args,
+            input_core_dims=core,
+            output_core_dims=[core_out[n] for n in names],
+            dask="parallelized",
+            output_dtypes=output_dtypes,
+            dask_gufunc_kwargs=gufunc_kwargs,
+            kwargs={"options": options, "engine": engine, "threads": threads},
+            keep_attrs=False,
+        )
+        return results
+
+    if is_dask or engine != "numba" or len(variables) == 1 or threads < 2:
+        solved = [solve_variable(name, threads) for name in variables]
+    else:  # in memory on the CPU: the variables side by side, sharing the cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        each = max(1, threads // len(variables))
+        with ThreadPoolExecutor(min(len(variables), threads)) as pool:
+            solved = list(pool.map(lambda name: solve_variable(name, each), variables))
+
+    outputs = {}
+    n_obs = None
+    for name, results in zip(variables, solved, strict=True):
+        results = dict(zip(names, results, strict=True))
+        units = {
+            k: v
+            for k, v in ds[name].attrs.items()
+            if k in ("units", "description", "standard_name")
+        }
+        solution = results["solution"].transpose(TIME_DIM, ...)
+        solution.attrs = dict(units, long_name=f"{name} inverted to {step:g}-day cells")
+        outputs[name] = solution
+        if "std" in results:
+            outputs[f"{name}_std"] = (
+                results["std"]
+                .transpose(TIME_DIM, ...)
+                .assign_attrs(
+                    units=units.get("units", ""),
+                    long_name=f"posterior standard deviation of {name}",
+                )
+            )
+        if "lam" in results:
+            outputs[f"lam_{name}"] = results["lam"].assign_attrs(
+                long_name=f"smoothness weight chosen for {name} by generalized cross-validation"
+            )
+        if return_outliers:
+            outputs[f"{name}_outlier"] = (
+                results["outlier"]
+                .transpose(PAIR_DIM, ...)
+                .assign_attrs(long_name=f"pairs of {name} flagged as outliers by the robust fit")
+            )
+        if n_obs is None:
+            n_obs = results["n_obs"]
+    return _assemble_result(
+        ds, outputs, n_obs, problem, variables, options, engine, start, end, weights
+    )
+
+
+# The shared problem travels as the last argument, a 0-d object array: with dask it is one
+# key of the graph that every task reads, not a copy pickled into each task (~1 MB per 4,000
+# pairs), which would make the graph and worker memory grow with the number of chunks.
+def _kernel_plain(values, problem, **kw):
+    return solve_block(values, None, _unwrap(problem), **kw)
+
+
+def _kernel_mask(values, mask, problem, **kw):
+    return solve_block(values, mask, _unwrap(problem), **kw)
+
+
+def _kernel_weights(values, weights, problem, **kw):
+    return solve_block(values, None, _unwrap(problem), weights=weights, **kw)
+
+
+def _kernel_weights_mask(values, weights, mask, problem, **kw):
+    return solve_block(values, mask, _unwrap(problem), weights=weights, **kw)
+
+
+def _shared(value: Any, lazy: bool) -> xr.DataArray:
+    """``value`` as a 0-d object DataArray; one dask key when ``lazy``."""
+    holder = np.empty((), dtype=object)
+    holder[()] = value
+    if not lazy:
+        return xr.DataArray(holder)
+    import dask
+    import dask.array as da
+
+    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
+
+
+def _unwrap(holder: Any) -> Any:
+    return holder[()] if isinstance(holder, np.ndarray) else holder
+
+
+_KERNELS = {
+    (False, False): _kernel_plain,
+    (False, True): _kernel_mask,
+    (True, False): _kernel_weights,
+    (True, True): _kernel_weights_mask,
+}
+
+
+def _resolve_weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataArray | None:
+    """Per-pair (or per-observation) weights for variable ``name``, or None."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        if weights != "error":
+            raise InvalidParameterError(
+                f"weights must be None, 'error' or a DataArray, got weights={weights!r}"
+            )
+        error_name = f"{name}_error"
+        if error_name not in cube.variables:
+            raise MissingVariableError(
+                f"weights='error' needs {error_name!r} for {name!r}, but the cube has "
+                f"{sorted(map(str, cube.data_vars))}. Open the cube with {error_name!r} among "
+                "variables=(...), or pass weights=None or a DataArray."
+            )
+        error = cube[error_name].astype("float64")
+        # A missing or non-positive error gets no weight rather than an infinite one.
+        weight = 1.0 / error**2
+        return weight.where(np.isfinite(weight) & (error > 0), 0.0)
+    if isinstance(weights, xr.DataArray):
+        if PAIR_DIM not in weights.dims:
+            raise InvalidParameterError(
+                f"weights must vary along 'mid_date', got dims {weights.dims}; "
+                "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
+            )
+        aligned = (
+            weights.isel({PAIR_DIM: _kept_positions(cube, weights)})
+            if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]
+            else weights
+        )
+        if aligned.chunks is not None:
+            aligned = aligned.chunk({PAIR_DIM: -1})
+        return aligned.astype("float64")
+    raise InvalidParameterError(
+        f"weights must be None, 'error' or a DataArray, got {type(weights).__name__}"
+    )
+
+
+def _kept_positions(cube: xr.Dataset, weights: xr.DataArray) -> np.ndarray:
+    if "pair_id" in weights.coords and "pair_id" in cube.coords:
+        lookup = {int(p): i for i, p in enumerate(weights["pair_id"].values)}
+        return np.asarray([lookup[int(p)] for p in cube["pair_id"].values])
+    raise InvalidParameterError(
+        f"weights has {weights.sizes[PAIR_DIM]} pairs but the inverted cube has "
+        f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (same mid_date length)"
+    )
+
+
+def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, start, end, weights):
+    grid = problem.geometry.grid
+    edges = grid.edges
+    result = xr.Dataset(outputs)
+    if "vx" in outputs and "vy" in outputs:
+        speed = np.hypot(outputs["vx"], outputs["vy"])
+        speed.attrs = {"units": outputs["vx"].attrs.get("units", ""), "long_name": "speed"}
+        result["v"] = speed
+    n_obs.attrs = {"long_name": f"valid pairs of {variables[0]} used per pixel"}
+    result["n_obs"] = n_obs
+    result = result.assign_coords(
+        {TIME_DIM: (TIME_DIM, grid.centers, {"bounds": "time_bounds", "long_name": "cell centre"})}
+    )
+    result["time_bounds"] = ((TIME_DIM, "bnds"), np.stack([edges[:-1], edges[1:]], axis=1))
+    keep_coords = [
+        c
+        for c in ds.coords
+        if PAIR_DIM not in ds[c].dims and c in ("x", "y", "spatial_ref", "mapping")
+    ]
+    result = result.assign_coords({c: ds[c] for c in keep_coords})
+    result.attrs = {
+        "title": "ITS_LIVE velocities inverted to a regular time series (xr_itslive)",
+        "formulation": (
+            "min_x ||A_p x - y_p||^2 + ||lam * D^d x / step^d||^2, exact date-span overlaps"
+        ),
+        "variables": list(map(str, variables)),
+        "step_days": problem.step,
+        "lam": "auto" if options.auto_lam else options.lams[0],
+        "lam_candidates": list(options.lams) if options.auto_lam else [],
+        "robust": options.robust or "none",
+        "robust_iterations": options.iterations if options.robust else 0,
+        "uncertainty": int(options.uncertainty),
+        "derivative": problem.derivative,
+        "start": str(np.datetime_as_string(grid.start, "s")),
+        "end": str(np.datetime_as_string(grid.end, "s")),
+        "requested_start": "" if start is None else str(start),
+        "requested_end": "" if end is None else str(end),
+        "n_cells": problem.n_cells,
+        "n_pairs_used": problem.geometry.n_pairs,
+        "n_pairs_dropped": int((~problem.geometry.kept).sum()),
+        "bandwidth": problem.bandwidth,
+        "min_obs": options.min_obs,
+        "engine": engine,
+        "weights": "none" if weights is None else (weights if isinstance(weights, str) else "user"),
+    }
+    for key in ("url", "s3", "projection"):
+        if key in ds.attrs:
+            result.attrs[f"source_{key}"] = ds.attrs[key]
+    try:
+        crs = ds.rio.crs
+    except Exception:  # rioxarray missing or no CRS
+        crs = None
+    if crs is not None:
+        result = result.rio.write_crs(crs)
+    return result
+
+
+def _grid_of(result: xr.Dataset) -> design.TimeGrid:
+    try:
+        return design.TimeGrid(
+            start=np.datetime64(result.attrs["start"], "ns"),
+            step=float(result.attrs["step_days"]),
+            n_cells=int(result.attrs["n_cells"]),
+        )
+    except KeyError as err:
+        raise InvalidParameterError(
+            f"result lacks the attribute {err.args[0]!r}; pass the Dataset returned by invert()"
+        ) from err
+
+
+def _predict_block(solution, shared, threads=1):
+    """``A @ x`` for every series of a block: (..., n_cells) → (..., n_pairs), NaN outside."""
+    rows, geometry, n_out = _unwrap(shared)
+    lead = solution.shape[:-1]
+    if is_host_numpy(solution):
+        from ..kernels.compiled import predict_series_compiled
+
+        flat = np.reshape(solution, (-1, solution.shape[-1]))
+        return np.reshape(
+            predict_series_compiled(flat, rows, geometry, n_out, threads), (*lead, n_out)
+        )
+    # CuPy or another array-API namespace: prefix sums, pixel batches of bounded size
+    xp = get_namespace(solution)
+    flat = xp.reshape(solution, (-1, solution.shape[-1]))
+    arrays = [xp.asarray(a) for a in geometry]
+    index = np.full(n_out, len(rows), dtype=np.int64)  # column -> kept pair, or the NaN row
+    index[np.asarray(rows)] = np.arange(len(rows))
+    index = xp.asarray(index)
+    batch = max(1, 2**24 // max(n_out, 1))
+    pieces = []
+    for p0 in range(0, flat.shape[0], batch):
+        x = xp.astype(flat[p0 : min(p0 + batch, flat.shape[0]), :], xp.float64).T
+        kept = predict_pairs(x, *arrays)
+        nan_row = xp.full((1, kept.shape[1]), xp.nan, dtype=kept.dtype)
+        full = xp.take(xp.concat([kept, nan_row], axis=0), index, axis=0)
+        pieces.append(xp.astype(full, xp.float32).T)
+    if not pieces:
+        return xp.zeros((*lead, n_out), dtype=xp.float32)
+    return xp.reshape(xp.concat(pieces, axis=0), (*lead, n_out))
+
+
+def predict(
+    ds: xr.Dataset, result: xr.Dataset, variables: Sequence[Hashable] | None = None
+) -> xr.Dataset:
+    """The model's mean velocity over each observation's interval.
+
+    Parameters
+    ----------
+    ds
+        The cube whose pairs to predict (dims ``mid_date`` × ...).
+    result
+        The output of :func:`invert`.
+    variables
+        Variables to predict; by default those inverted.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(mid_date, y, x)``, NaN for pairs outside the result's time grid. Residuals are
+        ``ds[v] - predict(ds, result)[v]``.
+    """
+    check_dataset(ds)
+    check_pairs(ds)
+    variables = list(result.attrs.get("variables", [])) if variables is None else list(variables)
+    grid = _grid_of(result)
+    img1 = np.asarray(ds["acquisition_date_img1"].values)
+    img2 = np.asarray(ds["acquisition_date_img2"].values)
+    geometry = design.pair_geometry(
+        img1, img2, grid.step, grid.start, grid.end, int(result.attrs.get("derivative", 2))
+    )
+    n_all = img1.shape[0]
+    rows = np.flatnonzero(geometry.kept)
+    out = {}
+    for name in variables:
+        lazy = result[name].chunks is not None
+        shared = _shared((rows, geometry.arrays, n_all), lazy)
+        predicted = xr.apply_ufunc(
+            _predict_block,
+            result[name],
+            shared,
+            kwargs={"threads": 1 if lazy else (os.cpu_count() or 1)},
+            input_core_dims=[[TIME_DIM], []],
+            output_core_dims=[[PAIR_DIM]],
+            dask="parallelized",
+            output_dtypes=[np.float32],
+            dask_gufunc_kwargs={"output_sizes": {PAIR_DIM: n_all}},
+        )
+        out[name] = predicted.transpose(PAIR_DIM, ...)
+    pair_coords = {c: ds[c] for c in ds.coords if ds[c].dims == (PAIR_DIM,)}
+    return xr.Dataset(out).assign_coords(pair_coords)
+
+
+@dataclass(frozen=True)
+class DesignMatrix:
+    """The date-span design matrix of a cube on a regular grid, with its regularizer.
+
+    Built by :func:`design_matrix`.
+
+    Parameters
+    ----------
+    matrix
+        ``scipy.sparse.csr_array`` (kept pairs × cells): entry (i, j) is the fraction of pair
+        ``i``'s interval inside cell ``j``; rows sum to one.
+    kept
+        Boolean mask over the cube's ``mid_date``: the pairs that are rows of ``matrix``.
+    edges, centers
+        Cell edges and centres (datetime64).
+    step
+        Cell length, days.
+    derivative
+        Order of the penalized difference (1 or 2).
+    regularization
+        ``(lam / step^d) Δ^d`` as a sparse ``(cells - d) × cells`` matrix, for ``lam = 1``;
+        multiply by ``lam``.
+    bandwidth
+        Bandwidth (in cells) of the normal matrix: the longest pair's span, at least ``d``.
+    """
+
+    matrix: Any
+    kept: np.ndarray
+    edges: np.ndarray
+    centers: np.ndarray
+    step: float
+    derivative: int
+    regularization: Any
+    bandwidth: int
+
+    def normal_matrix(self, lam: float, weights: np.ndarray | None = None) -> Any:
+        """``AᵀWA + lam² RᵀR`` (sparse) for pair weights ``weights`` (default ones)."""
+        a = self.matrix
+        w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+        import scipy.sparse as sp
+
+        return (
+            a.T @ sp.diags_array(w) @ a + lam**2 * (self.regularization.T @ self.regularization)
+        ).tocsr()
+
+
+def design_matrix(
+    ds: xr.Dataset,
+    step: float = DEFAULTS["step"],
+    start: Any = None,
+    end: Any = None,
+    derivative: int = DEFAULTS["derivative"],
+) -> DesignMatrix:
+    """The date-span design matrix of ``ds``'s pairs on ``step``-day cells.
+
+    Parameters
+    ----------
+    ds
+        An ITS_LIVE cube (only the pair dates are read).
+    step
+        Cell length in days.
+    start, end
+        Time window, as in :func:`invert`: the grid spans it, pairs reaching outside are
+        dropped (``kept``). Default: all pairs.
+    derivative
+        1 penalizes changes, 2 curvature.
+
+    Returns
+    -------
+    DesignMatrix
+
+    Examples
+    --------
+    >>> from xr_itslive.synthetic import synthetic_cube
+    >>> dm = design_matrix(synthetic_cube(n_pairs=50, ny=1, nx=1), step=30)
+    >>> bool(abs(dm.matrix.sum(axis=1) - 1).max() < 1e-12)
+    True
+    """
+    design.check_parameters(step, 0.0, derivative)
+    check_dataset(ds)
+    check_pairs(ds, need_dimension=False)
+    geometry = design.pair_geometry(
+        ds["acquisition_date_img1"].values, ds["acquisition_date_img2"].values,
+        step, start, end, derivative,
+    )  # fmt: skip
+    grid = geometry.grid
+    diff = kdesign.difference_operator(grid.n_cells, derivative) * (1.0 / step**derivative)
+    return DesignMatrix(
+        matrix=kdesign.date_span_matrix(geometry.arrays, grid.n_cells),
+        kept=geometry.kept,
+        edges=grid.edges,
+        centers=grid.centers,
+        step=float(step),
+        derivative=int(derivative),
+        regularization=diff.tocsr(),
+        bandwidth=geometry.bandwidth,
+    )
