@@ -131,3 +131,201 @@ def raise_if_dask_computes(max_computes: int = 0):
     import dask
 
     return dask.config.set(scheduler=_ComputeForbidden(max_computes))
+
+
+# --- a real STAC API server (rustac serve) holding the real catalog as today's STAC items ---
+
+STAC_COLLECTION = "itslive-cubes"
+#: A second collection of items that are not usable cubes (error paths).
+STAC_BROKEN_COLLECTION = "broken-cubes"
+TODAY_PREFIX = "datacubes/v2-updated-october2024/"
+
+
+def _stac_collection(collection_id: str, description: str) -> dict:
+    return {
+        "type": "Collection",
+        "stac_version": "1.1.0",
+        "id": collection_id,
+        "description": description,
+        "license": "CC-BY-4.0",
+        "extent": {
+            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [["1985-01-01T00:00:00Z", None]]},
+        },
+        "links": [],
+    }
+
+
+def stac_items_from_geojson(catalog: Path | None = None) -> list[dict]:
+    """The real GeoJSON catalog's features as STAC items in today's ITS_LIVE layout.
+
+    As the design note describes today's items: the zarr asset (role ``data``) under
+    ``datacubes/v2-updated-october2024/``, the CRS as ``proj:code``, a lon/lat geometry, and no
+    ``geometry_epsg``. Whether the real items carry ``proj:bbox``/``proj:geometry`` is unknown,
+    so a third of the items give ``proj:bbox``, a third ``proj:geometry`` and a third neither
+    (their box comes from the cube name): every way of reading the box meets the same queries.
+    """
+    import shapely
+    from shapely.geometry import shape
+
+    raw = json.loads(Path(catalog or ITSLIVE_DATA / "catalog_v02.json").read_text())
+    items = []
+    for i, feature in enumerate(raw["features"]):
+        props = feature["properties"]
+        href = (
+            props["zarr_url"].replace("http://", "https://").replace("datacubes/v2/", TODAY_PREFIX)
+        )
+        name = href.rsplit("/", 1)[-1]
+        properties = {
+            "datetime": None,
+            "start_datetime": "1984-06-01T00:00:00Z",
+            "end_datetime": "2024-10-01T00:00:00Z",
+            "proj:code": f"EPSG:{props['epsg']}",
+            "itslive:region": props.get("FULL_NAME"),
+            "itslive:rgi_code": props.get("RGI_CODE"),
+        }
+        if i % 3 == 1:
+            properties["proj:bbox"] = list(shape(props["geometry_epsg"]).bounds)
+        elif i % 3 == 2:
+            properties["proj:geometry"] = props["geometry_epsg"]
+        items.append(
+            {
+                "type": "Feature",
+                "stac_version": "1.1.0",
+                "stac_extensions": [
+                    "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+                ],
+                "id": name.removesuffix(".zarr"),
+                "collection": STAC_COLLECTION,
+                "geometry": feature["geometry"],
+                "bbox": list(shapely.bounds(shape(feature["geometry"]))),
+                "properties": properties,
+                "assets": {
+                    "thumbnail": {"href": href.replace(".zarr", ".png"), "roles": ["thumbnail"]},
+                    "zarr": {"href": href, "type": "application/vnd+zarr", "roles": ["data"]},
+                },
+                "links": [],
+            }
+        )
+    return items
+
+
+def _broken_stac_items() -> list[dict]:
+    """Items that are not usable cubes: one without a zarr asset, one without any box."""
+
+    def item(item_id: str, lon: float, lat: float, assets: dict, **props) -> dict:
+        ring = [[lon - 0.5, lat - 0.5], [lon + 0.5, lat - 0.5], [lon + 0.5, lat + 0.5],
+                [lon - 0.5, lat + 0.5], [lon - 0.5, lat - 0.5]]  # fmt: skip
+        return {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": item_id,
+            "collection": STAC_BROKEN_COLLECTION,
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "bbox": [lon - 0.5, lat - 0.5, lon + 0.5, lat + 0.5],
+            "properties": {"datetime": "2020-01-01T00:00:00Z", "proj:code": "EPSG:32632", **props},
+            "assets": assets,
+            "links": [],
+        }
+
+    return [
+        item(
+            "no-zarr-asset",
+            10.5,
+            10.5,
+            {
+                "preview": {"href": "https://x/p.png", "roles": ["data"]},
+                "thumbnail": {"href": "https://x/t.zarr", "roles": ["thumbnail"]},
+            },
+        ),  # fmt: skip
+        item("no-box", 20.5, 10.5, {"data": {"href": "https://x/cube.zarr", "roles": ["data"]}}),
+    ]
+
+
+def write_stac_files(folder: Path) -> list[Path]:
+    """Collections and items (newline-delimited JSON) for ``rustac serve``, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for collection_id, items in (
+        (STAC_COLLECTION, stac_items_from_geojson()),
+        (STAC_BROKEN_COLLECTION, _broken_stac_items()),
+    ):
+        collection = folder / f"{collection_id}.json"
+        collection.write_text(json.dumps(_stac_collection(collection_id, "ITS_LIVE datacubes")))
+        ndjson = folder / f"{collection_id}-items.ndjson"
+        ndjson.write_text("".join(json.dumps(item) + "\n" for item in items))
+        out += [collection, ndjson]
+    return out
+
+
+def rustac_executable() -> str | None:
+    """The ``rustac`` console script (the environment's own first), or None."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("rustac")
+    return str(beside) if beside.exists() else shutil.which("rustac")
+
+
+def start_stac_server(hrefs: list[Path], log: Path, timeout: float = 30.0):
+    """Start ``rustac serve`` on a free port of 127.0.0.1; return (process, root URL).
+
+    Waits until the landing page answers. Raises RuntimeError (with the server's log) when it
+    exits or does not answer in ``timeout`` seconds, FileNotFoundError when rustac is absent.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    exe = rustac_executable()
+    if exe is None:
+        raise FileNotFoundError("rustac is not installed: pip install 'xr_itslive[test]'")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [exe, "serve", "--addr", f"127.0.0.1:{port}", *map(str, hrefs)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=10)
+    raise RuntimeError(
+        f"rustac serve did not answer at {url} (exit code {process.returncode}): "
+        f"{log.read_text(errors='replace')[-2000:]}"
+    )
+
+
+@pytest.fixture(scope="session")
+def stac_api(tmp_path_factory):
+    """A real STAC API (``rustac serve``) on 127.0.0.1; yields its root URL.
+
+    It serves the real catalog's 3,086 cubes as today's STAC items (collection
+    ``itslive-cubes``, see :func:`stac_items_from_geojson`) and a collection
+    ``broken-cubes`` of items that are not usable cubes. Skips only when rustac cannot start.
+    """
+    if not (ITSLIVE_DATA / "catalog_v02.json").exists():
+        pytest.skip("../shared/data (the real ITS_LIVE catalog) not beside the checkout")
+    folder = tmp_path_factory.mktemp("stac")
+    hrefs = write_stac_files(folder)
+    try:
+        process, url = start_stac_server(hrefs, folder / "rustac.log")
+    except (FileNotFoundError, PermissionError, RuntimeError) as err:
+        pytest.skip(f"the STAC API server (rustac serve) cannot start here: {err}")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except Exception:
+        process.kill()
+        process.wait(timeout=10)

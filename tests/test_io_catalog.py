@@ -5,20 +5,29 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 import shapely
-from conftest import GLACIER_CUBE, ITSLIVE_DATA, REPO, _free_port, requires_shared
+from conftest import (
+    GLACIER_CUBE,
+    ITSLIVE_DATA,
+    REPO,
+    _free_port,
+    make_public_bucket,
+    requires_shared,
+)
 from pyproj import Transformer
 
 import xr_itslive
 from xr_itslive.errors import DataAccessError, EmptySelectionError, InvalidParameterError
 from xr_itslive.io.catalog import Catalog, CubeEntry, find_cubes, load_catalog
-from xr_itslive.io.download import CATALOG_ENV
+from xr_itslive.io.download import CATALOG_ENV, cache_age
 from xr_itslive.io.open import open_cube_at
 
 CATALOG = ITSLIVE_DATA / "catalog_v02.json"
@@ -153,9 +162,12 @@ def test_bbox_and_polygon_queries(catalog):
     # the glacier outline (EPSG:32646 GeoDataFrame): best cube covers it whole
     gpd = pytest.importorskip("geopandas")
     outline = gpd.read_file(ITSLIVE_DATA / "N30E090_glacier_outline_rgi7.geojson")
-    by_outline = find_cubes(polygon=outline, catalog=catalog)
+    by_outline = find_cubes(geometry=outline, catalog=catalog)
     assert by_outline[0].name == GLACIER_CUBE_NAME
     assert by_outline[0].box.covers(outline.geometry.iloc[0])
+    # the old keyword works for one release, with a warning naming the new one
+    with pytest.warns(DeprecationWarning, match=r"find_cubes\(polygon=\.\.\.\).*geometry="):
+        assert find_cubes(polygon=outline, catalog=catalog) == by_outline
 
 
 def test_point_outside_every_cube(catalog):
@@ -242,6 +254,41 @@ def test_download_then_cached_copy(http_dir, tmp_path, monkeypatch):
     assert len(again) == len(first)
     with pytest.raises(DataAccessError, match=r"could not download the ITS_LIVE catalog"):
         load_catalog(url, cache=False, timeout=2, attempts=2)
+
+
+def test_cached_catalog_says_how_old_it_is(http_dir, tmp_path, monkeypatch):
+    served, base, stop = http_dir
+    (served / "catalog_v02.json").write_bytes(CATALOG.read_bytes())
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XR_ITSLIVE_CACHE_DIR", str(cache))
+    url = f"{base}/catalog_v02.json"
+    fresh = load_catalog(url)
+    assert fresh.source == url and fresh.age.total_seconds() < 60
+    assert "retrieved just now" in repr(fresh)
+    # a copy downloaded 40 days ago is still used, and says so
+    old = time.time() - 40 * 86400
+    os.utime(cache / "catalog_v02.json", (old, old))
+    stop()
+    stale = load_catalog(url)
+    assert 39.9 < stale.age.total_seconds() / 86400 < 40.1
+    assert "retrieved 40.0 days ago" in repr(stale)
+    assert 39.9 < cache_age(cache / "catalog_v02.json").total_seconds() / 86400 < 40.1
+
+
+@pytest.mark.timeout(120)
+def test_s3_catalog_is_downloaded_once_then_cached(s3_server, tmp_path, monkeypatch):
+    client = make_public_bucket(s3_server, "catalog-test-bucket")
+    client.upload_file(str(CATALOG), "catalog-test-bucket", "datacubes/catalog_v02.json")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XR_ITSLIVE_CACHE_DIR", str(cache))
+    url = "s3://catalog-test-bucket/datacubes/catalog_v02.json"
+    first = load_catalog(url)
+    assert len(first) == len(load_catalog(CATALOG)) and first.source == url
+    assert (cache / "catalog_v02.json").read_bytes() == CATALOG.read_bytes()
+    client.delete_object(Bucket="catalog-test-bucket", Key="datacubes/catalog_v02.json")
+    assert len(load_catalog(url)) == len(first)  # the cached copy, the object is gone
+    with pytest.raises(DataAccessError, match=r"could not read the ITS_LIVE catalog 's3://"):
+        load_catalog(url, cache=False)
 
 
 def test_unreachable_catalog_url_fails_clearly(tmp_path, monkeypatch):

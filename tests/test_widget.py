@@ -175,7 +175,7 @@ def test_click_glacier_selects_glacier_and_its_cube(state):
     )
     assert isinstance(glacier, Glacier)
     assert glacier.rgi_id == RGI_ID and glacier.crs == "EPSG:32646"
-    expected_cube = find_cubes(polygon=_outline_gdf(), catalog=CATALOG)[0]
+    expected_cube = find_cubes(geometry=_outline_gdf(), catalog=CATALOG)[0]
     assert glacier.cube_url == expected_cube.zarr_url
     assert isinstance(state.cube, CubeEntry) and state.cube.name == GLACIER_CUBE_NAME
     assert state.glaciers == [glacier] and seen == [(glacier, state.cube)]

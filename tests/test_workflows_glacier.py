@@ -151,7 +151,8 @@ def test_mask_from_every_outline_form(cube):
 
 def test_outline_that_misses_the_cube(cube):
     with pytest.raises(
-        EmptySelectionError, match=r"the outline .* misses the cube .*find_cubes\(polygon=outline\)"
+        EmptySelectionError,
+        match=r"the outline .* misses the cube .*find_cubes\(geometry=outline\)",
     ):
         glacier_mask(cube, HEF_RGI6)
     lonlat = read_outlines(OUTLINE).to_crs(4326).geometry.iloc[0]

@@ -34,6 +34,7 @@ from .workflows.glacier import Glacier, GlacierCenterline, GlacierPoint
 from .workflows.gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress
 from .workflows.invert import DesignMatrix, design_matrix, invert, predict
 from .workflows.invert_to_zarr import invert_to_zarr
+from .workflows.mosaic import invert_mosaic
 from .workflows.store import store_status, write_resumable
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "gp_fit_series",
     "gp_regress",
     "invert",
+    "invert_mosaic",
     "invert_to_zarr",
     "load_catalog",
     "open_cube",

@@ -2,11 +2,13 @@
 
 Two layers of code:
 
-- :class:`~xr_itslive.widget.MapState` holds everything the map knows (outlines, catalog entries, selections)
-  and the click handlers' logic. It is plain Python (shapely, geopandas, the catalog) and is
-  tested without a browser by calling its handlers with the GeoJSON features the map shows.
-- :class:`~xr_itslive.widget.GlacierMap` draws a :class:`~xr_itslive.widget.MapState` with ipyleaflet and ipywidgets (the ``widget``
-  extra, imported only when a map is built) and routes the layers' clicks to the state.
+- :class:`~xr_itslive.widget.MapState` holds everything the map knows (outlines, catalog
+  entries, selections) and the click handlers' logic. It is plain Python (shapely, geopandas,
+  the catalog) and is tested without a browser by calling its handlers with the GeoJSON features
+  the map shows.
+- :class:`~xr_itslive.widget.GlacierMap` draws a :class:`~xr_itslive.widget.MapState` with
+  ipyleaflet and ipywidgets (the ``widget`` extra, imported only when a map is built) and
+  routes the layers' clicks to the state.
 
 Selections read as the library's objects: :attr:`GlacierMap.glacier` is a
 :class:`xr_itslive.Glacier` (with the cube that covers it), :attr:`GlacierMap.cube` a
@@ -562,7 +564,7 @@ class MapState:
         entry = None
         if self.catalog is not None:
             found = self.catalog.find(
-                polygon=outline.geometry.iloc[0], crs=outline.crs, allow_empty=True
+                geometry=outline.geometry.iloc[0], crs=outline.crs, allow_empty=True
             )
             entry = found[0] if found else None
         glacier = Glacier.from_outline(

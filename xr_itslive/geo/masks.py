@@ -138,7 +138,7 @@ def glacier_mask(
         raise EmptySelectionError(
             f"the outline (bounds x {gx0:.1f}..{gx1:.1f}, y {gy0:.1f}..{gy1:.1f} in the cube's "
             f"CRS) misses the cube ({extent_text(ds)}).{hint} Open the cube that covers the "
-            "glacier: xr_itslive.find_cubes(polygon=outline) or Glacier.from_rgi_id(...).open()."
+            "glacier: xr_itslive.find_cubes(geometry=outline) or Glacier.from_rgi_id(...).open()."
         )
     mask = geometry_mask(ds, geometry, all_touched=all_touched)
     if not bool(mask.any()):

@@ -372,8 +372,8 @@ def filter_pairs(
     variable: str = "v",
     mask: Any = None,
 ) -> xr.Dataset:
-    """All pair filters at once; see :func:`~xr_itslive.geo.pairs.select_platforms`, :func:`~xr_itslive.geo.pairs.select_dates`,
-    :func:`~xr_itslive.geo.pairs.select_baseline` and :func:`~xr_itslive.geo.pairs.select_valid_fraction`.
+    """All pair filters at once; see :func:`select_platforms`, :func:`select_dates`,
+    :func:`select_baseline` and :func:`select_valid_fraction` (in :mod:`xr_itslive.geo.pairs`).
 
     The cheap filters run first, so the valid-fraction reduction reads only the pairs left.
 
@@ -382,9 +382,11 @@ def filter_pairs(
     ds
         An ITS_LIVE cube.
     missions, satellites, sensors
-        Keep the pairs whose two images come from these (see :func:`~xr_itslive.geo.pairs.select_platforms`).
+        Keep the pairs whose two images come from these (see
+        :func:`~xr_itslive.geo.pairs.select_platforms`).
     start, end
-        Keep the pairs whose ``mid_date`` lies in this range (see :func:`~xr_itslive.geo.pairs.select_dates`).
+        Keep the pairs whose ``mid_date`` lies in this range (see
+        :func:`~xr_itslive.geo.pairs.select_dates`).
     min_days, max_days
         Keep the pairs whose temporal baseline lies in this range, in days.
     min_valid_fraction

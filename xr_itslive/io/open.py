@@ -78,7 +78,8 @@ def open_cube_at(
 ):
     """Open, lazily, the ITS_LIVE cube that best covers a lon/lat point.
 
-    The cube is the first of :func:`~xr_itslive.find_cubes` (the one the point lies deepest in), opened
+    The cube is the first of :func:`~xr_itslive.find_cubes` (the one the point lies deepest
+    in), opened
     with :func:`xr_itslive.open_cube`; ``xr_itslive.open_cube(lon=..., lat=...)`` calls this.
 
     Parameters

@@ -11,10 +11,7 @@ import difflib
 import json
 import os
 import re
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from ..errors import (
     InvalidParameterError,
     OptionalDependencyError,
 )
+from .download import download
 
 GLIMS_WFS_URL = "https://www.glims.org/geoserver/ows"
 GLIMS_LAYER = "GLIMS:GLIMS_Glacier_Outlines"
@@ -263,23 +261,16 @@ def fetch_glims_outline(
         }
     )
     request_url = f"{url}?{query}"
-    errors = []
-    payload = None
-    for attempt in range(max(1, attempts)):
-        try:
-            with urllib.request.urlopen(request_url, timeout=timeout) as response:  # noqa: S310
-                payload = response.read()
-            break
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            errors.append(f"{type(err).__name__}: {getattr(err, 'reason', err)}")
-            if attempt + 1 < attempts:
-                time.sleep(0.5 * 2**attempt)
-    if payload is None:
+    try:  # bounded tries with backoff (requests/urllib3), not cached: a live query
+        payload = download(request_url, timeout, max(1, attempts), what="the GLIMS outline")
+    except DataAccessError as err:
+        cause = err.__cause__ or err
         raise DataAccessError(
-            f"could not reach the GLIMS service at {url!r} after {attempts} tries "
-            f"({'; '.join(errors)}). Without the network, pass outlines= a local RGI file "
-            "(shapefile, GeoJSON or GeoParquet) instead of online=True."
-        )
+            f"could not reach the GLIMS service at {url!r} after {max(1, attempts)} tries "
+            f"({type(cause).__name__}: {str(cause)[:300]}). Without the network, pass "
+            "outlines= a local RGI file (shapefile, GeoJSON or GeoParquet) instead of "
+            "online=True."
+        ) from cause
     try:
         features = json.loads(payload)["features"]
     except (ValueError, KeyError, TypeError) as err:

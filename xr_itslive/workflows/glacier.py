@@ -65,7 +65,7 @@ def _cube_name(url: str | None) -> str | None:
 
 
 def _find_cube_url(geometry: Any, crs: str, catalog: Any) -> str:
-    return find_cubes(polygon=geometry, crs=crs, catalog=catalog)[0].zarr_url
+    return find_cubes(geometry=geometry, crs=crs, catalog=catalog)[0].zarr_url
 
 
 def _open(url: str | None, variables: Any, what: str, **kwargs: Any) -> xr.Dataset:

@@ -1,13 +1,16 @@
 """Resumable zarr writes: a lazy result written chunk by chunk, restartable after a crash.
 
-:func:`~xr_itslive.write_resumable` writes the metadata and coordinates of a lazy ``(time, y, x)`` result
-first, then computes and writes one spatial chunk per task (a zarr region write). After a
-chunk's data are written, the same task writes a small marker object under ``_xr_itslive/done/``
-inside the store. A second call with the same result skips the chunks that have a marker, so a
-killed run loses at most the chunks that were in flight. The run's parameters are recorded in
-the store (``_xr_itslive`` group attributes); resuming with others is refused.
+:func:`~xr_itslive.write_resumable` writes the metadata and coordinates of a lazy
+``(time, y, x)`` result first, then computes and writes one spatial chunk per task (a zarr
+region write).
+After a chunk's data are written, the same task writes a small marker object under
+``_xr_itslive/done/`` inside the store. A second call with the same result skips the chunks that
+have a marker, so a killed run loses at most the chunks that were in flight. The run's
+parameters are recorded in the store (``_xr_itslive`` group attributes); resuming with others is
+refused.
 
-:func:`~xr_itslive.invert_to_zarr` is :func:`xr_itslive.invert` followed by :func:`~xr_itslive.write_resumable`.
+:func:`~xr_itslive.invert_to_zarr` is :func:`xr_itslive.invert` followed by
+:func:`~xr_itslive.write_resumable`.
 """
 
 from __future__ import annotations
