@@ -372,8 +372,9 @@ def filter_pairs(
     variable: str = "v",
     mask: Any = None,
 ) -> xr.Dataset:
-    """All pair filters at once; see :func:`select_platforms`, :func:`select_dates`,
-    :func:`select_baseline` and :func:`select_valid_fraction` (in :mod:`xr_itslive.geo.pairs`).
+    """All pair filters at once; see :func:`~xr_itslive.geo.pairs.select_platforms`,
+    :func:`~xr_itslive.geo.pairs.select_dates`, :func:`~xr_itslive.geo.pairs.select_baseline`
+    and :func:`~xr_itslive.geo.pairs.select_valid_fraction`.
 
     The cheap filters run first, so the valid-fraction reduction reads only the pairs left.
 
