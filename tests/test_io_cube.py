@@ -13,7 +13,12 @@ from conftest import (
 )
 
 import xr_itslive
-from xr_itslive.errors import DataAccessError, MissingVariableError, NotAnITSLiveCubeError
+from xr_itslive.errors import (
+    DataAccessError,
+    InvalidParameterError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+)
 from xr_itslive.io.cube import demo_cube_path
 from xr_itslive.io.urls import candidate_urls, to_s3_url
 
@@ -85,3 +90,50 @@ def test_missing_things_are_named():
         xr_itslive.open_cube(FIXTURE_3X3, variables=["vx", "speed"])
     with pytest.raises(NotAnITSLiveCubeError, match="no 'mid_date' dimension"):
         xr_itslive.decode_cube(xr.Dataset({"a": ("t", [1, 2])}))
+
+
+COMPOSITE_KEY = (
+    "composites/annual/v2-updated-september2025/N30E090/"
+    "ITS_LIVE_velocity_EPSG32646_120m_X750000_Y3350000.zarr"
+)
+
+
+def test_composite_url_of_a_cube():
+    name = "N30E090/ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+    for head in ("http://its-live-data.s3.amazonaws.com/", "s3://its-live-data/"):
+        for prefix in ("datacubes/v2/", "datacubes/v2-updated-october2024/"):
+            assert xr_itslive.composite_url(head + prefix + name) == head + COMPOSITE_KEY
+    with pytest.raises(InvalidParameterError, match="not an ITS_LIVE datacube URL"):
+        xr_itslive.composite_url("s3://bucket/some/other.zarr")
+
+
+def test_open_composite_from_s3_by_the_cubes_url(s3_server, s3_glacier_cube, tmp_path):
+    import boto3
+
+    # a small store shaped like ITS_LIVE's annual composites: per year and climatology fields
+    years = np.array(["2019-07-02", "2020-07-02"], dtype="datetime64[ns]")
+    y, x = np.arange(3315787.5, 3315427.5, -120.0), np.arange(784252.5, 784612.5, 120.0)
+    shape = (years.size, y.size, x.size)
+    composite = xr.Dataset(
+        {
+            "v": (("time", "y", "x"), np.full(shape, 20.0, np.float32)),
+            "v0": (("y", "x"), np.full(shape[1:], 19.0, np.float32)),
+            "mapping": ((), 0, {"spatial_epsg": 32646}),
+        },
+        coords={"time": years, "y": y, "x": x},
+    )
+    path = tmp_path / "composite.zarr"
+    composite.to_zarr(path, zarr_format=2, consolidated=True)
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-west-2")
+    upload_tree(client, path, "its-live-data", COMPOSITE_KEY)
+    legacy = (
+        "http://its-live-data.s3.amazonaws.com/datacubes/v2/N30E090/"
+        "ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+    )
+    opened = xr_itslive.open_composite(legacy, variables=["v", "v0"])
+    assert opened["v"].chunks is not None  # lazy
+    assert opened.rio.crs.to_epsg() == 32646
+    assert opened.attrs["composite_url"].endswith(COMPOSITE_KEY)
+    np.testing.assert_array_equal(opened["v0"].values, composite["v0"].values)
+    with pytest.raises(MissingVariableError, match=r"variables \['vx_amp'\] not found"):
+        xr_itslive.open_composite(legacy, variables=["vx_amp"])

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import GLACIER_CUBE, ITSLIVE_DATA, raise_if_dask_computes, requires_shared
+from conftest import (
+    GLACIER_CUBE,
+    ITSLIVE_DATA,
+    make_public_bucket,
+    raise_if_dask_computes,
+    requires_shared,
+    upload_tree,
+)
 from pyproj import Transformer
 
 import xr_itslive
@@ -239,3 +246,73 @@ def test_bad_input_names_the_fix(cube):
         xr_itslive.invert_mosaic([cube], robust=True, return_outliers=True)
     with pytest.raises(InvalidParameterError, match="hold Datasets, paths, URLs"):
         xr_itslive.invert_mosaic([42])
+
+
+@pytest.fixture(scope="module")
+def two_cubes_on_s3(s3_server, tmp_path_factory):
+    """Two cubes cut from the real glacier cube (its west and east halves), on moto S3 in
+    today's layout, and a GeoJSON catalog that lists both with their exact boxes."""
+    import json
+
+    raw = xr.open_zarr(GLACIER_CUBE, consolidated=True, zarr_format=2)
+    keep = ["vx", "vy", "vx_error", "vy_error", "acquisition_date_img1", "acquisition_date_img2"]
+    keep += ["mapping"] if "mapping" in raw.variables else []
+    root = tmp_path_factory.mktemp("halves")
+    client = make_public_bucket(s3_server, "its-live-halves")
+    features, urls = [], []
+    for name, window in (("X784000", slice(0, 20)), ("X786500", slice(20, None))):
+        half = raw[keep].isel(x=window)
+        for var in half.variables.values():
+            for key in ("chunks", "preferred_chunks", "compressor", "filters"):
+                var.encoding.pop(key, None)
+        path = root / f"ITS_LIVE_vel_EPSG32646_G0120_{name}_Y3314000.zarr"
+        half.chunk({"mid_date": 20000, "y": 10, "x": 10}).to_zarr(
+            path, zarr_format=2, consolidated=True
+        )
+        key = f"datacubes/v2-updated-october2024/N30E090/{path.name}"
+        upload_tree(client, path, "its-live-halves", key)
+        url = f"https://its-live-halves.s3.amazonaws.com/{key}"
+        urls.append(url)
+        x0, x1 = float(half.x.min()) - 60, float(half.x.max()) + 60
+        y0, y1 = float(half.y.min()) - 60, float(half.y.max()) + 60
+        to_lonlat = Transformer.from_crs(32646, 4326, always_xy=True)
+        ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [
+                [list(to_lonlat.transform(x, y)) for x, y in ring]]},
+            "properties": {"zarr_url": url, "epsg": 32646, "geometry_epsg": {
+                "type": "Polygon", "coordinates": [[list(p) for p in ring]]}},
+        })  # fmt: skip
+    catalog = root / "halves.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return urls, catalog
+
+
+def test_a_glacier_over_two_cubes_on_s3(two_cubes_on_s3, cube, tmp_path):
+    from xr_itslive.workflows.store import store_status
+
+    urls, catalog = two_cubes_on_s3
+    glacier = xr_itslive.Glacier.from_rgi_id("RGI2000-v7.0-G-15-16257", OUTLINE, catalog=catalog)
+    assert sorted(glacier.cubes) == sorted(urls)  # the outline touches both
+    expected = xr_itslive.invert(cube, mask=glacier, **KWARGS).compute()
+    result = glacier.invert(**KWARGS)
+    assert result["vx"].chunks is not None
+    result = result.compute()
+    assert set(np.unique(result["source"].values)) == {-1, 0, 1}
+    aligned = expected.sel(x=result.x, y=result.y)
+    for name in ("vx", "vy", "vx_std", "n_obs"):
+        np.testing.assert_array_equal(result[name].values, aligned[name].values, err_msg=name)
+    # resumable and distributed like one cube: the same mosaic written chunk by chunk
+    store = tmp_path / "mosaic.zarr"
+    summary = xr_itslive.invert_to_zarr(urls, store, mask=glacier, progress=False, **KWARGS)
+    assert summary.complete and store_status(store).complete
+    again = xr_itslive.invert_to_zarr(urls, store, mask=glacier, progress=False, **KWARGS)
+    assert again.already_complete
+    written = xr.open_zarr(store)
+    np.testing.assert_array_equal(written["vx"].values, result["vx"].values)
+    # predict per cube: the mosaic's model over one cube's pairs
+    half = xr_itslive.open_cube(urls[1], variables=["vx", "vy"])
+    predicted = xr_itslive.predict(half, result.sel(x=half.x, y=half.y))
+    assert predicted["vx"].dims == ("mid_date", "y", "x")
+    assert np.isfinite(predicted["vx"].values).any()

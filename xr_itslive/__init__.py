@@ -25,8 +25,8 @@ from .geo.pairs import filter_pairs
 from .geo.subset import point_series
 from .io.catalog import CubeEntry, find_cubes, load_catalog
 from .io.cube import decode_cube, demo_cube_path
-from .io.open import open_cube, open_cube_at
-from .io.urls import to_s3_url
+from .io.open import open_composite, open_cube, open_cube_at
+from .io.urls import composite_url, to_s3_url
 from .plot import plot_series
 from .synthetic import synthetic_cube
 from .workflows.cluster import get_client, scheduler_context
@@ -56,6 +56,7 @@ __all__ = [
     "NotAnITSLiveCubeError",
     "OptionalDependencyError",
     "StoreConflictError",
+    "composite_url",
     "decode_cube",
     "demo_cube_path",
     "design_matrix",
@@ -70,6 +71,7 @@ __all__ = [
     "invert_mosaic",
     "invert_to_zarr",
     "load_catalog",
+    "open_composite",
     "open_cube",
     "open_cube_at",
     "plot_series",

@@ -28,7 +28,23 @@ def _open_zarr(store: Any, chunks: Any) -> xr.Dataset:
         return xr.open_zarr(store, chunks=chunks)
 
 
-def _open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: Any) -> xr.Dataset:
+def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: Any) -> xr.Dataset:
+    """The zarr (or netCDF) store at ``source`` as it is stored, lazily, or a clear error.
+
+    Parameters
+    ----------
+    source : str, path-like or mapping
+        A local path, an ``s3://`` or ITS_LIVE ``http(s)://`` URL (tried under the bucket's
+        current prefix too), or a zarr store mapping.
+    storage_options : mapping, optional
+        s3fs options (anonymous reads with bounded retries by default).
+    chunks : mapping
+        Dask chunks, as :func:`xarray.open_zarr` takes them.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
     if not isinstance(source, str | os.PathLike):
         return _open_zarr(source, chunks)  # a MutableMapping / zarr store
     source = str(source)
@@ -162,7 +178,7 @@ def open_source(
     chunks : mapping, optional
         Dask chunks; default: the store's, with ``mid_date`` in one chunk.
     """
-    ds = _open_store(source, storage_options, chunks={} if chunks is None else chunks)
+    ds = open_store(source, storage_options, chunks={} if chunks is None else chunks)
     if chunks is None:
         # One mid_date chunk first, so that sorting permutes within chunks only.
         ds = ds.chunk({"mid_date": -1})

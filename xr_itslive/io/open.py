@@ -1,4 +1,5 @@
-"""``open_cube``: a cube by path, URL or point (the catalog finds the cube)."""
+"""``open_cube`` and ``open_composite``: a cube, or its annual composite, by path, URL or point
+(the catalog finds the cube)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import xarray as xr
 
-from ..errors import InvalidParameterError
+from ..crs import crs_from_attributes
+from ..errors import InvalidParameterError, MissingVariableError
 from .catalog import Catalog, find_cubes
-from .cube import open_source
+from .cube import open_source, open_store
+from .urls import composite_url, is_composite_url
 
 
 def open_cube(
@@ -108,4 +111,67 @@ def open_cube_at(
     entry = find_cubes(point=(lon, lat), catalog=catalog)[0]
     ds = open_cube(entry.zarr_url, variables, storage_options=storage_options, chunks=chunks)
     ds.attrs["catalog_url"] = entry.zarr_url
+    return ds
+
+
+def open_composite(
+    source: Any = None,
+    variables: Iterable[str] | None = None,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    catalog: str | os.PathLike | Catalog | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """Open ITS_LIVE's annual composite of a tile lazily, like :func:`open_cube`.
+
+    Parameters
+    ----------
+    source : str, path-like or CubeEntry, optional
+        The composite's own URL or path, or a datacube's URL (or catalog entry): the
+        composite of the same tile (:func:`xr_itslive.io.urls.composite_url`).
+    variables : iterable of str, optional
+        Variables to keep (default: all), e.g. ``["v", "v_error", "v_amp", "v_phase"]``.
+    lon, lat, catalog
+        Instead of ``source``: the tile covering this point, found in ``catalog`` (see
+        :func:`~xr_itslive.find_cubes`).
+    storage_options : mapping, optional
+        s3fs options; reads are anonymous by default with bounded retries.
+    chunks : mapping, optional
+        Dask chunks; default: the store's.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy; the CRS recorded (``ds.rio.crs``), ``attrs["composite_url"]`` the URL read.
+    """
+    if source is None or lon is not None or lat is not None:
+        if source is not None or lon is None or lat is None:
+            raise InvalidParameterError(
+                "pass either source or both lon= and lat= (degrees), not both; got "
+                f"source={source!r}, lon={lon!r}, lat={lat!r}"
+            )
+        source = find_cubes(point=(lon, lat), catalog=catalog)[0]
+    if hasattr(source, "zarr_url"):  # a catalog entry
+        source = source.zarr_url
+    url = str(source)
+    if not (is_composite_url(url) or os.path.exists(url)):
+        url = composite_url(url)
+    ds = open_store(url, storage_options, chunks={} if chunks is None else chunks)
+    crs = crs_from_attributes(ds)  # before the selection drops the mapping variable
+    if variables is not None:
+        wanted = [variables] if isinstance(variables, str) else list(variables)
+        absent = [v for v in wanted if v not in ds.variables]
+        if absent:
+            raise MissingVariableError(
+                f"variables {absent} not found in the composite {url!r}; it has "
+                f"{sorted(map(str, ds.data_vars))}"
+            )
+        ds = ds[[v for v in wanted if v in ds.data_vars]]
+    if crs is not None:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        ds = ds.rio.write_crs(crs)
+    ds.attrs["composite_url"] = url
     return ds

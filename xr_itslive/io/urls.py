@@ -7,9 +7,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import InvalidParameterError
+
 #: The bucket's prefix now, when the catalog still names ``datacubes/v2/``.
 CURRENT_PREFIX = "datacubes/v2-updated-october2024/"
 LEGACY_PREFIX = "datacubes/v2/"
+
+#: ITS_LIVE's annual composites of the same tiles (the 2025 release).
+COMPOSITE_PREFIX = "composites/annual/v2-updated-september2025/"
+
+_CUBE_NAME = re.compile(
+    r"(?P<head>.*?)datacubes/v2(?:-updated-october2024)?/(?P<region>[^/]+)/"
+    r"ITS_LIVE_vel_EPSG(?P<epsg>\d+)_G0120_X(?P<x>-?\d+)_Y(?P<y>-?\d+)\.zarr/?$"
+)
 
 #: Bounded retries and timeouts, so that unreachable S3 fails with a clear error, not a hang.
 DEFAULT_S3_CONFIG = {
@@ -79,3 +89,62 @@ def s3_storage_options(storage_options: Mapping[str, Any] | None = None) -> dict
         options["endpoint_url"] = endpoint
     options.update(storage_options or {})
     return options
+
+
+def composite_url(cube_url: str) -> str:
+    """The URL of ITS_LIVE's annual composite of the same tile as a datacube.
+
+    ``.../datacubes/v2-updated-october2024/{REGION}/ITS_LIVE_vel_EPSG{code}_G0120_X{x}_Y{y}.zarr``
+    (or the legacy ``datacubes/v2/``) becomes
+    ``.../composites/annual/v2-updated-september2025/{REGION}/ITS_LIVE_velocity_EPSG{code}_120m_X{x}_Y{y}.zarr``,
+    same scheme, bucket, region and tile centre.
+
+    Parameters
+    ----------
+    cube_url : str
+        A datacube URL (``http(s)://``, ``s3://``) as the catalog gives it.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InvalidParameterError
+        ``cube_url`` is not an ITS_LIVE datacube URL.
+
+    Examples
+    --------
+    >>> composite_url(
+    ...     "s3://its-live-data/datacubes/v2-updated-october2024/N30E090/"
+    ...     "ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+    ... )
+    's3://its-live-data/composites/annual/v2-updated-september2025/N30E090/ITS_LIVE_velocity_EPSG32646_120m_X750000_Y3350000.zarr'
+    """
+    match = _CUBE_NAME.match(str(cube_url))
+    if match is None:
+        raise InvalidParameterError(
+            f"{cube_url!r} is not an ITS_LIVE datacube URL (expected .../datacubes/v2[-updated-"
+            "october2024]/REGION/ITS_LIVE_vel_EPSG<code>_G0120_X<x>_Y<y>.zarr); pass the cube's "
+            "URL from xr_itslive.find_cubes, or the composite's own URL"
+        )
+    m = match.groupdict()
+    return (
+        f"{m['head']}{COMPOSITE_PREFIX}{m['region']}/"
+        f"ITS_LIVE_velocity_EPSG{m['epsg']}_120m_X{m['x']}_Y{m['y']}.zarr"
+    )
+
+
+def is_composite_url(url: str) -> bool:
+    """Whether ``url`` names an annual composite (not a datacube).
+
+    Parameters
+    ----------
+    url : str
+        Any URL or path.
+
+    Returns
+    -------
+    bool
+    """
+    return "/composites/" in str(url) or "ITS_LIVE_velocity_EPSG" in str(url)

@@ -43,6 +43,7 @@ from ..io.outlines import (
     read_centerlines,
 )
 from .invert import invert
+from .mosaic import invert_mosaic
 
 
 def _geodesic_area_km2(geometry: Any, crs: str) -> float:
@@ -103,6 +104,9 @@ class Glacier:
         GLIMS id, when known.
     attributes : mapping, optional
         The inventory's other attributes (default empty).
+    cube_urls : tuple of str, optional
+        Every cube the outline touches, best first (``cube_url`` is the first); a glacier
+        over several cubes is inverted over all of them (:meth:`invert`).
 
     Examples
     --------
@@ -119,6 +123,7 @@ class Glacier:
     data: xr.Dataset | None = None
     glims_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    cube_urls: tuple[str, ...] = ()
 
     # constructors
 
@@ -157,8 +162,12 @@ class Glacier:
         crs = crs_key(row.crs) if row.crs is not None else LONLAT
         skip = {row.geometry.name, "rgi_id", "glims_id", "glacier_name"}
         attributes = {k: v for k, v in record.items() if k not in skip}
+        cube_urls: tuple[str, ...] = () if cube_url is None else (str(cube_url),)
         if cube_url is None and find_cube:
-            cube_url = _find_cube_url(geometry, crs, catalog)
+            # every cube the outline touches, the one covering most of it first
+            entries = find_cubes(geometry=geometry, crs=crs, catalog=catalog)
+            cube_urls = tuple(entry.zarr_url for entry in entries)
+            cube_url = cube_urls[0]
         return cls(
             rgi_id=clean_value(record.get("rgi_id")),
             name=clean_value(record.get("glacier_name")),
@@ -167,6 +176,7 @@ class Glacier:
             cube_url=None if cube_url is None else str(cube_url),
             glims_id=clean_value(record.get("glims_id")),
             attributes=attributes,
+            cube_urls=cube_urls,
         )
 
     @classmethod
@@ -348,14 +358,30 @@ class Glacier:
         """
         return clip(self._require_data(), self, **kwargs)
 
+    @property
+    def cubes(self) -> tuple[str, ...]:
+        """The URLs of every cube the outline touches, best first."""
+        if self.cube_urls:
+            return self.cube_urls
+        return () if self.cube_url is None else (self.cube_url,)
+
     def invert(self, **kwargs: Any) -> xr.Dataset:
-        """Invert the glacier's pixels only (:func:`xr_itslive.invert` with ``mask=self``).
+        """Invert the glacier's pixels only: :func:`xr_itslive.invert` with ``mask=self`` on
+        its cube, or :func:`xr_itslive.invert_mosaic` over all of them when the outline
+        touches several (:attr:`cubes`; the opened cube is reused).
 
         Parameters
         ----------
         **kwargs
-            Passed to :func:`xr_itslive.invert` (e.g. ``step``); not ``mask``.
+            Passed to :func:`xr_itslive.invert` or :func:`xr_itslive.invert_mosaic` (e.g.
+            ``step``, ``crs`` for a mosaic); not ``mask``.
         """
+        if len(self.cubes) > 1:
+            sources = [
+                self.data if (self.data is not None and url == self.cube_url) else url
+                for url in self.cubes
+            ]
+            return invert_mosaic(sources, mask=self, **kwargs)
         return invert(self._require_data(), mask=self, **kwargs)
 
     def point(self, lon: float, lat: float) -> GlacierPoint:
