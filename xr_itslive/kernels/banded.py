@@ -151,27 +151,64 @@ def predict_pairs(x, first, last, first_frac, last_frac, inner):
     )
 
 
-def selected_inverse(factor, n_cells: int, bandwidth: int):
-    """Entries of ``G⁻¹`` inside the band from the banded Cholesky factor (Takahashi)."""
+def selected_inverse(factor, n_cells: int, bandwidth: int, width: int | None = None):
+    """The band of ``G⁻¹`` up to offset ``width`` from the banded Cholesky factor, per lane.
+
+    The one Takahashi selected inverse of the array kernels: the inversion's posterior
+    variances and GCV (``width`` = the bandwidth) and the GP's interval variances (a wider
+    band) both use it.
+
+    Parameters
+    ----------
+    factor
+        ``(n_cells * (bandwidth + 1), lanes)`` with ``factor[j * (bw + 1) + k, p] =
+        L_p[j + k, j]`` (:func:`banded_cholesky`'s layout; LAPACK's lower storage, transposed
+        and flattened).
+    n_cells, bandwidth
+        The factor's size and bandwidth.
+    width
+        Largest offset wanted (default and minimum: ``bandwidth``).
+
+    Returns
+    -------
+    array
+        ``(n_cells * (width + 1), lanes)`` with ``out[j * (width + 1) + d, p] =
+        G_p⁻¹[j, j + d]`` (zero beyond the matrix).
+
+    Notes
+    -----
+    Takahashi's recursion ``Σ[j, i] = (δ_ij / L_jj - Σ_k L_kj Σ[k, i]) / L_jj`` from the last
+    row up, keeping a dense ``(width + 1)²`` window per lane: ``O(n · width · bandwidth)``
+    work, one Python step per cell, never a dense inverse.
+    """
     xp = get_namespace(factor)
-    width = bandwidth + 1
-    z = xp.zeros(factor.shape, dtype=factor.dtype)
+    width = bandwidth if width is None else max(int(width), bandwidth)
+    pad = width + 1
+    lanes = factor.shape[1]
+    # lanes first inside, so that each step is one batched matrix product (BLAS on the host)
+    lower = xp.permute_dims(xp.reshape(factor, (n_cells, bandwidth + 1, lanes)), (2, 0, 1))
+    window = xp.zeros((lanes, pad, pad), dtype=factor.dtype)  # Σ[j + a, j + b] per lane
+    out = xp.zeros((lanes, n_cells, pad), dtype=factor.dtype)
     for j in range(n_cells - 1, -1, -1):
-        base = j * width
+        # window held Σ[j+1 : j+1+pad, j+1 : j+1+pad]: shift it down by one
+        shifted = xp.zeros((lanes, pad, pad), dtype=factor.dtype)
+        shifted[:, 1:, 1:] = window[:, :-1, :-1]
+        window = shifted
+        diagonal = lower[:, j, 0]
         kmax = min(bandwidth, n_cells - 1 - j)
-        column = factor[base + 1 : base + 1 + kmax, :]
-        for i in range(kmax, 0, -1):
-            # Z[j+i, j+k] for k = 1..kmax, read from the upper band of the rows below j
-            upper = z[(j + i) * width : (j + i) * width + kmax - i + 1, :]  # k >= i
-            lower = [
-                z[(j + k) * width + (i - k) : (j + k) * width + (i - k) + 1, :] for k in range(1, i)
-            ]
-            row = xp.concat([*lower, upper]) if lower else upper
-            z[base + i, :] = -xp.sum(row * column, axis=0) / factor[base, :]
-        acc = xp.sum(z[base + 1 : base + 1 + kmax, :] * column, axis=0) if kmax else 0.0
-        pivot = factor[base, :]
-        z[base, :] = 1.0 / (pivot * pivot) - acc / pivot
-    return z
+        if kmax:
+            column = lower[:, j, 1 : 1 + kmax]  # L[j+1 : j+1+kmax, j]
+            # Σ[j, j+1 : j+1+width] = -(column · Σ[j+1 : j+1+kmax, j+1 : j+1+width]) / L_jj
+            row = xp.matmul(column[:, None, :], window[:, 1 : 1 + kmax, 1:])[:, 0, :]
+            row = -row / diagonal[:, None]
+            window[:, 0, 1:] = row
+            window[:, 1:, 0] = row
+            acc = xp.sum(column * row[:, :kmax], axis=1)
+            window[:, 0, 0] = (1.0 / diagonal - acc) / diagonal
+        else:
+            window[:, 0, 0] = 1.0 / (diagonal * diagonal)
+        out[:, j, :] = window[:, 0, :]
+    return xp.reshape(xp.permute_dims(out, (1, 2, 0)), (n_cells * pad, lanes))
 
 
 def trace_product(z, gram, n_cells: int, bandwidth: int):

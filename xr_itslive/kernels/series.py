@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .banded import predict_pairs
+from .banded import predict_pairs, selected_inverse
 from .design import interval_fractions, normal_terms
 from .units import DAYS_PER_YEAR
 
@@ -134,6 +134,8 @@ class BandTables:
 def banded_selected_inverse(lower_factor: np.ndarray, width: int) -> np.ndarray:
     """The band of ``(L Lᵀ)⁻¹`` up to offset ``width`` from a lower banded Cholesky factor.
 
+    :func:`xr_itslive.kernels.banded.selected_inverse` (the one implementation) on one lane.
+
     Parameters
     ----------
     lower_factor
@@ -146,35 +148,12 @@ def banded_selected_inverse(lower_factor: np.ndarray, width: int) -> np.ndarray:
     -------
     numpy.ndarray
         ``(n, width + 1)`` with ``out[j, d] = Σ[j, j + d]`` (zero beyond the matrix).
-
-    Notes
-    -----
-    Takahashi's recursion ``Σ[j, i] = (δ_ij / L_jj - Σ_k L_kj Σ[k, i]) / L_jj`` from the last
-    row up, keeping a dense ``(width + 1)²`` window: ``O(n · width · bandwidth)``.
     """
     bandwidth = lower_factor.shape[0] - 1
     n = lower_factor.shape[1]
     width = max(int(width), bandwidth)
-    pad = width + 1
-    # Padded copies so that the window may run past the last row (zeros there).
-    factor = np.zeros((bandwidth + 1, n + pad))
-    factor[:, :n] = lower_factor
-    window = np.zeros((pad, pad))
-    out = np.zeros((n, pad))
-    for j in range(n - 1, -1, -1):
-        # window holds Σ[j+1 : j+1+pad, j+1 : j+1+pad]; shift it down by one
-        window[1:, 1:] = window[:-1, :-1]
-        window[0, :] = 0.0
-        window[:, 0] = 0.0
-        diagonal = factor[0, j]
-        column = factor[1:, j]  # L[j+1 : j+1+bandwidth, j]
-        # Σ[j, j+1 : j+1+width] = -(column · Σ[j+1 : j+1+bandwidth, j+1 : j+1+width]) / L_jj
-        row = -(column @ window[1 : bandwidth + 1, 1:]) / diagonal
-        window[0, 1:] = row
-        window[1:, 0] = row
-        window[0, 0] = (1.0 / diagonal - column @ row[:bandwidth]) / diagonal
-        out[j] = window[0]
-    return out
+    flat = np.ascontiguousarray(lower_factor.T).reshape(-1, 1)  # the kernels' layout, one lane
+    return np.asarray(selected_inverse(flat, n, bandwidth, width)).reshape(n, width + 1)
 
 
 # --------------------------------------------------------------------------- the prior
