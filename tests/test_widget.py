@@ -1,23 +1,41 @@
 """The glacier map's logic without a browser: the real catalog and RGI outlines, the handlers
-called with the features the map draws (and through ipyleaflet's own message path)."""
+called with the features the map draws (and through ipyleaflet's own message path).
+
+The GLIMS path runs against a real HTTP server on 127.0.0.1 that answers WFS ``GetFeature``
+queries as GLIMS's GeoServer does, from the real RGI7 outline of the glacier cube's glacier.
+"""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import http.server
 import io
 import json
 import math
 import subprocess
 import sys
+import threading
+import urllib.parse
 
+import numpy as np
 import pytest
 import shapely
-from conftest import ITSLIVE_DATA, REPO, SHARED_DATA, requires_shared
+from conftest import GLACIER_CUBE, ITSLIVE_DATA, REPO, SHARED_DATA, _free_port, requires_shared
 
-from xr_itslive import CubeEntry, Glacier, find_cubes
-from xr_itslive.errors import EmptySelectionError, InvalidParameterError, OptionalDependencyError
+import xr_itslive
+from xr_itslive import CubeEntry, Glacier, GlacierCenterline, GlacierPoint, find_cubes
+from xr_itslive.errors import (
+    DataAccessError,
+    EmptySelectionError,
+    InvalidParameterError,
+    OptionalDependencyError,
+)
+from xr_itslive.geo.subset import point_series, window
+from xr_itslive.io.outlines import GLIMS_URL_ENV, fetch_glims_outline, main_centerline
 from xr_itslive.widget import (
     CUBE_INDEX,
+    OUTLINE_ORIGIN,
     OUTLINE_ROW,
     OUTLINE_SOURCE,
     MapState,
@@ -32,8 +50,13 @@ OGGM = SHARED_DATA / "oggm"
 HEF_RGI7 = OGGM / "rgi7" / "rgi7g_hef.shp"
 HEF_RGI6 = OGGM / "Hintereisferner_RGI6.shp"
 COLUMBIA = OGGM / "RGI60-01.10689.shp"
+BALTORO = OGGM / "baltoro_wgs84.shp"
+CENTERLINES = OGGM / "centerlines_baltoro_wgs84.shp"  # OGGM's lines of the Baltoro outline
 RGI_ID = "RGI2000-v7.0-G-15-16257"
+HEF_RGI7_ID = "RGI2000-v7.0-G-11-03116"
+GLIMS_ID = "G095962E29920N"  # the glims_id of RGI_ID
 GLACIER_CUBE_NAME = "ITS_LIVE_vel_EPSG32646_G0120_X750000_Y3350000.zarr"
+LON, LAT = 95.97, 29.915  # on the glacier, inside the glacier cube
 
 pytestmark = requires_shared
 
@@ -309,6 +332,390 @@ def test_outline_file_without_rgi_ids():
         MapState(False, centerlines)
 
 
+# --- GLIMS: a local server answering like GLIMS's GeoServer ---
+
+GLIMS_LAYER_NAME = "GLIMS:GLIMS_Glacier_Outlines"
+
+_EXCEPTION_REPORT = """<?xml version="1.0" encoding="UTF-8"?>
+<ServiceExceptionReport version="1.2.0" xmlns="http://www.opengis.net/ogc">
+   <ServiceException code="InvalidParameterValue" locator="{locator}">
+      {text}
+   </ServiceException>
+</ServiceExceptionReport>"""
+
+
+def _glims_features() -> list[dict]:
+    """The real RGI7 outline as GLIMS serves it (lon/lat GeoJSON, GLIMS attribute names): two
+    analyses of the glacier, an older, smaller one listed first and the RGI7 one."""
+    import geopandas as gpd
+
+    rgi = gpd.read_file(OUTLINE)  # EPSG:32646
+    older = rgi.geometry.buffer(-60.0).to_crs(4326).iloc[0]
+    newest = rgi.to_crs(4326).geometry.iloc[0]
+    features = []
+    for number, (geometry, date) in enumerate(
+        ((older, "2000-10-12T00:00:00"), (newest, "2015-09-30T00:00:00")), start=1
+    ):
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"GLIMS_Glacier_Outlines.{number}",
+                "geometry": shapely.geometry.mapping(geometry),
+                "geometry_name": "geom",
+                "properties": {
+                    "line_type": "glac_bound",
+                    "anlys_id": 700000 + number,
+                    "glac_id": rgi["glims_id"].iloc[0],
+                    "glac_name": None,
+                    "src_date": date,
+                    "area": float(rgi["area_km2"].iloc[0]),
+                    "rec_status": "okay",
+                },
+            }
+        )
+    return features
+
+
+class _GlimsHandler(http.server.BaseHTTPRequestHandler):
+    """WFS 1.0.0 GetFeature as GeoServer answers it: case-insensitive keys, ``bbox`` in lon/lat,
+    the features meeting the box as a GeoJSON FeatureCollection, an XML exception report for a
+    query it refuses. ``server.mode = "garbage"`` makes it answer an HTML page instead."""
+
+    def do_GET(self):  # noqa: N802
+        url = urllib.parse.urlsplit(self.path)
+        query = {k.lower(): v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        self.server.queries.append({"path": url.path, **query})
+        if self.server.mode == "garbage":
+            return self._answer(200, "text/html", b"<html><body>GLIMS is down for maintenance")
+        if url.path != "/geoserver/ows":
+            return self._answer(404, "text/plain", b"Not Found")
+        for key, wanted in (("service", "WFS"), ("request", "GetFeature")):
+            if query.get(key, "").lower() != wanted.lower():
+                return self._refuse(key, f"{key}={query.get(key)!r}: expected {wanted}")
+        if query.get("typename") != GLIMS_LAYER_NAME:
+            return self._refuse("typeName", f"Feature type {query.get('typename')} unknown")
+        if query.get("outputformat") not in ("application/json", "json"):
+            return self._refuse("outputFormat", "only GeoJSON is served here")
+        west, south, east, north = (float(v) for v in query["bbox"].split(","))
+        box = shapely.box(west, south, east, north)
+        features = [
+            f for f in self.server.features if shapely.geometry.shape(f["geometry"]).intersects(box)
+        ][: int(query.get("maxfeatures", 1000))]
+        body = {
+            "type": "FeatureCollection",
+            "features": features,
+            "totalFeatures": len(features),
+            "numberMatched": len(features),
+            "numberReturned": len(features),
+            "timeStamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4326"}},
+        }
+        self.server.answers.append(len(features))
+        return self._answer(200, "application/json;charset=UTF-8", json.dumps(body).encode())
+
+    def _refuse(self, locator: str, text: str) -> None:
+        report = _EXCEPTION_REPORT.format(locator=locator, text=text).encode()
+        self._answer(400, "application/xml", report)
+
+    def _answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def glims_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GlimsHandler)
+    server.features = _glims_features()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def glims(glims_server):
+    """``(url, server)``: the stand-in's WFS URL; its ``queries`` and ``answers`` start empty."""
+    glims_server.queries, glims_server.answers, glims_server.mode = [], [], "wfs"
+    return f"http://127.0.0.1:{glims_server.server_address[1]}/geoserver/ows", glims_server
+
+
+def _inside(feature: dict) -> tuple[float, float]:
+    """``(lat, lon)`` of a point inside a drawn feature, as a click sends it."""
+    point = shapely.geometry.shape(feature["geometry"]).representative_point()
+    return point.y, point.x
+
+
+def test_click_off_the_outlines_asks_glims(glims):
+    url, server = glims
+    state = MapState(CATALOG, glims_url=url, multiple=True)
+    assert state.glims  # no outline file: GLIMS gives the glaciers
+    assert state.click_map(type="mousemove", coordinates=[LAT, LON]) is None
+    assert server.queries == []
+
+    glacier = state.click_map(type="click", coordinates=[LAT, LON])
+    assert isinstance(glacier, Glacier)
+    assert glacier.glims_id == GLIMS_ID and glacier.rgi_id is None and glacier.crs == "EPSG:4326"
+    # the newest analysis: the RGI7 outline itself, not the older, smaller one
+    assert glacier.outline.equals_exact(_outline_lonlat(), 1e-9)
+    assert glacier.attributes["src_date"] == "2015-09-30T00:00:00"
+    assert glacier.cube_url == state.cube.zarr_url and state.cube.name == GLACIER_CUBE_NAME
+    assert f"Glacier {GLIMS_ID} from GLIMS, 10.16 km²" in state.message
+
+    # What GLIMS was asked: one WFS GetFeature of the outline layer, GeoJSON, a box around the
+    # point (lon/lat order, ±0.05°)
+    (query,) = server.queries
+    assert query["path"] == "/geoserver/ows"
+    assert (query["service"], query["version"], query["request"]) == ("WFS", "1.0.0", "GetFeature")
+    assert query["typename"] == GLIMS_LAYER_NAME
+    assert query["outputformat"] == "application/json"
+    west, south, east, north = (float(v) for v in query["bbox"].split(","))
+    assert ((west + east) / 2, (south + north) / 2) == pytest.approx((LON, LAT))
+    assert (east - west, north - south) == pytest.approx((0.1, 0.1))
+    assert server.answers == [2]  # both analyses meet the box
+
+    # The outline is drawn now: a click inside it is its layer's, and asks GLIMS nothing.
+    (drawn,) = state.glacier_collection()["features"]
+    assert drawn["properties"]["glims_id"] == GLIMS_ID
+    assert drawn["properties"][OUTLINE_ORIGIN] == "GLIMS" and drawn["properties"]["rgi_id"] is None
+    assert state.click_map(type="click", coordinates=list(_inside(drawn))) is None
+    # A second click on it deselects it, a third selects it again; GLIMS is asked once.
+    assert state.click_glacier(feature=drawn, coordinates=[LAT, LON]) is None
+    assert state.glaciers == [] and state.cubes == []
+    again = state.click_glacier(feature=drawn, coordinates=[LAT, LON])
+    assert again.glims_id == GLIMS_ID and state.glaciers == [again]
+    assert len(server.queries) == 1
+    assert state.select_glacier(GLIMS_ID) is again and state.glaciers == [again]
+    assert state.clicks == [(LON, LAT)]
+    json.dumps(state.glacier_collection())
+    json.dumps(state.selected_glacier_collection())
+
+
+def test_glims_empty_refused_garbage_and_unreachable(glims):
+    url, server = glims
+    state = MapState(False, glims_url=url)
+    with pytest.raises(
+        EmptySelectionError, match=r"GLIMS holds no glacier within 0.05° of \(lon=96.5, lat=30.5\)"
+    ):
+        state.click_map(type="click", coordinates=[30.5, 96.5])
+    assert server.answers == [0]  # an empty FeatureCollection
+    with pytest.raises(
+        EmptySelectionError,
+        match=r"no GLIMS glacier outline contains \(lon=96, lat=29.93\) \(2 outlines nearby\)",
+    ):
+        state.click_map(type="click", coordinates=[29.93, 96.0])
+    with pytest.raises(
+        DataAccessError,
+        match=r"answered HTTP 400 to the query for layer 'GLIMS:nope' \(Feature type "
+        r"GLIMS:nope unknown\); check url= and layer=",
+    ):
+        fetch_glims_outline(LON, LAT, url=url, layer="GLIMS:nope")
+    server.mode = "garbage"
+    with pytest.raises(DataAccessError, match=r"did not answer GeoJSON .*down for maintenance"):
+        state.click_map(type="click", coordinates=[LAT, LON])
+    assert state.glaciers == [] and state.outlines == []  # nothing half-selected
+    unreachable = MapState(False, glims_url=f"http://127.0.0.1:{_free_port()}/geoserver/ows")
+    with pytest.raises(
+        DataAccessError, match=r"could not reach the GLIMS service at 'http://127.0.0.1:.*"
+    ):
+        unreachable.click_map(type="click", coordinates=[LAT, LON])
+
+
+def test_glims_url_from_the_environment(glims, monkeypatch):
+    url, server = glims
+    monkeypatch.setenv(GLIMS_URL_ENV, url)
+    glacier = MapState(False).click_map(type="click", coordinates=[LAT, LON])
+    assert glacier.glims_id == GLIMS_ID and len(server.queries) == 1
+
+
+def test_outline_file_first_glims_when_allowed(glims):
+    url, server = glims
+    state = MapState(CATALOG, HEF_RGI7, glims_url=url)
+    assert not state.glims  # an outline file is given: clicks off its outlines do nothing
+    assert state.click_map(type="click", coordinates=[LAT, LON]) is None
+    assert server.queries == [] and state.glaciers == []
+
+    state = MapState(CATALOG, HEF_RGI7, glims=True, glims_url=url, multiple=True)
+    hef_feature = _feature(state, HEF_RGI7_ID)
+    # inside the file's outline: the file's glacier (its layer's click), GLIMS is not asked
+    assert state.click_map(type="click", coordinates=list(_inside(hef_feature))) is None
+    hef = state.click_glacier(feature=hef_feature, coordinates=list(_inside(hef_feature)))
+    assert hef.rgi_id == HEF_RGI7_ID and server.queries == []
+    # elsewhere: GLIMS
+    other = state.click_map(type="click", coordinates=[LAT, LON])
+    assert other.glims_id == GLIMS_ID and len(server.queries) == 1
+    assert [g.rgi_id or g.glims_id for g in state.glaciers] == [HEF_RGI7_ID, GLIMS_ID]
+    origins = [f["properties"][OUTLINE_ORIGIN] for f in state.glacier_collection()["features"]]
+    assert origins == ["file", "GLIMS"]
+
+
+# --- points ---
+
+
+@pytest.fixture(scope="module")
+def glacier_cube():
+    return xr_itslive.open_cube(GLACIER_CUBE, ["v"])
+
+
+def test_point_click_gives_a_glacier_point(glacier_cube):
+    state = MapState(CATALOG, OUTLINE, data=glacier_cube, multiple=True)
+    # Glacier mode: a click on the outline is the outline layer's.
+    assert state.click_map(type="click", coordinates=[LAT, LON]) is None
+    # A right click picks a point in any mode.
+    point = state.click_map(type="contextmenu", coordinates=[LAT, LON])
+    assert isinstance(point, GlacierPoint) and state.points == [point] and state.point is point
+    assert point.label == f"point 1: {RGI_ID}, lat 29.9150, lon 95.9700"
+    assert point.label in state.message
+    assert point.rgi_id == RGI_ID and point.glacier.rgi_id == RGI_ID
+    assert point.cube_url == find_cubes(point=(LON, LAT), catalog=CATALOG)[0].zarr_url
+    # its series: the nearest pixel's; its window: the 3×3 pixels around it
+    expected = point_series(glacier_cube, LON, LAT)
+    assert point.series.v.dims == ("mid_date",) and point.offset_m == pytest.approx(49.9, abs=0.1)
+    np.testing.assert_array_equal(point.series.v.values, expected.v.values)
+    around = point.cube_around_point
+    assert around.v.dims == ("mid_date", "y", "x")
+    assert (around.sizes["y"], around.sizes["x"]) == (3, 3)
+    np.testing.assert_array_equal(around.v.values, window(glacier_cube, LON, LAT, size=3).v.values)
+    np.testing.assert_array_equal(around.v.isel(y=1, x=1).values, point.series.v.values)
+    assert "label='point 1: " in repr(point)
+
+    # Point mode: a left click anywhere (the glacier included) picks a point.
+    state.mode = "point"
+    # the same pixel again (its centre): the same point, no duplicate
+    from pyproj import Transformer
+
+    x, y = float(point.series.x), float(point.series.y)
+    centre_lon, centre_lat = Transformer.from_crs(32646, 4326, always_xy=True).transform(x, y)
+    same = state.click_map(type="click", coordinates=[centre_lat, centre_lon])
+    assert same is point and len(state.points) == 1 and "is already selected" in state.message
+    other = state.click_map(type="click", coordinates=[29.92, 95.96])
+    assert other.label == f"point 2: {RGI_ID}, lat 29.9200, lon 95.9600"
+    assert state.points == [point, other]
+    assert state.clicks == [(LON, LAT), (95.96, 29.92)]
+    drawn = state.selected_point_collection()["features"]
+    assert [f["geometry"]["coordinates"] for f in drawn] == [[LON, LAT], [95.96, 29.92]]
+    assert [f["properties"]["label"] for f in drawn] == [point.label, other.label]
+    json.dumps(state.selected_point_collection())
+
+    state.deselect_point(point.label)
+    assert state.points == [other] and state.clicks == [(95.96, 29.92)]
+    with pytest.raises(EmptySelectionError, match=r"'point 9' is not a selected point"):
+        state.deselect_point("point 9")
+    # A point picked again after its removal is a new one.
+    assert state.select_point(LON, LAT).label.startswith("point 3: ")
+
+
+def test_point_without_data_and_single_selection(glacier_cube):
+    state = MapState(CATALOG, OUTLINE, mode="point")
+    assert state.message.startswith("Click the map to pick a point")
+    first = state.select_point(LON, LAT)
+    # no opened cube: the point knows its cube and loads on demand
+    assert first.series is None and first.cube_around_point is None
+    assert first.cube_url is not None and "point.load() reads its cube" in state.message
+    loaded = first.load(glacier_cube)
+    assert loaded.series.v.dims == ("mid_date",) and loaded.cube_around_point.sizes["x"] == 3
+    assert loaded.label == first.label
+    second = state.select_point(95.96, 29.92)
+    assert state.points == [second]  # one point at a time without multiple=True
+    assert state.click_map(type="click", coordinates=[29.92, 95.96]) is second
+    # off every outline and without a catalog: only the place
+    bare = MapState(False, OUTLINE).select_point(96.5, 30.5)
+    assert (bare.rgi_id, bare.glacier, bare.cube_url) == (None, None, None)
+    assert bare.label == "point 1: lat 30.5000, lon 96.5000"
+    with pytest.raises(InvalidParameterError, match=r"mode='points' is not a mode"):
+        MapState(False, OUTLINE, mode="points")
+    with pytest.raises(InvalidParameterError, match=r"data= takes opened cubes .* got int"):
+        MapState(False, OUTLINE, data=[1])
+    with pytest.raises(InvalidParameterError, match=r"\(lon=29.915, lat=95.97\) is not"):
+        state.select_point(LAT, LON)
+
+
+@pytest.mark.timeout(120)
+def test_point_opens_its_cube_on_s3(s3_glacier_cube, glacier_cube):
+    # The catalog's cube lies on S3 (moto, today's prefix): open_cubes=True reads it lazily.
+    state = MapState(CATALOG, OUTLINE, open_cubes=True, multiple=True)
+    point = state.select_point(LON, LAT)
+    other = state.select_point(95.96, 29.92)
+    assert len(state._opened) == 1  # the cube is opened once
+    for picked, (lon, lat) in ((point, (LON, LAT)), (other, (95.96, 29.92))):
+        some = {"mid_date": slice(0, 3000)}
+        np.testing.assert_array_equal(
+            picked.cube_around_point.v.isel(some).values,
+            window(glacier_cube, lon, lat, size=3).v.isel(some).values,
+        )
+        assert picked.series.sizes["mid_date"] == glacier_cube.sizes["mid_date"]
+
+
+# --- centerlines ---
+
+
+def test_centerlines_of_the_selected_glaciers():
+    state = MapState(CATALOG, [BALTORO, HEF_RGI7], centerlines=CENTERLINES, multiple=True)
+    assert state.centerline is None and state.centerlines == []
+    baltoro = state.click_glacier(feature=_feature(state, "BALTORO"))
+    line = state.centerline
+    assert isinstance(line, GlacierCenterline) and state.centerlines == [line]
+    expected = GlacierCenterline.from_file(CENTERLINES, glacier=baltoro)
+    assert line.line.equals(expected.line)
+    assert line.line.equals(main_centerline(CENTERLINES).geometry.iloc[0])
+    assert (line.rgi_id, line.glims_id) == ("BALTORO", "G076457E35734N")
+    assert line.cube_url == baltoro.cube_url is not None
+    assert "centerline 63.2 km" in state.message
+    (drawn,) = state.selected_centerline_collection()["features"]
+    assert shapely.geometry.shape(drawn["geometry"]).equals_exact(line.line, 1e-9)
+    json.dumps(state.selected_centerline_collection())
+
+    hef = state.click_glacier(feature=_feature(state, HEF_RGI7_ID))
+    assert state.centerline is None and state.centerlines == [line]  # OGGM's file: Baltoro only
+    assert "no centerline in the map's centerline files" in state.message
+    assert state.centerline_of(baltoro) is line
+    with pytest.raises(
+        EmptySelectionError,
+        match=rf"no centerline of \[.*centerlines_baltoro_wgs84.shp'\] belongs to '{HEF_RGI7_ID}'",
+    ):
+        state.centerline_of(hef)
+    state.click_glacier(feature=_feature(state, "BALTORO"))  # deselect
+    assert state.centerlines == [] and state.selected_centerline_collection()["features"] == []
+    with pytest.raises(InvalidParameterError, match=r"no centerline files; build it with"):
+        MapState(False, HEF_RGI7).centerline_of(hef)
+
+
+# --- several selections ---
+
+
+def test_several_selections_and_their_clicks():
+    state = MapState(CATALOG, [HEF_RGI7, COLUMBIA], multiple=True)
+    hef_feature, columbia_feature = _feature(state, HEF_RGI7_ID), _feature(state, "RGI60-01.10689")
+    on_hef, on_columbia = _inside(hef_feature), _inside(columbia_feature)
+    hef = state.click_glacier(feature=hef_feature, coordinates=list(on_hef))
+    columbia = state.click_glacier(feature=columbia_feature, coordinates=list(on_columbia))
+    hef_cube, columbia_cube = state.cubes
+    # the cube under Hintereisferner again, the same place again: nothing new
+    assert state.click_cube(coordinates=list(on_hef)) is hef_cube
+    point = state.select_point(on_hef[1], on_hef[0])
+    assert state.select_point(on_hef[1], on_hef[0]) is point
+    assert state.click_glacier(feature=columbia_feature) is None  # a second click deselects
+    columbia = state.click_glacier(feature=columbia_feature, coordinates=list(on_columbia))
+    assert state.glaciers == [hef, columbia] and state.cubes == [hef_cube, columbia_cube]
+    assert state.points == [point] and point.rgi_id == HEF_RGI7_ID
+    hef_click, columbia_click = (on_hef[1], on_hef[0]), (on_columbia[1], on_columbia[0])
+    assert state.clicks == [hef_click, columbia_click]
+    # Hintereisferner deselected (its cube with it): its click stays for the point on it.
+    state.click_glacier(feature=hef_feature)
+    assert state.cubes == [columbia_cube]
+    assert state.clicks == [hef_click, columbia_click]
+    state.deselect_point(point)
+    assert state.clicks == [columbia_click]
+    assert "glaciers=['RGI60-01.10689']" in repr(state)
+    state.clear()
+    assert (state.glaciers, state.cubes, state.points, state.clicks) == ([], [], [], [])
+
+
 # --- the ipyleaflet widget (no browser) ---
 
 ipyleaflet = pytest.importorskip("ipyleaflet", reason="the widget extra is not installed")
@@ -412,3 +819,152 @@ def test_package_import_does_not_load_the_widget():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def _map_click(glacier_map, lat: float, lon: float, kind: str = "click") -> None:
+    """The message the browser sends for a click on the map, through ipyleaflet's dispatcher."""
+    message = {"event": "interaction", "type": kind, "coordinates": [lat, lon], "location": None}
+    glacier_map.map._handle_leaflet_event(None, message, [])
+
+
+def _layer_click(layer, feature: dict, lat: float, lon: float) -> None:
+    message = {
+        "event": "click",
+        "feature": feature,
+        "properties": feature["properties"],
+        "id": None,
+        "coordinates": [lat, lon],
+    }
+    layer._handle_mouse_events(None, message, [])
+
+
+def test_map_glims_and_point_mode(glims, glacier_cube):
+    from xr_itslive.widget import GlacierMap
+
+    url, server = glims
+    m = GlacierMap(
+        catalog=CATALOG, basemap="blank", glims_url=url, data=glacier_cube, multiple=True
+    )
+    assert m.mode == "glacier" and m.mode_buttons.value == "glacier"
+    assert m.glacier_layer.data["features"] == []  # no outline file
+    _map_click(m, LAT, LON, "mousemove")
+    assert server.queries == []
+
+    # A click on the base map: GLIMS's glacier, drawn and highlighted.
+    _map_click(m, LAT, LON)
+    assert m.glacier.glims_id == GLIMS_ID and len(server.queries) == 1
+    assert f"Glacier {GLIMS_ID} from GLIMS" in m.label.value
+    (drawn,) = m.glacier_layer.data["features"]
+    assert drawn["properties"]["glims_id"] == GLIMS_ID
+    assert len(m.selected_glacier_layer.data["features"]) == 1
+    # Leaflet gives a click on the drawn outline to its layer, then to the map: one toggle.
+    _layer_click(m.glacier_layer, drawn, LAT, LON)
+    _map_click(m, LAT, LON)
+    assert m.glaciers == [] and len(server.queries) == 1
+    assert m.selected_glacier_layer.data["features"] == []
+
+    # Point mode, as the buttons set it: the outline's click is ignored, the map's picks.
+    m.mode_buttons.value = "point"
+    assert m.mode == "point" and m.label.value.startswith("Click the map to pick a point")
+    _layer_click(m.glacier_layer, drawn, LAT, LON)
+    _map_click(m, LAT, LON)
+    assert m.glaciers == []
+    assert m.point.label == f"point 1: {GLIMS_ID}, lat 29.9150, lon 95.9700"
+    assert m.point.series.v.dims == ("mid_date",) and m.point.cube_around_point.sizes["x"] == 3
+    assert m.point.label in m.label.value
+    assert m.point_layer in m.map.layers
+    assert [f["geometry"]["coordinates"] for f in m.point_layer.data["features"]] == [[LON, LAT]]
+    _map_click(m, LAT, LON)  # a double click: no second point
+    _map_click(m, 29.92, 95.96, "contextmenu")
+    assert [p.label.split(":")[0] for p in m.points] == ["point 1", "point 2"]
+    assert m.clicks == [(LON, LAT), (95.96, 29.92)]
+
+    # Back to glacier mode (by the property: the buttons follow); a garbage answer shows.
+    m.mode = "glacier"
+    assert m.mode_buttons.value == "glacier"
+    server.mode = "garbage"
+    _map_click(m, 30.5, 96.5)
+    assert m.label.value.startswith("DataAccessError: the GLIMS service at")
+    m.clear()
+    assert m.points == [] and m.point_layer.data["features"] == []
+
+
+def test_map_centerlines():
+    from xr_itslive.widget import GlacierMap
+
+    m = GlacierMap(catalog=False, outlines=BALTORO, centerlines=CENTERLINES, basemap="blank")
+    assert not m.state.glims and m.centerline_layer in m.map.layers
+    feature = m.glacier_layer.data["features"][0]
+    _layer_click(m.glacier_layer, feature, *_inside(feature))
+    assert m.glacier.rgi_id == "BALTORO"
+    assert isinstance(m.centerline, GlacierCenterline) and m.centerlines == [m.centerline]
+    assert m.centerline.glims_id == "G076457E35734N"
+    (drawn,) = m.centerline_layer.data["features"]
+    assert shapely.geometry.shape(drawn["geometry"]).equals_exact(
+        main_centerline(CENTERLINES).geometry.iloc[0], 1e-9
+    )
+    assert "centerline 63.2 km" in m.label.value
+    assert m.clicks == [tuple(reversed(_inside(feature)))]
+    m.clear()
+    assert m.centerline is None and m.centerline_layer.data["features"] == []
+
+
+# --- point mode in a real browser (Voilà + Chromium, as tests/test_widget_browser.py) ---
+
+from test_widget_browser import (  # noqa: E402
+    _CLICK_POINT_JS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RENDER_MS,
+    SELECT_MS,
+    voila_url,  # noqa: F401  (the fixture)
+)
+
+_LABEL_HAS = "text => document.querySelector('.xr-itslive-selection')?.innerText.includes(text)"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent")
+@pytest.mark.timeout(120)
+def test_point_mode_in_chromium(voila_url, tmp_path):  # noqa: F811
+    """The mode buttons, a click in point mode on the outline (the layer's click ignored, the
+    map's taken), a right-click, and glacier mode again, in the page the docs serve."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 800},
+        )
+        try:
+            page = context.new_page()
+            page.goto(voila_url, wait_until="domcontentloaded")
+            page.wait_for_selector("path.xr-itslive-glacier", timeout=RENDER_MS)
+            page.locator(".xr-itslive-mode button", has_text="point").click()
+            page.wait_for_function(_LABEL_HAS, arg="pick a point", timeout=SELECT_MS)
+            where = page.evaluate(_CLICK_POINT_JS)
+            assert where is not None, "no point of the glacier outline is clickable on screen"
+            page.mouse.click(*where)
+            page.wait_for_function(_LABEL_HAS, arg=f"point 1: {RGI_ID}", timeout=SELECT_MS)
+            page.wait_for_selector("path.xr-itslive-point", timeout=SELECT_MS)
+            # the outline's own click did nothing in point mode: no glacier highlighted
+            assert page.locator("path.xr-itslive-selected-glacier").count() == 0
+            # glacier mode again; a right-click still picks a point
+            page.locator(".xr-itslive-mode button", has_text="glacier").click()
+            page.wait_for_timeout(300)
+            page.mouse.click(*where)
+            page.wait_for_selector("path.xr-itslive-selected-glacier", timeout=SELECT_MS)
+            page.mouse.click(where[0] + 5, where[1] + 5, button="right")
+            page.wait_for_function(_LABEL_HAS, arg="point 2: ", timeout=SELECT_MS)
+            text = page.locator(".xr-itslive-selection").inner_text()
+            # the point marker is drawn above the highlighted outline
+            pane = page.evaluate(
+                "() => document.querySelector('path.xr-itslive-point')"
+                ".closest('.leaflet-pane').className"
+            )
+        finally:
+            context.close()
+    assert f"Glacier {RGI_ID}, 10.16 km²" in text and f"Cube {GLACIER_CUBE_NAME}" in text
+    assert "leaflet-marker-pane" in pane

@@ -406,3 +406,75 @@ def test_glims_unreachable_gives_a_clear_error():
         match=r"could not reach the GLIMS service at .* after 2 tries .*pass outlines= a local",
     ):
         fetch_glims_outline(LON, LAT, url=url, timeout=2, attempts=2)
+
+
+def test_glims_url_precedence_and_online_glacier(glims_server, monkeypatch):
+    from xr_itslive.io.outlines import GLIMS_URL_ENV, GLIMS_WFS_URL, glims_url
+
+    url, state = glims_server
+    monkeypatch.delenv(GLIMS_URL_ENV, raising=False)
+    assert glims_url() == GLIMS_WFS_URL == "https://www.glims.org/geoserver/ows"
+    monkeypatch.setenv(GLIMS_URL_ENV, url)
+    assert glims_url() == url and glims_url("http://elsewhere/ows") == "http://elsewhere/ows"
+    outline = read_outlines(OUTLINE).to_crs(4326)[["glims_id", "geometry"]]
+    state["body"] = outline.rename(columns={"glims_id": "glac_id"}).to_json().encode()
+    # Glacier.from_point(online=True) asks the service the environment names
+    glacier = Glacier.from_point(LON, LAT, online=True, catalog=CATALOG)
+    assert glacier.glims_id == "G095962E29920N" and glacier.rgi_id is None
+    assert state["path"].startswith("/geoserver/ows?service=WFS")
+    assert glacier.cube_url == Glacier.from_rgi_id(RGI_ID, OUTLINE, catalog=CATALOG).cube_url
+
+
+def test_glims_refusals_and_malformed_answers(glims_server):
+    url, state = glims_server
+    state["body"] = (
+        b'<?xml version="1.0" ?><ServiceExceptionReport version="1.2.0">'
+        b'<ServiceException code="InvalidParameterValue">Illegal bbox</ServiceException>'
+        b"</ServiceExceptionReport>"
+    )
+    with pytest.raises(DataAccessError, match=r"refused the query for layer .*: Illegal bbox\."):
+        fetch_glims_outline(LON, LAT, url=url)
+    state["body"] = b'{"type": "FeatureCollection", "features": 5}'
+    with pytest.raises(DataAccessError, match=r"did not answer GeoJSON .*'features' is a int"):
+        fetch_glims_outline(LON, LAT, url=url)
+    state["body"] = b'{"type": "FeatureCollection", "features": [{"type": "Feature"}]}'
+    with pytest.raises(DataAccessError, match=r"did not answer GeoJSON"):
+        fetch_glims_outline(LON, LAT, url=url)
+    state["body"] = b'{"type": "FeatureCollection", "features": []}'
+    with pytest.raises(EmptySelectionError, match=r"GLIMS holds no glacier within 0.05°"):
+        fetch_glims_outline(LON, LAT, url=url)
+
+
+def test_glacier_point_label_series_and_window(cube):
+    point = GlacierPoint(lon=LON, lat=LAT)
+    assert point.label == "lat 29.9150, lon 95.9700"
+    assert point.series is None and point.cube_around_point is None
+    named = GlacierPoint.from_point(LON, LAT, outlines=OUTLINE, find_cube=False)
+    assert named.label == f"{RGI_ID}, lat 29.9150, lon 95.9700"
+    assert GlacierPoint.from_point(LON, LAT, find_cube=False, label="mine").label == "mine"
+    loaded = named.load(cube)
+    assert loaded.label == named.label and named.series is None  # frozen: load copies
+    np.testing.assert_array_equal(
+        loaded.series.v.isel(mid_date=slice(0, 2000)).values,
+        cube.itslive.point(LON, LAT).v.isel(mid_date=slice(0, 2000)).values,
+    )
+    around = loaded.cube_around_point
+    assert dict(around.sizes) == {"mid_date": cube.sizes["mid_date"], "y": 3, "x": 3}
+    assert around.attrs["window_size"] == 3
+    np.testing.assert_array_equal(
+        around.v.isel(y=1, x=1, mid_date=slice(0, 2000)).values,
+        loaded.series.v.isel(mid_date=slice(0, 2000)).values,
+    )
+    assert loaded.load(cube, size=5).cube_around_point.sizes["x"] == 5
+    # at the cube's corner the window keeps the pixels inside the cube
+    from pyproj import Transformer
+
+    corner = Transformer.from_crs(32646, 4326, always_xy=True).transform(
+        float(cube.x[0]), float(cube.y[0])
+    )
+    edge = GlacierPoint(lon=corner[0], lat=corner[1]).load(cube)
+    assert (edge.cube_around_point.sizes["y"], edge.cube_around_point.sizes["x"]) == (2, 2)
+    assert f"label='{RGI_ID}, lat 29.9150, lon 95.9700')" in repr(loaded)
+    # Glacier.point gives the window too when the glacier's data is loaded
+    glacier = Glacier.from_rgi_id(RGI_ID, OUTLINE, cube_url=str(GLACIER_CUBE)).with_data(cube)
+    assert glacier.point(LON, LAT).cube_around_point.sizes["x"] == 3

@@ -8,6 +8,7 @@ Finding a cube by a point is :mod:`xr_itslive.io.open`'s job (it needs the catal
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -92,6 +93,34 @@ def _as_datetime(values: np.ndarray) -> np.ndarray:
     return np.datetime64("1970-01-01", "ns") + (values * 86400e9).astype("timedelta64[ns]")
 
 
+#: ITS_LIVE's velocity variables, stored as int16 with ``missing_value`` -32767.
+VELOCITY_VARIABLES = ("v", "vx", "vy", "v_error", "va", "vr")
+#: The fill value of those int16 variables.
+ITSLIVE_FILL = -32767
+
+
+def _mask_undecoded_fill(ds: xr.Dataset) -> xr.Dataset:
+    """Velocities still stored as integers (the store lacks ``missing_value``, or was opened
+    with ``mask_and_scale=False``): ITS_LIVE's -32767 fill masked as NaN, lazily, with a
+    warning that names them; never taken as a velocity."""
+    undecoded = [
+        name for name in VELOCITY_VARIABLES if name in ds.data_vars and ds[name].dtype.kind in "iu"
+    ]
+    if not undecoded:
+        return ds
+    warnings.warn(
+        f"{undecoded} are stored as undecoded integers (no missing_value attribute): their "
+        f"{ITSLIVE_FILL} fill values are taken as missing (ITS_LIVE's convention)",
+        UserWarning,
+        stacklevel=4,
+    )
+    out = ds.copy()
+    for name in undecoded:
+        var = ds[name]
+        out[name] = var.where(var != ITSLIVE_FILL).astype("float32").assign_attrs(var.attrs)
+    return out
+
+
 def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Dataset:
     """Bring an ITS_LIVE cube into the form the rest of the library expects.
 
@@ -125,6 +154,7 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
         check_variables(ds, variables, coordinates=True)
         keep = set(variables) | set(PAIR_DATE_VARIABLES) | {"mapping"}
         ds = ds.drop_vars([v for v in ds.data_vars if v not in keep])
+    ds = _mask_undecoded_fill(ds)
 
     # One small read of both date arrays (a few hundred kB even for full cubes).
     dates = xr.Dataset({name: ds[name].variable for name in PAIR_DATE_VARIABLES}).compute()

@@ -26,8 +26,14 @@ from ..errors import (
 )
 from .download import download
 
+#: The GLIMS web feature service (WFS) that :func:`fetch_glims_outline` asks by default.
 GLIMS_WFS_URL = "https://www.glims.org/geoserver/ows"
+#: Environment variable naming another WFS endpoint to ask instead (a mirror, a local server).
+GLIMS_URL_ENV = "XR_ITSLIVE_GLIMS_URL"
+#: The GLIMS feature type (layer) holding the glacier outlines.
 GLIMS_LAYER = "GLIMS:GLIMS_Glacier_Outlines"
+#: Degrees around the point of the WFS query's bounding box.
+GLIMS_BBOX_HALF_DEG = 0.05
 
 #: Normalized column names (lower case, no ``_``) that hold ids and names, by convention.
 RGI_ID_KEYS = ("rgiid",)  # RGI7 rgi_id, RGI6 RGIId, RGI5 RGIID
@@ -209,25 +215,59 @@ def outline_at(lon: float, lat: float, source: Any, *, id_column: str | None = N
     return hit.iloc[[0]]
 
 
+def glims_url(url: str | None = None) -> str:
+    """The GLIMS WFS endpoint to ask: ``url`` when given, else ``$XR_ITSLIVE_GLIMS_URL``, else
+    :data:`GLIMS_WFS_URL`.
+
+    Parameters
+    ----------
+    url : str, optional
+        An endpoint chosen by the caller (it wins over the environment).
+
+    Returns
+    -------
+    str
+    """
+    if url:
+        return str(url)
+    return os.environ.get(GLIMS_URL_ENV, "").strip() or GLIMS_WFS_URL
+
+
+def _service_exception(payload: bytes) -> str | None:
+    # GeoServer answers a refused query with an XML ServiceExceptionReport.
+    text = payload[:4000].decode("utf-8", "replace")
+    if "ServiceException" not in text:
+        return None
+    tag = r"<(?:\w+:)?(?:ServiceException|ExceptionText)(?:\s[^>]*)?>"
+    found = re.search(tag + r"(.*?)</", text, re.S)
+    return " ".join((found.group(1) if found else text).split())[:300]
+
+
 def fetch_glims_outline(
     lon: float,
     lat: float,
     *,
-    url: str = GLIMS_WFS_URL,
+    url: str | None = None,
     layer: str = GLIMS_LAYER,
     timeout: float = 30.0,
     attempts: int = 2,
 ):
     """The GLIMS outline containing ``(lon, lat)``, from the GLIMS web feature service.
 
-    Needs the network. The newest analysis is returned when GLIMS holds several.
+    Needs the network (or a local stand-in: ``url=`` or ``$XR_ITSLIVE_GLIMS_URL``). The query
+    is a WFS 1.0.0 ``GetFeature`` of ``layer`` in a box of ±0.05° around the point, as
+    GeoJSON; the outline covering the point is kept, the newest analysis when GLIMS holds
+    several.
 
     Parameters
     ----------
     lon, lat
         The point, in degrees.
-    url, layer
-        The WFS endpoint and feature type.
+    url
+        The WFS endpoint; default :func:`glims_url` (``$XR_ITSLIVE_GLIMS_URL``, else
+        :data:`GLIMS_WFS_URL`).
+    layer
+        The WFS feature type.
     timeout, attempts
         Bounds on the request: seconds per try, number of tries.
 
@@ -240,15 +280,19 @@ def fetch_glims_outline(
     Raises
     ------
     DataAccessError
-        The service could not be reached or answered something else than GeoJSON.
+        The service could not be reached, refused the query, or answered something else than
+        a GeoJSON FeatureCollection.
     EmptySelectionError
         No GLIMS glacier contains the point.
     """
+    import requests
     import shapely
 
     check_lonlat(float(lon), float(lat))
+    lon, lat = float(lon), float(lat)
     gpd = geopandas_module()
-    half = 0.05
+    url = glims_url(url)
+    half = GLIMS_BBOX_HALF_DEG
     query = urllib.parse.urlencode(
         {
             "service": "WFS",
@@ -260,30 +304,49 @@ def fetch_glims_outline(
             "maxFeatures": 200,
         }
     )
-    request_url = f"{url}?{query}"
+    request_url = f"{url}{'&' if '?' in url else '?'}{query}"
+    offline = (
+        "Without the network, pass outlines= a local RGI file (shapefile, GeoJSON or "
+        f"GeoParquet) instead of asking GLIMS, or point ${GLIMS_URL_ENV} at a reachable mirror."
+    )
     try:  # bounded tries with backoff (requests/urllib3), not cached: a live query
         payload = download(request_url, timeout, max(1, attempts), what="the GLIMS outline")
     except DataAccessError as err:
         cause = err.__cause__ or err
+        response = getattr(cause, "response", None)
+        if isinstance(cause, requests.HTTPError) and response is not None:
+            refused = _service_exception(response.content or b"") or response.reason
+            raise DataAccessError(
+                f"the GLIMS service at {url!r} answered HTTP {response.status_code} to the query "
+                f"for layer {layer!r} ({refused}); check url= and layer=. {offline}"
+            ) from cause
         raise DataAccessError(
             f"could not reach the GLIMS service at {url!r} after {max(1, attempts)} tries "
-            f"({type(cause).__name__}: {str(cause)[:300]}). Without the network, pass "
-            "outlines= a local RGI file (shapefile, GeoJSON or GeoParquet) instead of "
-            "online=True."
+            f"({type(cause).__name__}: {str(cause)[:300]}). {offline}"
         ) from cause
-    try:
-        features = json.loads(payload)["features"]
-    except (ValueError, KeyError, TypeError) as err:
+    refused = _service_exception(payload)
+    if refused is not None:
         raise DataAccessError(
-            f"the GLIMS service at {url!r} did not answer GeoJSON (got {payload[:120]!r}); "
-            "the service may have changed: pass url=/layer=, or outlines= a local RGI file"
-        ) from err
-    if not features:
-        raise EmptySelectionError(
-            f"GLIMS holds no glacier within 0.05° of (lon={lon:g}, lat={lat:g}); check the "
-            "point (lon, lat order)"
+            f"the GLIMS service at {url!r} refused the query for layer {layer!r}: {refused}. "
+            "Check url= and layer=, or pass outlines= a local RGI file"
         )
-    gdf = gpd.GeoDataFrame.from_features(features, crs=LONLAT)
+    try:
+        answer = json.loads(payload)
+        features = answer["features"]
+        if not isinstance(features, list):
+            raise TypeError(f"'features' is a {type(features).__name__}, not a list")
+        gdf = gpd.GeoDataFrame.from_features(features, crs=LONLAT) if features else None
+    except Exception as err:  # json, shapely and geopandas raise their own types
+        raise DataAccessError(
+            f"the GLIMS service at {url!r} did not answer GeoJSON (got {payload[:120]!r}: "
+            f"{type(err).__name__}: {str(err)[:120]}); the service may have changed: pass "
+            "url=/layer=, or outlines= a local RGI file"
+        ) from err
+    if gdf is None:
+        raise EmptySelectionError(
+            f"GLIMS holds no glacier within {half:g}° of (lon={lon:g}, lat={lat:g}); check "
+            "the point (lon, lat order), or click inside a glacier"
+        )
     hit = gdf[gdf.geometry.covers(shapely.Point(lon, lat))]
     if hit.empty:
         raise EmptySelectionError(
@@ -292,7 +355,7 @@ def fetch_glims_outline(
         )
     date_col = find_column(hit.columns, ("srcdate", "anlystime"))
     if date_col is not None and len(hit) > 1:
-        hit = hit.sort_values(date_col, ascending=False)
+        hit = hit.sort_values(date_col, ascending=False, kind="stable")
     hit = hit.iloc[[0]].copy()
     rgi_col = find_column(hit.columns, RGI_ID_KEYS)
     glims_col = find_column(hit.columns, GLIMS_ID_KEYS)
@@ -300,7 +363,7 @@ def fetch_glims_outline(
     hit["rgi_id"] = clean_value(hit[rgi_col].iloc[0]) if rgi_col else None
     hit["glims_id"] = clean_value(hit[glims_col].iloc[0]) if glims_col else None
     hit["glacier_name"] = clean_value(hit[name_col].iloc[0]) if name_col else None
-    return hit
+    return hit.reset_index(drop=True)
 
 
 def read_centerlines(source: Any):

@@ -22,7 +22,7 @@ from ..errors import OptionalDependencyError
 #: through ``xp``.
 #: A namespace missing any of them is wrapped by array-api-compat.
 KERNEL_NAMES: tuple[str, ...] = (
-    "abs", "all", "arange", "asarray", "astype", "bool", "clip", "concat", "cumulative_sum",
+    "abs", "all", "any", "arange", "asarray", "astype", "bool", "clip", "concat", "cumulative_sum",
     "flip", "float32", "float64", "full", "inf", "int64", "isnan", "matmul", "max", "maximum",
     "nan", "nonzero", "permute_dims", "reshape", "searchsorted", "sort", "sqrt", "sum", "take",
     "take_along_axis", "where", "zeros",

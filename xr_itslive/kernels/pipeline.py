@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 ROBUST_KINDS = {"huber": 1, "tukey": 2}
+#: Fewest residual degrees of freedom (pairs minus the fit's effective parameters) from which
+#: the noise scale, and so ``*_std``, is estimated; below it ``*_std`` is NaN.
+MIN_RESIDUAL_DOF = 1.0
 DEFAULT_TUNING = {"huber": 1.345, "tukey": 4.685}
 
 
@@ -104,7 +107,13 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
             inverse = ops.selected_inverse(factor)
         edf = ops.trace_product(inverse, gram)
         rss = ops.weighted_rss(y, ops.predict(x), w)
-        sigma2 = rss / xp.maximum(n - edf, 1.0)
+        # The noise scale comes from the residuals; a fit that leaves less than one residual
+        # degree of freedom (it interpolates its few pairs) has no residuals to estimate it
+        # from: NaN, never the tiny number rss / (n - edf) would give.
+        residual_dof = n - edf
+        sigma2 = xp.where(
+            residual_dof >= MIN_RESIDUAL_DOF, rss / xp.maximum(residual_dof, 1.0), math.nan
+        )
         width = inverse.shape[0] // x.shape[0]
         variance = inverse[::width, :] * sigma2[None, :]
         result["std"] = xp.sqrt(xp.maximum(variance, 0.0))

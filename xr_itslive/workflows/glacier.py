@@ -27,6 +27,7 @@ from ..geo.centerlines import centerline_series, sample_line
 from ..geo.clip import clip
 from ..geo.masks import glacier_mask
 from ..geo.subset import point_series
+from ..geo.subset import window as pixel_window
 from ..io.catalog import find_cubes
 from ..io.open import open_cube
 from ..io.outlines import (
@@ -419,12 +420,36 @@ class Glacier:
         )
 
 
+#: Width in pixels of the window around a point (:attr:`GlacierPoint.cube_around_point`).
+POINT_WINDOW_SIZE = 3
+
+
+def point_label(lon: float, lat: float, glacier: str | None = None) -> str:
+    """The text naming a point for a user: ``"<glacier>, lat 29.9150, lon 95.9700"``.
+
+    Parameters
+    ----------
+    lon, lat : float
+        The point, in degrees (written with 4 decimals, about 10 m).
+    glacier : str, optional
+        The glacier's name or id, written first when given.
+
+    Returns
+    -------
+    str
+    """
+    where = f"lat {float(lat):.4f}, lon {float(lon):.4f}"
+    return f"{glacier}, {where}" if glacier else where
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class GlacierPoint:
-    """A point on a glacier and, once loaded, the cube's series at its nearest pixel.
+    """A point on a glacier and, once loaded, the cube's series at its nearest pixel and the
+    3×3 pixels around it.
 
-    Build one with :meth:`from_point` or :meth:`Glacier.point`. Each parameter is kept as the
-    attribute of the same name.
+    Build one with :meth:`from_point`, :meth:`Glacier.point` or a click on the map
+    (:class:`~xr_itslive.widget.GlacierMap`); :meth:`load` reads its cube. Each parameter is
+    kept as the attribute of the same name.
 
     Parameters
     ----------
@@ -435,9 +460,16 @@ class GlacierPoint:
     cube_url : str, optional
         The cube covering it.
     data : xarray.Dataset, optional
-        The series at the nearest pixel (see :func:`xr_itslive.geo.subset.point_series`), or None.
+        The series at the nearest pixel (see :func:`xr_itslive.geo.subset.point_series`), or None;
+        also :attr:`series`.
     glacier : Glacier, optional
         The :class:`Glacier`, when known.
+    label : str, optional
+        What a user sees for the point (a legend, the map's text); default: the glacier's name
+        or id and the rounded coordinates (:func:`~xr_itslive.workflows.glacier.point_label`).
+    window : xarray.Dataset, optional
+        The 3×3 pixels centred on the nearest pixel (see :func:`xr_itslive.geo.subset.window`),
+        or None; also :attr:`cube_around_point`.
     """
 
     lon: float
@@ -447,6 +479,15 @@ class GlacierPoint:
     cube_url: str | None = None
     data: xr.Dataset | None = None
     glacier: Glacier | None = None
+    label: str | None = None
+    window: xr.Dataset | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is None:
+            glacier_text = self.name or self.rgi_id
+            if glacier_text is None and self.glacier is not None:
+                glacier_text = self.glacier.name or self.glacier.rgi_id or self.glacier.glims_id
+            object.__setattr__(self, "label", point_label(self.lon, self.lat, glacier_text))
 
     @classmethod
     def from_point(
@@ -458,6 +499,7 @@ class GlacierPoint:
         catalog: Any = None,
         cube_url: str | None = None,
         find_cube: bool = True,
+        label: str | None = None,
     ) -> GlacierPoint:
         """A point; with ``outlines``, the glacier it lies on; with ``find_cube``, its cube.
 
@@ -473,6 +515,8 @@ class GlacierPoint:
             The cube's URL or path, recorded as given (no catalog lookup).
         find_cube : bool, optional
             Without ``cube_url``, record the catalog cube the point lies deepest in.
+        label : str, optional
+            The point's label (default: see :func:`~xr_itslive.workflows.glacier.point_label`).
         """
         glacier = None
         if outlines is not None:
@@ -484,7 +528,7 @@ class GlacierPoint:
         return cls(
             lon=float(lon), lat=float(lat),
             rgi_id=glacier.rgi_id if glacier else None, name=glacier.name if glacier else None,
-            cube_url=cube_url, glacier=glacier,
+            cube_url=cube_url, glacier=glacier, label=label,
         )  # fmt: skip
 
     @property
@@ -492,10 +536,27 @@ class GlacierPoint:
         """Distance from the point to the centre of the pixel its series comes from."""
         return None if self.data is None else float(self.data.attrs["offset_m"])
 
+    @property
+    def series(self) -> xr.Dataset | None:
+        """The series at the nearest pixel (``data``; dims ``mid_date``), or None until loaded."""
+        return self.data
+
+    @property
+    def cube_around_point(self) -> xr.Dataset | None:
+        """The 3×3 pixels around the point (``window``; dims ``mid_date, y, x``), or None until
+        loaded; fewer pixels at the cube's edge."""
+        return self.window
+
     def load(
-        self, ds: xr.Dataset | None = None, variables: Any = None, **kwargs: Any
+        self,
+        ds: xr.Dataset | None = None,
+        variables: Any = None,
+        *,
+        size: int = POINT_WINDOW_SIZE,
+        **kwargs: Any,
     ) -> GlacierPoint:
-        """A copy holding the series at the nearest pixel of ``ds`` (default: the opened cube).
+        """A copy holding the series at the nearest pixel of ``ds`` (default: the opened cube)
+        and the ``size × size`` window around it, both lazy.
 
         Parameters
         ----------
@@ -503,19 +564,26 @@ class GlacierPoint:
             The cube to read; default: open ``cube_url``.
         variables : iterable of str, optional
             Variables to keep when opening ``cube_url`` (default: all); unused with ``ds``.
+        size : int, optional
+            Odd width in pixels of the window (:attr:`cube_around_point`); at the cube's edge
+            the window keeps the pixels inside the cube.
         **kwargs
             Passed to :func:`xr_itslive.open_cube` when opening ``cube_url``.
         """
         if ds is None:
             ds = _open(self.cube_url, variables, "point", **kwargs)
-        return replace(self, data=point_series(ds, lon=self.lon, lat=self.lat))
+        return replace(
+            self,
+            data=point_series(ds, lon=self.lon, lat=self.lat),
+            window=pixel_window(ds, lon=self.lon, lat=self.lat, size=size, clip_edges=True),
+        )
 
     def __repr__(self) -> str:
         offset = "" if self.data is None else f", offset={self.offset_m:.1f} m"
         return (
             f"GlacierPoint(lon={self.lon:.5f}, lat={self.lat:.5f}, rgi_id={self.rgi_id!r}, "
             f"name={self.name!r}, cube={_cube_name(self.cube_url)!r}, "
-            f"data={_data_text(self.data)}{offset})"
+            f"data={_data_text(self.data)}{offset}, label={self.label!r})"
         )
 
 

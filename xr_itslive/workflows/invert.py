@@ -11,6 +11,7 @@ The normal matrix is banded and differs between pixels only through which pairs 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -111,6 +112,16 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
                 f"variable {name!r} has dims {var.dims} without 'mid_date'; only per-pair "
                 "variables (mid_date, y, x) can be inverted"
             )
+        dtype_name = str(getattr(var.dtype, "name", var.dtype)).rsplit(".", 1)[-1]
+        if dtype_name.startswith(("int", "uint")):
+            # ITS_LIVE stores int16 with missing_value -32767: undecoded, the fill would be
+            # inverted as a velocity of -32767 m/yr.
+            raise NotAnITSLiveCubeError(
+                f"variable {name!r} holds undecoded integers ({var.dtype}): its fill value "
+                "(ITS_LIVE's -32767) would be taken as a velocity. Open the cube with "
+                "xr_itslive.open_cube (which decodes it), or decode it yourself, e.g. "
+                f"ds[{name!r}] = ds[{name!r}].where(ds[{name!r}] != -32767).astype('float32')"
+            )
         chunks = var.chunksizes.get(PAIR_DIM) if var.chunks is not None else None
         if chunks is not None and len(chunks) > 1:
             raise ChunkingError(
@@ -119,6 +130,28 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
                 "Rechunk with ds.chunk({'mid_date': -1}) "
                 "(and chunk y/x smaller if memory is tight)."
             )
+
+
+#: The largest banded system of one pixel (``cells × (bandwidth + 1)`` doubles) that an
+#: inversion may build; the kernels hold a few of them per thread.
+MAX_BAND_BYTES = 2**30
+
+
+def _check_band_size(geometry: design.PairGeometry, step: float) -> None:
+    """Refuse, before allocating, a grid whose per-pixel system cannot fit in memory."""
+    n_cells, bandwidth = geometry.n_cells, geometry.bandwidth
+    size = n_cells * (bandwidth + 1) * 8
+    if size <= MAX_BAND_BYTES:
+        return
+    # cells and bandwidth both scale as 1 / step: the band as 1 / step²
+    fits = float(step) * np.sqrt(size / MAX_BAND_BYTES)
+    raise InvalidParameterError(
+        f"step={step:g} days makes {n_cells:,} cells with a bandwidth of {bandwidth:,} cells "
+        f"(the longest pair): each pixel's banded system alone would take "
+        f"{size / 2**30:,.1f} GiB (the limit is {MAX_BAND_BYTES / 2**30:g} GiB). Use "
+        f"step >= {np.ceil(fits * 10) / 10:g} days (e.g. step=12), or a shorter start..end, or "
+        "drop the longest pairs (filter(max_days=...))"
+    )
 
 
 def build_problem(
@@ -132,6 +165,7 @@ def build_problem(
     img1 = np.asarray(ds["acquisition_date_img1"].values)
     img2 = np.asarray(ds["acquisition_date_img2"].values)
     geometry = design.pair_geometry(img1, img2, step, start, end, derivative)
+    _check_band_size(geometry, step)
     reg = kdesign.regularization_matrix(geometry.grid.n_cells, derivative, 1.0, step)
     band = kdesign.to_upper_band(reg, geometry.bandwidth).ravel()
     return Problem(geometry, band, float(step), int(derivative))
@@ -231,6 +265,14 @@ def solve_block(
         shape = (n_pix,) if name == "lam" else (n_pix, n_cells)
         return xp.full(shape, xp.nan, dtype=xp.float32)
 
+    if weights is not None:
+        weights = xp.reshape(xp.astype(xp.asarray(weights), xp.float64), (-1, n_pairs))
+        if bool(xp.any(weights < 0)):
+            raise InvalidParameterError(
+                f"weights must be >= 0, found {int(xp.sum(xp.astype(weights < 0, xp.int64)))} "
+                "negative value(s); pass 1 / error² (or weights='error') or clip them at 0"
+            )
+    flat = _finite_or_nan(xp, flat, weights)
     out = {}
     # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
     if is_host_numpy(flat):
@@ -247,7 +289,7 @@ def solve_block(
         index = xp.nonzero(keep)[0]
         flat = xp.take(flat, index, axis=0)
     if weights is not None:
-        weights = xp.reshape(xp.astype(xp.asarray(weights), xp.float64), (-1, n_pairs))
+        weights = xp.where(xp.isnan(weights) | (weights == float("inf")), 0.0, weights)
         if weights.shape[0] > 1 and index is not None:
             weights = xp.take(weights, index, axis=0)
     if flat.shape[0]:
@@ -281,6 +323,45 @@ def solve_block(
         "outlier": (*lead_shape, n_pairs),
     }
     return tuple(xp.reshape(out[name], shapes[name]) for name in names)
+
+
+def _drop_duplicated_pairs(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` without repeated pairs (the same ``pair_id`` twice), with a warning that counts
+    them: a pair seen twice would weigh twice."""
+    if "pair_id" not in ds.coords:
+        return ds
+    ids = np.asarray(ds["pair_id"].values)
+    _, first = np.unique(ids, return_index=True)
+    if first.size == ids.size:
+        return ds
+    warnings.warn(
+        f"{ids.size - first.size} pairs appear more than once (the same pair_id); each is "
+        "used once. Check how the cube was assembled (a concat or rechunk that repeated pairs)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return ds.isel({PAIR_DIM: np.sort(first)})
+
+
+def _finite_or_nan(xp: Any, flat: Any, weights: Any) -> Any:
+    """Observations that cannot be trusted as missing: infinite values, and those whose weight
+    is not finite (NaN, inf). Without any, ``flat`` itself (no copy)."""
+    inf = float("inf")
+    # one cheap pass in the common case (nothing to fix): any ±inf among the values? On the
+    # host, two NaN-ignoring reductions that allocate nothing (a chunk can be large).
+    if is_host_numpy(flat):
+        values_bad = flat.size > 0 and bool(
+            np.fmax.reduce(flat, axis=None) == inf or np.fmin.reduce(flat, axis=None) == -inf
+        )
+    else:
+        values_bad = bool(xp.any(xp.abs(flat) == inf))
+    weights_bad = weights is not None and not bool(xp.all(xp.abs(weights) < inf))
+    if not (values_bad or weights_bad):
+        return flat
+    bad = xp.abs(flat) == inf
+    if weights_bad:
+        bad = bad | ~(xp.abs(weights) < inf)
+    return xp.where(bad, xp.asarray(float("nan"), dtype=flat.dtype), flat)
 
 
 def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
@@ -409,6 +490,7 @@ def invert(
     )
     if return_outliers and not options.robust:
         raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
+    ds = _drop_duplicated_pairs(ds)
     problem = build_problem(ds, step, derivative, start, end)
     geometry = problem.geometry
     cube = ds.isel({PAIR_DIM: np.flatnonzero(geometry.kept)}) if not geometry.kept.all() else ds
