@@ -96,7 +96,8 @@ def test_outline_masks_pixels(edge_cube, tmp_path):
     assert written["vx"].where(inside).notnull().any()
     assert "vy" not in written and "v" not in written
     assert written.attrs["min_obs"] == 3
-    assert store_status(out).parameters["mask"] == str(OUTLINE)
+    recorded = store_status(out).parameters["mask"]  # the outline's path and content
+    assert recorded["file"] == str(OUTLINE) and len(recorded["sha256"]) == 16
 
 
 def test_every_inversion_parameter_is_a_flag():

@@ -282,3 +282,20 @@ def test_bad_store_arguments(tmp_path):
     with pytest.raises(InvalidParameterError, match=r"chunk dimensions \['lat'\]"):
         write_resumable(result, tmp_path / "x.zarr", dims=("lat",))
     assert store_status(tmp_path / "nothing.zarr") is None
+
+
+def test_a_resume_with_other_weights_or_another_cube_is_refused(tmp_path):
+    """The fingerprint identifies non-scalar arguments by content and the input cube by its
+    pairs: neither a resume with other weights nor one on a changed cube reports complete."""
+    cube = small_cube()
+    store = tmp_path / "w.zarr"
+    ones = xr.DataArray(np.ones(cube.sizes["mid_date"]), dims="mid_date")
+    invert_to_zarr(cube, store, step=STEP, weights=ones, progress=False)
+    assert invert_to_zarr(cube, store, step=STEP, weights=ones, progress=False).already_complete
+    halves = ones.copy(data=np.r_[np.ones(10), 0.5 * np.ones(ones.size - 10)])
+    with pytest.raises(StoreConflictError, match=r"weights.*overwrite=True"):
+        invert_to_zarr(cube, store, step=STEP, weights=halves, progress=False)
+    fewer = cube.isel(mid_date=slice(5, None))  # the cube changed: pairs gone
+    with pytest.raises(StoreConflictError, match=r"input.*overwrite=True"):
+        invert_to_zarr(fewer, store, step=STEP, weights=ones.isel(mid_date=slice(5, None)),
+                       progress=False)  # fmt: skip

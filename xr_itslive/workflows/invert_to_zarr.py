@@ -14,20 +14,58 @@ from ..errors import InvalidParameterError
 from .device import gpu_engine, to_device, to_host
 from .invert import invert
 from .mosaic import invert_mosaic
-from .store import WriteSummary, coord_digest, write_resumable
+from .store import WriteSummary, write_resumable
 
 
 def _describe(value: Any) -> Any:
-    """A stable, JSON-friendly stand-in for a parameter value (masks, outlines...)."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """A stable, JSON-friendly stand-in for a parameter value that identifies its content, so
+    that a resume with another mask, outline or weights is refused instead of mixing runs."""
+    if value is None or isinstance(value, str | int | float | bool) and not _is_file(value):
         return value
+    if _is_file(value):  # an outline file: its path and what it holds
+        path = os.fspath(value)
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+        return {"file": path, "sha256": digest}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, list | tuple):
         return [_describe(v) for v in value]
-    if isinstance(value, xr.DataArray):
-        return {"DataArray": coord_digest(np.asarray(value.values)), "dims": list(value.dims)}
+    if isinstance(value, xr.DataArray | xr.Dataset):
+        # dask's token: the data of numpy-backed arrays, the graph (source and operations) of
+        # lazy ones, without computing them
+        from dask.base import tokenize
+
+        return {type(value).__name__: tokenize(value), "dims": list(value.dims)}
+    if hasattr(value, "outline") and hasattr(value, "crs"):  # a Glacier
+        return {
+            "glacier": getattr(value, "rgi_id", None),
+            "outline": hashlib.sha256(value.outline.wkb).hexdigest()[:16],
+            "crs": str(value.crs),
+        }
     return {type(value).__name__: hashlib.sha256(repr(value).encode()).hexdigest()[:16]}
+
+
+def _is_file(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike) and os.path.isfile(value)
+
+
+def _input_identity(cube: Any) -> Any:
+    """What identifies an input cube cheaply: where it comes from, its sizes, and a digest of
+    every pair's dates (a cube updated with new pairs, or another cube, differs)."""
+    if isinstance(cube, list | tuple):
+        return [_input_identity(c) for c in cube]
+    if not isinstance(cube, xr.Dataset):
+        return _describe(cube)  # a path or URL: the mosaic opens it
+    digest = hashlib.sha256()
+    for name in ("acquisition_date_img1", "acquisition_date_img2"):
+        if name in cube.variables:
+            digest.update(np.ascontiguousarray(np.asarray(cube[name].values)).tobytes())
+    return {
+        "source": str(cube.attrs.get("url") or cube.encoding.get("source") or ""),
+        "sizes": {str(k): int(v) for k, v in cube.sizes.items()},
+        "pairs": digest.hexdigest()[:16],
+    }
 
 
 def invert_to_zarr(
@@ -86,10 +124,12 @@ def invert_to_zarr(
         else:
             result = invert(cube, **invert_kwargs)
     parameters = dict(result.attrs)
-    # Settings that leave no trace in the result's attributes still tell runs apart.
-    for key in ("mask",):
+    # Settings that leave no trace in the result's attributes (or only a word, such as
+    # weights="user") still tell runs apart: their content, and the input's identity.
+    for key in ("mask", "weights"):
         if invert_kwargs.get(key) is not None:
             parameters[key] = _describe(invert_kwargs[key])
+    parameters["input"] = _input_identity(cube)
     return write_resumable(
         result,
         store,
