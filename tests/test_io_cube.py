@@ -137,3 +137,5 @@ def test_open_composite_from_s3_by_the_cubes_url(s3_server, s3_glacier_cube, tmp
     np.testing.assert_array_equal(opened["v0"].values, composite["v0"].values)
     with pytest.raises(MissingVariableError, match=r"variables \['vx_amp'\] not found"):
         xr_itslive.open_composite(legacy, variables=["vx_amp"])
+    with pytest.raises(InvalidParameterError, match=r"either source or both lon= and lat="):
+        xr_itslive.open_composite(legacy, lon=95.97, lat=29.9)

@@ -246,6 +246,16 @@ def test_bad_input_names_the_fix(cube):
         xr_itslive.invert_mosaic([cube], robust=True, return_outliers=True)
     with pytest.raises(InvalidParameterError, match="hold Datasets, paths, URLs"):
         xr_itslive.invert_mosaic([42])
+    counts = xr.ones_like(cube["x"] * cube["y"], dtype=int)
+    with pytest.raises(InvalidParameterError, match=r"got dtype int64; use e.g. mask > 0"):
+        xr_itslive.invert_mosaic([cube], mask=counts)
+    bare = cube[["vx", "vy"]].isel(x=slice(0, 3), y=slice(0, 3))
+    bare = bare.drop_vars(["spatial_ref", "mapping"], errors="ignore")
+    bare.attrs.pop("projection", None)
+    with pytest.raises(InvalidParameterError, match=r"record no CRS.*open_cube.*crs="):
+        xr_itslive.invert_mosaic([bare], step=60.0)
+    with pytest.raises(InvalidParameterError, match=r"gpu=True solves one cube at a time"):
+        xr_itslive.invert_to_zarr([cube, cube], "unused.zarr", gpu=True)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from ..geo.masks import glacier_mask
 from ..geo.subset import grid_spacing
 from ..io.format import PAIR_DIM, TIME_DIM
 from ..io.open import open_cube
+from ..io.outlines import read_any
 from .invert import DEFAULTS, check_cube, invert
 
 #: Variables with components along the grid's x and y axes, rotated between CRSs.
@@ -91,7 +92,8 @@ def _cube_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
             return xr.zeros_like(ds["x"] * ds["y"], dtype=bool).transpose("y", "x")
     if mask.dtype != bool:
         raise InvalidParameterError(
-            f"mask must be a boolean (y, x) DataArray or a glacier outline, got dtype {mask.dtype}"
+            f"mask must be a boolean (y, x) DataArray or a glacier outline, got dtype "
+            f"{mask.dtype}; use e.g. mask > 0, or pass the outline itself"
         )
     own, source = cube_crs(ds), cube_crs(mask)
     if source is None or own is None or crs_key(source) == crs_key(own):
@@ -320,6 +322,8 @@ def invert_mosaic(
     end = window[1] if end is None else end
 
     # Each cube's mask, and the cubes the mask leaves out.
+    if isinstance(mask, str | os.PathLike):
+        mask = read_any(mask)  # an outline file: read once, not once per cube
     masks = [_cube_mask(ds, mask) for ds, _ in opened]
     kept = [i for i, m in enumerate(masks) if m is None or bool(np.asarray(m.values, bool).any())]
     if not kept:
