@@ -193,12 +193,21 @@ def test_platform_errors_name_the_fix(cube):
         MissingVariableError, match=r"add 'satellite_img1', 'satellite_img2' to variables="
     ):
         select_platforms(vx_only, satellites="L8")
-    with pytest.raises(MissingVariableError, match=r"add 'sensor_img1', 'sensor_img2'"):
-        select_platforms(vx_only, sensors="MSI")
-    with pytest.raises(
-        EmptySelectionError, match=r"no pair matches .*satellites='L3'.*'L8', 'L9', 'S1A', 'S2A'"
+    with pytest.raises(  # MSI is Sentinel-2: the satellite says it
+        MissingVariableError, match=r"sensors='MSI' needs .*add 'satellite_img1', 'satellite_img2'"
     ):
-        select_platforms(cube, satellites="L3")
+        select_platforms(vx_only, sensors="MSI")
+    with pytest.raises(  # Landsat 8/9's 'C' or 'O' is only in the sensor variables
+        MissingVariableError,
+        match=r"add 'satellite_img1', 'satellite_img2', 'sensor_img1', 'sensor_img2'",
+    ):
+        select_platforms(vx_only, sensors="OLI-TIRS")
+    with pytest.raises(
+        EmptySelectionError, match=r"no pair matches .*satellites='L4'.*'L8', 'L9', 'S1A', 'S2A'"
+    ):
+        select_platforms(cube, satellites="L4")  # Landsat 4 pairs all have a Landsat 5 image
+    with pytest.raises(InvalidParameterError, match=r"satellites='L3' is not a name"):
+        select_platforms(cube, satellites="L3")  # no Landsat 3 in ITS_LIVE
     with pytest.raises(InvalidParameterError, match=r"images must be .*images='all'"):
         select_platforms(cube, satellites="L8", images="all")
 
@@ -284,3 +293,277 @@ def test_platform_names_work_without_mission_variables():
         b = full.itslive.filter(satellites=wanted)
         assert a.sizes["mid_date"] == b.sizes["mid_date"] > 0
         np.testing.assert_array_equal(a["pair_id"].values, b["pair_id"].values)
+
+
+# --- the vocabulary of missions, satellites and sensors (issue item 5) ---
+
+SENTINEL1 = {"1A", "1B", "1C"}
+SENTINEL2 = {"2A", "2B", "2C"}
+LANDSAT = {"4", "5", "7", "8", "9"}
+BUNDLED = xr_itslive.demo_cube_path()
+
+
+def _raw(ds, name):
+    """A per-pair string variable as plain str, whatever the writer stored (bytes, <U, object)."""
+    return np.array(
+        [v.decode() if isinstance(v, bytes) else str(v) for v in ds[name].values.tolist()]
+    )
+
+
+def _both_in(ds, satellites, sensors=None, images="both"):
+    """Which pairs' images come from ``satellites`` (and, if given, carry these sensor codes)."""
+    hits = []
+    for i in (1, 2) if images != "first" else (1,):
+        hit = np.isin(_raw(ds, f"satellite_img{i}"), list(satellites))
+        if sensors is not None:
+            hit &= np.isin(_raw(ds, f"sensor_img{i}"), list(sensors))
+        hits.append(hit)
+    if images == "first":
+        return hits[0]
+    return hits[0] | hits[1] if images == "either" else hits[0] & hits[1]
+
+
+def test_the_three_reported_defects(cube):
+    """missions='S1' gave Sentinel-1 and -2 (38,387 pairs), sensors='SAR' gave mostly Landsat
+    8/9 (2,598), sensors='OLI' gave nothing; on the real cube they are 362, 362 and 2,286."""
+    s1 = select_platforms(cube, missions="S1")
+    assert set(_raw(s1, "satellite_img1")) | set(_raw(s1, "satellite_img2")) == {"1A"}
+    assert s1.sizes["mid_date"] == 362
+    sar = select_platforms(cube, sensors="SAR")
+    assert set(_raw(sar, "satellite_img1")) | set(_raw(sar, "satellite_img2")) == {"1A"}
+    assert sar.sizes["mid_date"] == 362
+    oli = select_platforms(cube, sensors="OLI")
+    assert set(_raw(oli, "satellite_img1")) | set(_raw(oli, "satellite_img2")) == {"8", "9"}
+    assert oli.sizes["mid_date"] == 2286
+
+
+SPELLINGS = [
+    # (parameter, spelling, satellites it means)
+    ("missions", "S1", SENTINEL1),
+    ("missions", "s1", SENTINEL1),
+    ("missions", "Sentinel-1", SENTINEL1),
+    ("missions", "sentinel1", SENTINEL1),
+    ("missions", "SENTINEL_1", SENTINEL1),
+    ("missions", "S2", SENTINEL2),
+    ("missions", "Sentinel 2", SENTINEL2),
+    ("missions", "L", LANDSAT),
+    ("missions", "landsat", LANDSAT),
+    ("missions", "Landsat", LANDSAT),
+    ("missions", "S", SENTINEL1 | SENTINEL2),  # ITS_LIVE's own mission_img value
+    ("missions", "sentinel", SENTINEL1 | SENTINEL2),
+    ("missions", ["S1", "L"], SENTINEL1 | LANDSAT),
+    ("missions", b"S1", SENTINEL1),
+    ("satellites", "L8", {"8"}),
+    ("satellites", "Landsat 8", {"8"}),
+    ("satellites", "landsat8", {"8"}),
+    ("satellites", "8", {"8"}),  # the cube's raw value
+    ("satellites", "Landsat-7", {"7"}),
+    ("satellites", "L5", {"5"}),
+    ("satellites", ["L8", "L9"], {"8", "9"}),
+    ("satellites", "1A", {"1A"}),
+    ("satellites", "S1A", {"1A"}),
+    ("satellites", "Sentinel-1A", {"1A"}),
+    ("satellites", "2A", {"2A"}),
+    ("satellites", "s2b", {"2B"}),
+    ("satellites", "S2", SENTINEL2),
+    ("satellites", "S1", SENTINEL1),
+    ("satellites", "L", LANDSAT),
+    ("satellites", "Landsat", LANDSAT),
+    ("sensors", "SAR", SENTINEL1),
+    ("sensors", "C-SAR", SENTINEL1),
+    ("sensors", "radar", SENTINEL1),
+    ("sensors", "MSI", SENTINEL2),
+    ("sensors", "msi", SENTINEL2),
+    ("sensors", "OLI", {"8", "9"}),
+    ("sensors", "oli", {"8", "9"}),
+    ("sensors", "ETM+", {"7"}),
+    ("sensors", "E", {"7"}),  # ITS_LIVE's sensor code
+    ("sensors", "TM", {"4", "5"}),
+    ("sensors", "T", {"4", "5"}),
+    ("sensors", "optical", LANDSAT | SENTINEL2),
+    ("sensors", ["SAR", "MSI"], SENTINEL1 | SENTINEL2),
+]
+
+
+@pytest.mark.parametrize(("parameter", "spelling", "satellites"), SPELLINGS)
+def test_each_spelling_selects_its_satellites(cube, parameter, spelling, satellites):
+    got = select_platforms(cube, **{parameter: spelling})
+    expected = _both_in(cube, satellites)
+    np.testing.assert_array_equal(got.pair_id.values, cube.pair_id.values[expected])
+    present = set(_raw(cube, "satellite_img1")) | set(_raw(cube, "satellite_img2"))
+    kept = set(_raw(got, "satellite_img1")) | set(_raw(got, "satellite_img2"))
+    assert kept <= satellites & present
+
+
+def test_sensor_codes_that_need_the_sensor_variable(cube):
+    # Landsat 8/9 images are stored as 'C' (OLI with TIRS) or 'O' (OLI alone)
+    tirs = select_platforms(cube, sensors="OLI-TIRS")
+    expected = _both_in(cube, {"8", "9"}, sensors={"C"})
+    np.testing.assert_array_equal(tirs.pair_id.values, cube.pair_id.values[expected])
+    assert tirs.sizes["mid_date"] == 2236
+    only = select_platforms(cube, sensors="O", images="either")
+    expected = _both_in(cube, {"8", "9"}, sensors={"O"}, images="either")
+    assert only.sizes["mid_date"] == expected.sum() == 50
+    with pytest.raises(EmptySelectionError, match=r"no pair matches .*sensors='O'"):
+        select_platforms(cube, sensors="O")  # no pair has two OLI-only images
+
+
+def test_selections_combine_per_image(cube):
+    both = select_platforms(cube, missions="L", sensors="OLI")
+    np.testing.assert_array_equal(
+        both.pair_id.values, select_platforms(cube, satellites=["L8", "L9"]).pair_id.values
+    )
+    either = select_platforms(cube, satellites="L8", sensors="OLI", images="either")
+    assert either.sizes["mid_date"] == _both_in(cube, {"8"}, images="either").sum()
+    first = select_platforms(cube, satellites="L9", images="first")
+    assert first.sizes["mid_date"] == (_raw(cube, "satellite_img1") == "9").sum() == 621
+
+
+BAD_SPELLINGS = [
+    # (parameter, value, what the message must say)
+    ("missions", "L8", r"missions='L8'.*'L8' is a satellite: pass satellites='L8'"),
+    ("missions", "SAR", r"'SAR' is a sensor: pass sensors='SAR'"),
+    ("missions", "Sentinel-3", r"missions='Sentinel-3'.*valid missions: 'S1' .*'S2' .*'L' "),
+    ("missions", "S1A", r"'S1A' is a satellite: pass satellites='S1A'"),
+    ("missions", "Landsat 8/9", r"missions='Landsat 8/9'.*valid missions"),
+    ("satellites", "L3", r"satellites='L3'.*valid satellites: .*'L4'.*'L9'.*'S1A'.*'S2B'"),
+    ("satellites", "2", r"satellites='2'.*valid satellites"),
+    ("satellites", "Sentinel-12", r"satellites='Sentinel-12'.*valid satellites"),
+    ("satellites", "OLI", r"'OLI' is a sensor: pass sensors='OLI'"),
+    ("sensors", "C", r"sensors='C' is ambiguous.*Landsat 8/9 .*Sentinel-1.*'OLI-TIRS'.*'SAR'"),
+    ("sensors", "OLIX", r"sensors='OLIX'.*valid sensors: .*'SAR'.*'MSI'.*'OLI'"),
+    ("sensors", "L8", r"'L8' is a satellite: pass satellites='L8'"),
+    ("sensors", "thermal", r"sensors='thermal'.*valid sensors"),
+    ("missions", [], r"missions=\[\] selects nothing; pass None"),
+    ("satellites", ["L8", "L 33"], r"satellites='L 33'.*valid satellites"),
+]
+
+
+@pytest.mark.parametrize(("parameter", "value", "message"), BAD_SPELLINGS)
+def test_bad_spellings_are_refused_with_the_valid_values(cube, parameter, value, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        select_platforms(cube, **{parameter: value})
+    with pytest.raises(InvalidParameterError, match=message):
+        filter_pairs(cube, **{parameter: value})
+
+
+def test_the_vocabulary_is_unambiguous():
+    from xr_itslive.geo.pairs import AMBIGUOUS, INSTRUMENTS, SATELLITES, VOCABULARY
+
+    spellings = [s for names in VOCABULARY.values() for n in names.values() for s in n.spellings]
+    assert len(spellings) == len(set(spellings))  # one meaning per spelling
+    assert not set(spellings) & set(AMBIGUOUS)
+    assert set(SATELLITES) == SENTINEL1 | SENTINEL2 | LANDSAT
+    every = {(row[0], row[2]) for row in INSTRUMENTS}
+    for names in VOCABULARY.values():
+        for name in names.values():
+            assert name.images and name.images <= every and name.meaning
+
+
+def test_platform_codes_name_both_images(cube):
+    from xr_itslive.geo.pairs import platform_codes
+
+    first, second = platform_codes(cube)
+    assert set(first) == {"l4", "l5", "l7", "l8", "l9", "s1a", "s2a", "s2b"}
+    np.testing.assert_array_equal(second == "l9", _raw(cube, "satellite_img2") == "9")
+
+
+def test_no_substring_matching(cube):
+    # 'S' is ITS_LIVE's mission value for both Sentinels; 'S1' must not widen to it
+    assert (
+        select_platforms(cube, missions="S1").sizes["mid_date"]
+        < (select_platforms(cube, missions="S").sizes["mid_date"])
+    )
+    # a raw code is one satellite, not a prefix of others
+    assert select_platforms(cube, satellites="2A").sizes["mid_date"] == _both_in(cube, {"2A"}).sum()
+
+
+def test_bundled_cube_stores_bytes_and_only_the_first_image():
+    """The bundled subset holds satellite_img1 as bytes (b'2A') and no satellite_img2."""
+    bundled = xr_itslive.open_cube(BUNDLED)
+    assert isinstance(bundled.satellite_img1.values[0], bytes)
+    for spelling, satellites in (("S2", SENTINEL2), ("L8", {"8"}), ("S1", SENTINEL1)):
+        got = select_platforms(bundled, satellites=spelling, images="first")
+        expected = _both_in(bundled, satellites, images="first")
+        assert got.sizes["mid_date"] == expected.sum() > 0
+        np.testing.assert_array_equal(got.pair_id.values, bundled.pair_id.values[expected])
+    # OLI is Landsat 8/9 whatever their sensor code: no sensor variable needed
+    oli = select_platforms(bundled, sensors="OLI", images="first")
+    assert oli.sizes["mid_date"] == _both_in(bundled, {"8", "9"}, images="first").sum()
+    with pytest.raises(MissingVariableError, match=r"satellite_img2.*images='first'"):
+        select_platforms(bundled, missions="S1")
+    with pytest.raises(MissingVariableError, match=r"sensors='OLI-TIRS'.*'sensor_img1'"):
+        select_platforms(bundled, sensors="OLI-TIRS", images="first")
+    sub = filter_pairs(bundled, satellites="L8", images="first", max_days=100)
+    assert (
+        sub.sizes["mid_date"]
+        == (_both_in(bundled, {"8"}, images="first") & (baseline_days(bundled) <= 100)).sum()
+    )
+
+
+def test_unknown_codes_in_a_cube_are_reported(small):
+    odd = small.assign(
+        satellite_img1=("mid_date", np.where(_raw(small, "satellite_img1") == "4", "X9", "8"))
+    )
+    with pytest.warns(UserWarning, match=r"satellite codes \['X9'\].*no selection keeps them"):
+        select_platforms(odd, missions="L")
+
+
+# --- the filters on the command line ---
+
+
+def test_cli_filters_are_those_of_filter_pairs(tmp_path, capsys):
+    from xr_itslive.cli import main
+
+    out = tmp_path / "l8.zarr"
+    args = ["invert", BUNDLED, "--out", str(out), "--step", "60", "--no-progress"]
+    flags = ["--satellites", "L8", "L9", "--images", "first", "--max-days", "200"]
+    assert main([*args, *flags, "--pairs-start", "2014-01-01"]) == 0
+    written = xr.open_zarr(out)
+    cube = xr_itslive.open_cube(BUNDLED, variables=["vx", "vy", "satellite_img1"])
+    kept = filter_pairs(
+        cube, satellites=["L8", "L9"], images="first", max_days=200, start="2014-01-01"
+    )
+    expected = xr_itslive.invert(kept[["vx", "vy"]], step=60.0).compute()
+    xr.testing.assert_allclose(written.vx.load(), expected.vx)
+    assert written.attrs["n_pairs_used"] == kept.sizes["mid_date"]
+    # the valid fraction is counted on the first inverted variable
+    assert main([*args, "--overwrite", "--min-valid-fraction", "0.9"]) == 0
+    dense = select_valid_fraction(cube, 0.9, variable="vx")
+    assert xr.open_zarr(out).attrs["n_pairs_used"] == dense.sizes["mid_date"] == 6401
+    capsys.readouterr()
+    # a bad spelling: exit status 1 and the listing of valid values
+    assert main([*args, "--overwrite", "--missions", "Sentinel-3", "--images", "first"]) == 1
+    err = capsys.readouterr().err
+    assert "missions='Sentinel-3'" in err and "valid missions: 'S1'" in err
+    # the bundled cube has only satellite_img1: say so and name --images first
+    assert main([*args, "--overwrite", "--missions", "S1"]) == 1
+    err = capsys.readouterr().err
+    assert "satellite_img2" in err and "--images first" in err
+
+
+def test_cli_parses_every_filter_flag():
+    from xr_itslive.cli import _pair_filters, build_parser
+
+    args = build_parser().parse_args(
+        [
+            "invert", "cube.zarr", "--out", "o.zarr",
+            "--missions", "S1,L", "--satellites", "L8", "Landsat 9", "--sensors", "OLI",
+            "--images", "either", "--min-days", "5", "--max-days", "64.5",
+            "--pairs-start", "2015-01-01", "--pairs-end", "2020-12-31",
+            "--min-valid-fraction", "0.2",
+        ]
+    )  # fmt: skip
+    assert _pair_filters(args) == {
+        "missions": ["S1", "L"],
+        "satellites": ["L8", "Landsat 9"],
+        "sensors": ["OLI"],
+        "images": "either",
+        "min_days": 5.0,
+        "max_days": 64.5,
+        "start": "2015-01-01",
+        "end": "2020-12-31",
+        "min_valid_fraction": 0.2,
+    }
+    bare = build_parser().parse_args(["invert", "cube.zarr", "--out", "o.zarr"])
+    assert _pair_filters(bare) == {}

@@ -53,6 +53,131 @@ def _lam(text: str) -> float | str | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+# --------------------------------------------------------------------------- pair filters
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_pair_filters(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of :func:`xr_itslive.filter_pairs` to a subcommand that reads pairs."""
+    group = parser.add_argument_group(
+        "pair filters (see xr_itslive.filter_pairs; names are ITS_LIVE's, case-insensitive)"
+    )
+    group.add_argument(
+        "--missions",
+        nargs="+",
+        type=_names,
+        metavar="NAME",
+        help="keep pairs of these missions: S1 (Sentinel-1), S2 (Sentinel-2), L (Landsat), "
+        "S (Sentinel-1 and -2)",
+    )
+    group.add_argument(
+        "--satellites",
+        nargs="+",
+        type=_names,
+        metavar="NAME",
+        help="keep pairs of these satellites: L4 L5 L7 L8 L9 S1A S1B S2A S2B ('Landsat 8', "
+        "'2A' and mission names work too)",
+    )
+    group.add_argument(
+        "--sensors",
+        nargs="+",
+        type=_names,
+        metavar="NAME",
+        help="keep pairs of these sensors: SAR (Sentinel-1), MSI (Sentinel-2), OLI "
+        "(Landsat 8/9), ETM+ (Landsat 7), TM (Landsat 4/5), optical",
+    )
+    group.add_argument(
+        "--images",
+        choices=("both", "either", "first"),
+        default=None,
+        help="which images of a pair must match --missions/--satellites/--sensors (both); "
+        "'first' for cubes with only satellite_img1, such as the bundled demo cube",
+    )
+    group.add_argument(
+        "--min-days",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="shortest pair baseline kept, in days",
+    )
+    group.add_argument(
+        "--max-days",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="longest pair baseline kept, in days",
+    )
+    group.add_argument(
+        "--pairs-start",
+        default=None,
+        metavar="DATE",
+        help="keep pairs whose mid_date is on or after DATE",
+    )
+    group.add_argument(
+        "--pairs-end",
+        default=None,
+        metavar="DATE",
+        help="keep pairs whose mid_date is on or before DATE",
+    )
+    group.add_argument(
+        "--min-valid-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="keep pairs with at least this fraction (0-1) of valid pixels (reads the first "
+        "variable once)",
+    )
+
+
+def _pair_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`xr_itslive.filter_pairs` given by the flags of
+    :func:`_add_pair_filters` (only those given)."""
+    flat = {
+        name: [item for group in getattr(args, name) for item in group]
+        for name in ("missions", "satellites", "sensors")
+        if getattr(args, name) is not None
+    }
+    scalars = {
+        "images": args.images,
+        "min_days": args.min_days,
+        "max_days": args.max_days,
+        "start": args.pairs_start,
+        "end": args.pairs_end,
+        "min_valid_fraction": args.min_valid_fraction,
+    }
+    return flat | {k: v for k, v in scalars.items() if v is not None}
+
+
+def _open_filtered(args: argparse.Namespace, variables: list[str], **open_kwargs: Any) -> Any:
+    """Open ``args.source`` with ``variables`` and what the pair filters read, filter the
+    pairs, and keep ``variables``: the cube is the same as without filters but for its pairs."""
+    from .errors import MissingVariableError
+    from .geo.pairs import filter_pairs, filter_variables
+    from .io.open import open_cube
+
+    filters = _pair_filters(args)
+    if not filters:
+        return open_cube(args.source, variables=variables, **open_kwargs)
+    if "min_valid_fraction" in filters:
+        filters |= {"variable": variables[0], "mask": getattr(args, "mask", None)}
+    keys = ("missions", "satellites", "sensors", "images", "min_valid_fraction", "variable")
+    needed = filter_variables(**{k: v for k, v in filters.items() if k in keys})
+    extra = [name for name in needed if name not in variables]
+    try:
+        cube = open_cube(args.source, variables=[*variables, *extra], **open_kwargs)
+    except MissingVariableError as err:
+        hint = ""
+        if "satellite_img2" in extra:
+            hint = " A cube with only satellite_img1 (the bundled demo cube): pass --images first."
+        raise MissingVariableError(
+            f"the pair filters need the per-pair variables {needed}: {err}{hint}"
+        ) from err
+    return filter_pairs(cube, **filters).drop_vars(extra)
+
+
 # --------------------------------------------------------------------------- invert
 
 
@@ -202,11 +327,11 @@ def _add_invert(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="fsspec option for an output URL (repeatable), e.g. profile=work",
     )
+    _add_pair_filters(parser)
     parser.set_defaults(handler=_run_invert)
 
 
 def _run_invert(args: argparse.Namespace) -> int:
-    from .io.open import open_cube
     from .workflows.cluster import scheduler_context
     from .workflows.invert_to_zarr import invert_to_zarr
 
@@ -217,7 +342,7 @@ def _run_invert(args: argparse.Namespace) -> int:
     chunks = None
     if args.chunks is not None:
         chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
-    cube = open_cube(args.source, variables=wanted, chunks=chunks)
+    cube = _open_filtered(args, wanted, chunks=chunks)
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
         summary = invert_to_zarr(

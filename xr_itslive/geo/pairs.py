@@ -3,13 +3,20 @@
 They read only the small per-pair variables and coordinates, then select pairs with
 ``isel``. The valid-fraction filter needs a reduction over the pixels; it says so and offers
 a lazy form.
+
+Missions, satellites and sensors are names of one table, :data:`VOCABULARY`, built on
+ITS_LIVE's stored values (:data:`INSTRUMENTS`) and compared exactly: ``missions="S1"`` is
+Sentinel-1 alone, ``"L"`` all Landsat, ``sensors="SAR"`` Sentinel-1 and ``"OLI"`` Landsat
+8/9. A name that is unknown, ambiguous (:data:`AMBIGUOUS`) or of another kind is refused
+with the list of valid ones.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -24,37 +31,314 @@ from ..io.format import PAIR_DIM
 from .masks import glacier_mask
 
 _SATELLITE_VARS = ("satellite_img1", "satellite_img2")
-_MISSION_VARS = ("mission_img1", "mission_img2")
 _SENSOR_VARS = ("sensor_img1", "sensor_img2")
+_IMAGES = ("both", "either", "first")
 
-_MISSION_ALIASES = {"landsat": "l", "sentinel": "s"}
-_SENSOR_ALIASES = {
-    "oli": "o",
-    "olitirs": "o",
-    "etm": "e",
-    "etm+": "e",
-    "tm": "t",
-    "sar": "c",
-    "csar": "c",
+
+# --------------------------------------------------------------------------- vocabulary
+
+#: ITS_LIVE's images as stored in a cube: ``(satellite_img, mission_img, sensor_img, platform,
+#: instrument)``. The satellite value alone names the platform; the sensor value only means
+#: something with it ('C' is Landsat 8/9 OLI-TIRS *and* Sentinel-1 C-band SAR). Sentinel-1C
+#: and -2C (launched 2024) follow ITS_LIVE's pattern but are not in the cubes seen here.
+INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("4", "L", "T", "Landsat 4", "TM"),
+    ("5", "L", "T", "Landsat 5", "TM"),
+    ("7", "L", "E", "Landsat 7", "ETM+"),
+    ("8", "L", "C", "Landsat 8", "OLI-TIRS"),
+    ("8", "L", "O", "Landsat 8", "OLI"),
+    ("9", "L", "C", "Landsat 9", "OLI-TIRS"),
+    ("9", "L", "O", "Landsat 9", "OLI"),
+    ("1A", "S", "C", "Sentinel-1A", "C-band SAR"),
+    ("1B", "S", "C", "Sentinel-1B", "C-band SAR"),
+    ("1C", "S", "C", "Sentinel-1C", "C-band SAR"),
+    ("2A", "S", "MSI", "Sentinel-2A", "MSI"),
+    ("2B", "S", "MSI", "Sentinel-2B", "MSI"),
+    ("2C", "S", "MSI", "Sentinel-2C", "MSI"),
+)
+
+#: Every ITS_LIVE ``satellite_img`` value, in the order messages list them.
+SATELLITES: tuple[str, ...] = tuple(dict.fromkeys(row[0] for row in INSTRUMENTS))
+
+_Images = frozenset[tuple[str, str]]  # (satellite_img, sensor_img) as stored
+
+
+class Name(NamedTuple):
+    """One name of :data:`VOCABULARY`: its spellings, the images it selects, its meaning."""
+
+    spellings: tuple[str, ...]
+    images: _Images
+    meaning: str
+
+
+def _rows(satellites: Iterable[str] = SATELLITES, sensors: Iterable[str] | None = None) -> _Images:
+    wanted, codes = set(satellites), None if sensors is None else set(sensors)
+    return frozenset(
+        (row[0], row[2])
+        for row in INSTRUMENTS
+        if row[0] in wanted and (codes is None or row[2] in codes)
+    )
+
+
+_S1 = ("1A", "1B", "1C")
+_S2 = ("2A", "2B", "2C")
+_LANDSAT = ("4", "5", "7", "8", "9")
+
+
+def _short(satellite: str) -> str:
+    return ("L" if satellite.isdigit() else "S") + satellite
+
+
+def _satellite_name(satellite: str) -> Name:
+    family = "landsat" if satellite.isdigit() else "sentinel"
+    spellings = (satellite.lower(), _short(satellite).lower(), family + satellite.lower())
+    platform = next(row[3] for row in INSTRUMENTS if row[0] == satellite)
+    return Name(spellings, _rows([satellite]), platform)
+
+
+#: The names a selection accepts, by kind. Spellings are compared after
+#: :func:`normalize_name` (lower case, no blanks, '-' or '_') and exactly: never as prefixes
+#: or substrings, which is how 'S1' once matched Sentinel-2 and 'SAR' Landsat 8/9.
+VOCABULARY: dict[str, dict[str, Name]] = {
+    "mission": {
+        # the original notebook's 'S1' and 'L'
+        "S1": Name(("s1", "sentinel1"), _rows(_S1), "Sentinel-1"),
+        "S2": Name(("s2", "sentinel2"), _rows(_S2), "Sentinel-2"),
+        "L": Name(("l", "landsat"), _rows(_LANDSAT), "all Landsat"),
+        # ITS_LIVE's own mission_img value: radar and optical together
+        "S": Name(("s", "sentinel"), _rows(_S1 + _S2), "Sentinel-1 and -2"),
+    },
+    "satellite": {_short(sat): _satellite_name(sat) for sat in SATELLITES},
+    "sensor": {
+        "SAR": Name(("sar", "csar", "cbandsar", "radar"), _rows(_S1), "Sentinel-1"),
+        "MSI": Name(("msi",), _rows(_S2), "Sentinel-2"),
+        # OLI is on Landsat 8/9 whether ITS_LIVE stored 'C' (with TIRS) or 'O' (without)
+        "OLI": Name(("oli",), _rows(("8", "9")), "Landsat 8/9"),
+        "OLI-TIRS": Name(("olitirs",), _rows(("8", "9"), {"C"}), "Landsat 8/9 stored as 'C'"),
+        "O": Name(("o",), _rows(("8", "9"), {"O"}), "Landsat 8/9 OLI without TIRS"),
+        "ETM+": Name(("etm+", "etm", "e"), _rows(("7",)), "Landsat 7"),
+        "TM": Name(("tm", "t"), _rows(("4", "5")), "Landsat 4/5"),
+        "optical": Name(("optical",), _rows(_LANDSAT + _S2), "Landsat and Sentinel-2"),
+    },
+}
+
+#: Spellings refused because they mean more than one thing, with the reason.
+AMBIGUOUS: dict[str, str] = {
+    "c": (
+        "ITS_LIVE stores sensor 'C' for both Landsat 8/9 OLI-TIRS and Sentinel-1 C-band SAR; "
+        "pass 'OLI-TIRS' (or 'OLI' for all Landsat 8/9) or 'SAR'"
+    ),
+}
+
+#: Which kinds of names each parameter takes (a mission is a group of satellites).
+_ACCEPTS = {
+    "missions": ("mission",),
+    "satellites": ("satellite", "mission"),
+    "sensors": ("sensor",),
+}
+_PARAMETER_OF = {"mission": "missions", "satellite": "satellites", "sensor": "sensors"}
+_SPELLED = {
+    "missions": "'Sentinel-1', 'sentinel2', 'Landsat'",
+    "satellites": "'Landsat 8', 'Sentinel-2A', or the cube's own '8', '2A'",
+    "sensors": "'C-SAR', 'radar', 'ETM', or ITS_LIVE's codes 'MSI', 'E', 'T'",
+}
+
+_LOOKUP: dict[str, tuple[str, str, _Images]] = {
+    spelling: (kind, shown, name.images)
+    for kind, names in VOCABULARY.items()
+    for shown, name in names.items()
+    for spelling in name.spellings
 }
 
 
-def _norm(value: Any) -> str:
-    return re.sub(r"[\s_\-]", "", str(value)).lower()
+def normalize_name(value: Any) -> str:
+    """A user's or a cube's spelling in the form :data:`VOCABULARY` compares: decoded from
+    bytes, lower case, without blanks, ``-`` or ``_``.
+
+    Parameters
+    ----------
+    value
+        A name such as ``"Sentinel-1"``, ``b"2A"`` or ``8``.
+
+    Returns
+    -------
+    str
+        E.g. ``"sentinel1"``, ``"2a"``, ``"8"``.
+    """
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return re.sub(r"[\s_\-]", "", text).lower()
 
 
-def _norm_platform(value: Any) -> str:
-    text = _norm(value)
-    for name, code in _MISSION_ALIASES.items():
-        if text.startswith(name):
-            return code + text[len(name) :]
-    return text
+def _valid_names(parameter: str) -> str:
+    parts = []
+    for kind in _ACCEPTS[parameter]:
+        if kind == "satellite":  # their names say what they are
+            names = ", ".join(repr(shown) for shown in VOCABULARY[kind])
+        else:
+            names = ", ".join(f"{s!r} ({n.meaning})" for s, n in VOCABULARY[kind].items())
+        parts.append(f"valid {kind}s: {names}")
+    return (
+        "; ".join(parts) + f" (also spelled e.g. {_SPELLED[parameter]}; case, blanks, '-' and "
+        "'_' do not matter)"
+    )
 
 
-def _strings(ds: xr.Dataset, name: str) -> np.ndarray:
-    # Strings arrive as StringDType, <U or object depending on the writer: normalize via str.
+def resolve_names(parameter: str, values: Any) -> frozenset[tuple[str, str]]:
+    """The ITS_LIVE images that a selection of ``missions``, ``satellites`` or ``sensors`` means.
+
+    Parameters
+    ----------
+    parameter
+        ``"missions"``, ``"satellites"`` or ``"sensors"``.
+    values
+        One name or several (their union), in any spelling of :data:`VOCABULARY`.
+
+    Returns
+    -------
+    frozenset of (str, str)
+        ``(satellite_img, sensor_img)`` values as ITS_LIVE stores them, e.g. ``("1A", "C")``.
+
+    Raises
+    ------
+    InvalidParameterError
+        A name is unknown, ambiguous or of another kind; the message lists the valid names.
+
+    Examples
+    --------
+    >>> sorted(resolve_names("missions", "S1"))
+    [('1A', 'C'), ('1B', 'C'), ('1C', 'C')]
+    """
+    if parameter not in _ACCEPTS:
+        raise InvalidParameterError(
+            f"parameter must be one of {list(_ACCEPTS)}, got parameter={parameter!r}"
+        )
+    scalar = isinstance(values, str | bytes) or not isinstance(values, Iterable)
+    given = [values] if scalar else list(values)
+    if not given:
+        raise InvalidParameterError(f"{parameter}={values!r} selects nothing; pass None for all")
+    images: set[tuple[str, str]] = set()
+    for value in given:
+        shown = value.decode() if isinstance(value, bytes) else value
+        key = normalize_name(value)
+        if key in AMBIGUOUS:
+            raise InvalidParameterError(
+                f"{parameter}={shown!r} is ambiguous: {AMBIGUOUS[key]}. {_valid_names(parameter)}"
+            )
+        kind, _, found = _LOOKUP.get(key, (None, None, frozenset()))
+        if kind is None:
+            raise InvalidParameterError(
+                f"{parameter}={shown!r} is not a name xr_itslive knows; {_valid_names(parameter)}"
+            )
+        if kind not in _ACCEPTS[parameter]:
+            raise InvalidParameterError(
+                f"{parameter}={shown!r}: {shown!r} is a {kind}: pass {_PARAMETER_OF[kind]}="
+                f"{shown!r}. {_valid_names(parameter)}"
+            )
+        images |= found
+    return frozenset(images)
+
+
+def _needs_sensor(images: frozenset[tuple[str, str]]) -> bool:
+    """Whether the selection splits a satellite by sensor code (Landsat 8/9 'C' vs 'O')."""
+    return any(
+        (sat, code) not in images for sat, code in _rows() if any(kept == sat for kept, _ in images)
+    )
+
+
+def _values(ds: xr.Dataset, name: str) -> np.ndarray:
+    """A per-pair string variable as ``str`` objects, stripped and upper-cased. Writers store
+    ``<U``, object, StringDType or bytes (the bundled subset has ``b'2A'``: ``str()`` would
+    give ``"b'2A'"``)."""
     values = np.asarray(ds[name].values)
-    return np.array([_norm(v) for v in values.tolist()], dtype=object)
+    unique, inverse = np.unique(values.astype(object), return_inverse=True)
+    decoded = [
+        (v.decode() if isinstance(v, bytes) else str(v)).strip().upper() for v in unique.tolist()
+    ]
+    return np.array(decoded, dtype=object)[inverse.reshape(values.shape)]
+
+
+def _satellite_values(ds: xr.Dataset, name: str) -> np.ndarray:
+    """``satellite_img`` as ITS_LIVE's codes; a writer's 'L8' or 'S2A' becomes '8', '2A'."""
+    raw = _values(ds, name)
+    unique, inverse = np.unique(raw, return_inverse=True)
+    codes = []
+    for value in unique.tolist():
+        kind, _, images = _LOOKUP.get(normalize_name(value), (None, None, frozenset()))
+        single = {sat for sat, _ in images}
+        codes.append(single.pop() if kind == "satellite" and len(single) == 1 else value)
+    return np.array(codes, dtype=object)[inverse]
+
+
+def platform_codes(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pair platform codes of both images, e.g. ``'l8'``, ``'s2a'``, ``'s1b'`` (lower case).
+
+    Parameters
+    ----------
+    ds
+        An ITS_LIVE cube with ``satellite_img1`` and ``satellite_img2``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The codes of image 1 and image 2; a value ITS_LIVE does not use stays as stored
+        (lower case).
+    """
+    _require(ds, _SATELLITE_VARS, "satellites")
+    return tuple(  # type: ignore[return-value]
+        np.array(
+            [_short(s).lower() if s in SATELLITES else s.lower() for s in _satellite_values(ds, n)],
+            dtype=object,
+        )
+        for n in _SATELLITE_VARS
+    )
+
+
+def filter_variables(
+    missions: Any = None,
+    satellites: Any = None,
+    sensors: Any = None,
+    *,
+    images: Literal["both", "either", "first"] = "both",
+    min_valid_fraction: float | None = None,
+    variable: str = "v",
+) -> list[str]:
+    """The cube variables that :func:`filter_pairs` needs for these filters.
+
+    For opening only what a filter reads, e.g. ``open_cube(url, variables=["vx", "vy",
+    *filter_variables(missions="S1")])``. The pair dates are always kept by ``open_cube``.
+
+    Parameters
+    ----------
+    missions, satellites, sensors, images
+        As in :func:`select_platforms`.
+    min_valid_fraction, variable
+        As in :func:`filter_pairs`: the fraction is counted on ``variable``.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["satellite_img1", "satellite_img2"]``.
+
+    Raises
+    ------
+    InvalidParameterError
+        A name is unknown or ambiguous (as :func:`select_platforms`).
+    """
+    if images not in _IMAGES:
+        raise InvalidParameterError(
+            f"images must be 'both', 'either' or 'first', got images={images!r}"
+        )
+    count = 1 if images == "first" else 2
+    needed: list[str] = []
+    selections = {"missions": missions, "satellites": satellites, "sensors": sensors}
+    chosen = [resolve_names(k, v) for k, v in selections.items() if v is not None]
+    if chosen:
+        needed += list(_SATELLITE_VARS[:count])
+        if _needs_sensor(frozenset.intersection(*chosen)):
+            needed += list(_SENSOR_VARS[:count])
+    if min_valid_fraction is not None:
+        needed.append(variable)
+    return needed
 
 
 def _require(ds: xr.Dataset, names: Sequence[str], purpose: str) -> None:
@@ -68,40 +352,10 @@ def _require(ds: xr.Dataset, names: Sequence[str], purpose: str) -> None:
         )
 
 
-def _pair_match(first: np.ndarray, second: np.ndarray, images: str) -> np.ndarray:
-    if images == "both":
-        return first & second
-    if images == "either":
-        return first | second
-    if images == "first":
+def _pair_match(first: np.ndarray, second: np.ndarray | None, images: str) -> np.ndarray:
+    if images == "first" or second is None:
         return first
-    raise InvalidParameterError(
-        f"images must be 'both', 'either' or 'first', got images={images!r}"
-    )
-
-
-def _shown(values: np.ndarray) -> list[str]:
-    return sorted({str(v).upper() for v in values.tolist()})
-
-
-def _as_list(values: Any) -> list[str]:
-    return [values] if isinstance(values, str) else list(values)
-
-
-def platform_codes(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pair platform codes of both images, e.g. ``'l8'``, ``'s2a'``, ``'s1b'`` (lower case)."""
-    _require(ds, _MISSION_VARS + _SATELLITE_VARS, "satellites")
-    m1, m2 = _strings(ds, _MISSION_VARS[0]), _strings(ds, _MISSION_VARS[1])
-    s1, s2 = _strings(ds, _SATELLITE_VARS[0]), _strings(ds, _SATELLITE_VARS[1])
-    return m1 + s1, m2 + s2
-
-
-def _infer_platform(satellite: np.ndarray) -> np.ndarray:
-    """Platform codes from ``satellite_img`` alone: ITS_LIVE's codes are unambiguous
-    (``'4'``..``'9'`` Landsat, ``'1A'``/``'1B'`` Sentinel-1, ``'2A'``/``'2B'`` Sentinel-2)."""
-    lowered = np.char.lower(satellite.astype(str))
-    landsat = np.char.isdigit(lowered)
-    return np.where(landsat, np.char.add("l", lowered), np.char.add("s", lowered))
+    return first & second if images == "both" else first | second
 
 
 def select_platforms(
@@ -114,20 +368,29 @@ def select_platforms(
 ) -> xr.Dataset:
     """Keep the pairs acquired by the given missions, satellites or sensors.
 
+    Names follow ITS_LIVE's own values and the original notebook's spellings, compared
+    exactly (case, blanks, ``-`` and ``_`` aside); see :data:`VOCABULARY`. Several names in
+    one parameter are a union; the parameters given together must all hold, image by image.
+
     Parameters
     ----------
     ds
-        An ITS_LIVE cube holding the needed per-pair variables (``mission_img1/2``,
-        ``satellite_img1/2``, ``sensor_img1/2``).
+        An ITS_LIVE cube holding ``satellite_img1/2`` (only ``satellite_img1`` with
+        ``images="first"``); ``sensor_img1/2`` too for ``sensors="OLI-TIRS"`` or ``"O"``.
     missions
-        ``"L"``/``"landsat"``, ``"S"``/``"sentinel"``.
+        ``"S1"`` (Sentinel-1 only), ``"S2"`` (Sentinel-2), ``"L"`` (all Landsat), or ITS_LIVE's
+        ``mission_img`` value ``"S"`` (Sentinel-1 and -2); also ``"Sentinel-1"``,
+        ``"landsat"``...
     satellites
-        Platform codes, matched as prefixes, case-insensitive: ``"L8"``, ``"Landsat 9"``,
-        ``"S2"`` (S2A and S2B), ``"Sentinel-1A"``; or the cube's raw ``satellite_img`` values
-        (``"8"``, ``"2A"``).
+        ``"L4"`` .. ``"L9"``, ``"S1A"``, ``"S2B"``..., also ``"Landsat 8"``,
+        ``"Sentinel-2A"`` or the cube's ``satellite_img`` values (``"8"``, ``"2A"``); or a
+        mission name (``"S2"``: S2A, S2B and S2C).
     sensors
-        The cube's ``sensor_img`` codes (``"MSI"``, ``"O"``, ``"E"``, ``"T"``, ``"C"``) or the
-        names ``"OLI"``, ``"ETM+"``, ``"TM"``, ``"SAR"``.
+        ``"SAR"`` (Sentinel-1's C-band SAR), ``"MSI"`` (Sentinel-2), ``"OLI"`` (Landsat 8/9),
+        ``"ETM+"`` (Landsat 7), ``"TM"`` (Landsat 4/5), ``"optical"`` (all but Sentinel-1);
+        ITS_LIVE's codes ``"E"``, ``"T"``, ``"O"`` (OLI without TIRS) and ``"OLI-TIRS"`` (its
+        ``"C"`` on Landsat). ``"C"`` alone is refused: it is ITS_LIVE's code for both
+        Landsat 8/9 and Sentinel-1.
     images
         Which images must match: ``"both"`` (default), ``"either"``, or ``"first"``.
 
@@ -138,43 +401,70 @@ def select_platforms(
 
     Raises
     ------
+    InvalidParameterError
+        A name is unknown, ambiguous or of another kind (a satellite given as a mission...);
+        the message lists the valid names.
     MissingVariableError
         The needed per-pair variables were dropped (e.g. by ``open_cube(variables=...)``).
     EmptySelectionError
-        No pair matches; the message lists the values the cube has.
+        No pair matches; the message lists the satellites the cube has.
+
+    Examples
+    --------
+    >>> s1 = select_platforms(ds, missions="S1")  # doctest: +SKIP
+    >>> oli = select_platforms(ds, sensors="OLI", images="either")  # doctest: +SKIP
     """
-    keep = np.ones(ds.sizes[PAIR_DIM], dtype=bool)
-    found: list[str] = []
-    if missions is not None:
-        _require(ds, _MISSION_VARS, "missions")
-        wanted = {_norm_platform(m)[:1] for m in _as_list(missions)}
-        first, second = (np.isin(_strings(ds, n), list(wanted)) for n in _MISSION_VARS)
-        keep &= _pair_match(first, second, images)
-        found.append(f"missions {_shown(_strings(ds, _MISSION_VARS[0]))}")
-    if satellites is not None:
-        wanted = [_norm_platform(s) for s in _as_list(satellites)]
-        _require(ds, _SATELLITE_VARS, "satellites")
-        raw = [_strings(ds, n) for n in _SATELLITE_VARS]
-        have_missions = all(n in ds.variables for n in _MISSION_VARS)
-        codes = platform_codes(ds) if have_missions else tuple(_infer_platform(r) for r in raw)
-        matches = []
-        for code, value in zip(codes, raw, strict=True):
-            hit = np.zeros(code.shape, dtype=bool)
-            for w in wanted:
-                hit |= np.array([c.startswith(w) for c in code.tolist()]) | (value == w)
-            matches.append(hit)
-        keep &= _pair_match(matches[0], matches[1], images)
-        found.append(f"satellites {_shown(np.concatenate(codes))}")
-    if sensors is not None:
-        _require(ds, _SENSOR_VARS, "sensors")
-        wanted = {_SENSOR_ALIASES.get(_norm(s), _norm(s)) for s in _as_list(sensors)}
-        first, second = (np.isin(_strings(ds, n), list(wanted)) for n in _SENSOR_VARS)
-        keep &= _pair_match(first, second, images)
-        found.append(f"sensors {_shown(_strings(ds, _SENSOR_VARS[0]))}")
+    needed = filter_variables(missions, satellites, sensors, images=images)  # checks the names
+    selections = {"missions": missions, "satellites": satellites, "sensors": sensors}
+    chosen = [resolve_names(k, v) for k, v in selections.items() if v is not None]
+    if not chosen:
+        return ds
+    wanted = frozenset.intersection(*chosen)
+    count = 1 if images == "first" else 2
+    missing = [n for n in needed if n not in ds.variables]
+    if missing:
+        given = ", ".join(f"{k}={v!r}" for k, v in selections.items() if v is not None)
+        hint = ""
+        if all(name.endswith("2") for name in missing):
+            hint = (
+                " A cube with only the first image's variables (such as the bundled demo cube) "
+                "can be selected on that image: images='first'."
+            )
+        raise MissingVariableError(
+            f"filtering by {given} needs the per-pair variables {needed}, and {missing} are "
+            f"not in this cube (it has {sorted(map(str, ds.data_vars))}). "
+            "open_cube(variables=[...]) keeps only the variables listed: add "
+            f"{', '.join(repr(n) for n in needed)} to variables=.{hint}"
+        )
+    with_sensor = _SENSOR_VARS[0] in needed
+    by_satellite = {sat for sat, _ in wanted}
+    matches: list[np.ndarray] = []
+    seen: set[str] = set()
+    unknown: set[str] = set()
+    for i in range(count):
+        satellite = _satellite_values(ds, _SATELLITE_VARS[i])
+        seen |= set(satellite.tolist())
+        unknown |= set(satellite.tolist()) - set(SATELLITES)
+        if with_sensor:
+            sensor = _values(ds, _SENSOR_VARS[i])
+            keys = np.char.add(satellite.astype(str), np.char.add("/", sensor.astype(str)))
+            hit = np.isin(keys, [f"{sat}/{code}" for sat, code in wanted])
+        else:
+            hit = np.isin(satellite.astype(str), sorted(by_satellite))
+        matches.append(hit)
+    if unknown:
+        warnings.warn(
+            f"the cube holds satellite codes {sorted(unknown)} that are not ITS_LIVE's "
+            f"{list(SATELLITES)}; no selection keeps them",
+            UserWarning,
+            stacklevel=2,
+        )
+    keep = _pair_match(matches[0], matches[1] if count == 2 else None, images)
     if not keep.any():
+        have = sorted({_short(s) if s in SATELLITES else s for s in seen})
         raise EmptySelectionError(
             f"no pair matches missions={missions!r}, satellites={satellites!r}, "
-            f"sensors={sensors!r} (images={images!r}); the cube has {'; '.join(found)}. "
+            f"sensors={sensors!r} (images={images!r}); the cube's images come from {have}. "
             "Pick values among those."
         )
     return ds.isel({PAIR_DIM: np.flatnonzero(keep)}) if not keep.all() else ds
@@ -364,6 +654,7 @@ def filter_pairs(
     missions: str | Iterable[str] | None = None,
     satellites: str | Iterable[str] | None = None,
     sensors: str | Iterable[str] | None = None,
+    images: Literal["both", "either", "first"] = "both",
     start: Any = None,
     end: Any = None,
     min_days: float | None = None,
@@ -383,8 +674,12 @@ def filter_pairs(
     ds
         An ITS_LIVE cube.
     missions, satellites, sensors
-        Keep the pairs whose two images come from these (see
-        :func:`~xr_itslive.geo.pairs.select_platforms`).
+        Keep the pairs whose images come from these, e.g. ``missions="S1"``,
+        ``satellites=["L8", "L9"]``, ``sensors="OLI"`` (see
+        :func:`~xr_itslive.geo.pairs.select_platforms` for every name).
+    images
+        Which images of a pair must match them: ``"both"`` (default), ``"either"`` or
+        ``"first"`` (for cubes holding only ``satellite_img1``, like the bundled demo cube).
     start, end
         Keep the pairs whose ``mid_date`` lies in this range (see
         :func:`~xr_itslive.geo.pairs.select_dates`).
@@ -407,8 +702,12 @@ def filter_pairs(
     --------
     >>> ds2 = filter_pairs(ds, satellites=["L8", "S2"], max_days=64)  # doctest: +SKIP
     """
+    if images not in _IMAGES:
+        raise InvalidParameterError(
+            f"images must be 'both', 'either' or 'first', got images={images!r}"
+        )
     if any(v is not None for v in (missions, satellites, sensors)):
-        ds = select_platforms(ds, missions, satellites, sensors)
+        ds = select_platforms(ds, missions, satellites, sensors, images=images)
     if start is not None or end is not None:
         ds = select_dates(ds, start, end)
     if min_days is not None or max_days is not None:
