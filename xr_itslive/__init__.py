@@ -19,6 +19,7 @@ from .errors import (
     NotAnITSLiveCubeError,
     OptionalDependencyError,
     StoreConflictError,
+    UnsolvedPixelsWarning,
 )
 from .geo.masks import glacier_mask
 from .geo.pairs import filter_pairs
@@ -56,6 +57,7 @@ __all__ = [
     "NotAnITSLiveCubeError",
     "OptionalDependencyError",
     "StoreConflictError",
+    "UnsolvedPixelsWarning",
     "composite_url",
     "decode_cube",
     "demo_cube_path",

@@ -56,6 +56,10 @@ class ClusterConnectionError(ITSLiveError, OSError):
     """A Dask scheduler could not be reached or started."""
 
 
+class UnsolvedPixelsWarning(RuntimeWarning):
+    """Pixels with enough pairs came out NaN: their system is singular at this ``lam``."""
+
+
 def renamed_parameters(**renames: str | tuple[str, Any]) -> Callable[[F], F]:
     """Keep old keyword spellings working for one release, with a ``DeprecationWarning``.
 

@@ -81,9 +81,16 @@ def time_grid(img1: np.ndarray, img2: np.ndarray, step: float, start=None, end=N
     img2 = np.asarray(img2, dtype="datetime64[ns]")
     valid = img2 > img1
     if not valid.any():
+        if (img1 > img2).any() and not (img2 > img1).any():
+            raise EmptySelectionError(
+                "every pair ends before it starts (acquisition_date_img2 < "
+                "acquisition_date_img1): the two dates look swapped. Swap them back, e.g. "
+                "ds = ds.rename({'acquisition_date_img1': 'acquisition_date_img2', "
+                "'acquisition_date_img2': 'acquisition_date_img1'})"
+            )
         raise EmptySelectionError(
-            "no image pair has acquisition_date_img2 > acquisition_date_img1; "
-            "check the cube's acquisition dates"
+            "no image pair has acquisition_date_img2 > acquisition_date_img1 (the dates are "
+            "missing or equal); check the cube's acquisition dates"
         )
     first = (
         _to_datetime64(start) if start is not None else img1[valid].min().astype("datetime64[D]")

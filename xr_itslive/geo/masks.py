@@ -60,7 +60,26 @@ def outline_geometry(outline: Any, crs: Any = None) -> tuple[Any, str | None]:
     raise InvalidParameterError(
         f"cannot use a {type(outline).__name__} as a glacier outline; pass a Glacier, a "
         "GeoDataFrame/GeoSeries, a shapely Polygon, a GeoJSON mapping, or a file path"
+        + (
+            "; a boolean array of pixels needs the cube's coordinates: "
+            "xr.DataArray(array, dims=('y', 'x'), coords={'y': ds.y, 'x': ds.x})"
+            if isinstance(outline, np.ndarray)
+            else ""
+        )
     )
+
+
+def _is_geographic(key: str) -> bool:
+    from pyproj import CRS
+
+    return bool(CRS.from_user_input(key).is_geographic)
+
+
+def _projected(ds: xr.Dataset | xr.DataArray) -> bool:
+    """Whether the cube's x/y cannot be degrees (any beyond ±360 / ±90)."""
+    x = np.asarray(ds["x"].values) if "x" in ds.coords else np.zeros(0)
+    y = np.asarray(ds["y"].values) if "y" in ds.coords else np.zeros(0)
+    return bool((np.abs(x) > 360).any() or (np.abs(y) > 90).any())
 
 
 def outline_in_cube_crs(ds: xr.Dataset | xr.DataArray, outline: Any, crs: Any = None) -> Any:
@@ -68,6 +87,14 @@ def outline_in_cube_crs(ds: xr.Dataset | xr.DataArray, outline: Any, crs: Any = 
     the cube's own)."""
     geometry, source = outline_geometry(outline, crs)
     target = cube_crs(ds)
+    if source is not None and target is None and _is_geographic(source) and _projected(ds):
+        raise InvalidParameterError(
+            f"the outline is in {source} (degrees) but the cube records no CRS and its x/y "
+            "are metres, so the outline cannot be placed on it. Give the cube its CRS, e.g. "
+            "ds = ds.rio.write_crs('EPSG:32645') (ITS_LIVE cubes carry it in the 'mapping' "
+            "variable: open them with xr_itslive.open_cube), or pass the outline in the cube's "
+            "coordinates"
+        )
     if source is None or target is None:
         return geometry
     target_key = crs_key(target)

@@ -952,4 +952,5 @@ def find_cubes(
     """
     if geometry is not None and getattr(geometry, "crs", None) is not None:
         crs = geometry.crs
+    _query_geometry(point, bbox, geometry, crs)  # a bad query fails before any network call
     return load_catalog(catalog).find(point, bbox, geometry, crs=crs, allow_empty=allow_empty)

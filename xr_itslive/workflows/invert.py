@@ -26,6 +26,7 @@ from ..errors import (
     InvalidParameterError,
     MissingVariableError,
     NotAnITSLiveCubeError,
+    UnsolvedPixelsWarning,
 )
 from ..geo import design
 from ..geo.masks import glacier_mask
@@ -151,6 +152,33 @@ def _check_band_size(geometry: design.PairGeometry, step: float) -> None:
         f"{size / 2**30:,.1f} GiB (the limit is {MAX_BAND_BYTES / 2**30:g} GiB). Use "
         f"step >= {np.ceil(fits * 10) / 10:g} days (e.g. step=12), or a shorter start..end, or "
         "drop the longest pairs (filter(max_days=...))"
+    )
+
+
+def _check_lam_fits(problem: Problem, lam: float) -> None:
+    """Refuse, before any work, a ``lam`` at which even a pixel seeing every pair is singular.
+
+    Such a pixel is the best determined one a cube can have (unit weights, every pair valid);
+    when the smoothness term swamps its data beyond float64 precision, every pixel would come
+    out NaN. One pixel through the array engine costs about what one pixel of the run does.
+    """
+    probe = np.zeros((1, problem.geometry.kept.sum()))
+    solved = solve_pixels_batched(np, probe, None, problem, Options(lams=(float(lam),)))
+    if np.isfinite(solved["solution"]).all():
+        return
+    found = (
+        f"even a pixel with all {probe.shape[1]:,} pairs has a system singular to float64 "
+        f"precision at lam={lam:g}, so every pixel would come out NaN: "
+    )
+    if lam < DEFAULTS["lam"]:
+        raise InvalidParameterError(
+            found + "so little smoothness cannot carry the series across the cells that no pair "
+            "spans. Use a larger lam (the default is 10), a longer step, a start..end inside "
+            "the data, or lam='auto'"
+        )
+    raise InvalidParameterError(
+        found + "the smoothness term swamps the data. Use a smaller lam (the default is 10; "
+        "values up to about 1e6 keep the data) or lam='auto'"
     )
 
 
@@ -315,6 +343,7 @@ def solve_block(
     for name in names:
         if name not in out:  # no pixel solved
             out[name] = empty(name)
+    _warn_unsolved(xp, out["solution"], keep, options)
     shapes = {
         "solution": (*lead_shape, n_cells),
         "std": (*lead_shape, n_cells),
@@ -323,6 +352,28 @@ def solve_block(
         "outlier": (*lead_shape, n_pairs),
     }
     return tuple(xp.reshape(out[name], shapes[name]) for name in names)
+
+
+def _warn_unsolved(xp: Any, solution: Any, keep: Any, options: Options) -> None:
+    """Say so when pixels with at least ``min_obs`` pairs could not be solved.
+
+    Their factorization met a pivot below round-off (a cell no pair and too little smoothness
+    reaches, or data swamped by the smoothness term): NaN is right, silence is not.
+    """
+    unsolved = keep & xp.all(xp.isnan(solution), axis=1)
+    count = int(xp.sum(xp.astype(unsolved, xp.int64)))
+    if not count:
+        return
+    lams = ", ".join(f"{value:g}" for value in options.lams)
+    # The message is the same for every block so that Python shows it once, not per chunk.
+    warnings.warn(
+        f"pixels with >= min_obs={options.min_obs} pairs came out NaN at lam={lams}: their "
+        "system is singular to float64 precision. A small lam cannot bridge the gaps between "
+        "a pixel's pairs (raise it, e.g. lam=1 or more); a huge lam swamps the data "
+        "(lower it, e.g. lam <= 1e6); lam='auto' chooses per pixel",
+        UnsolvedPixelsWarning,
+        stacklevel=2,
+    )
 
 
 def _drop_duplicated_pairs(ds: xr.Dataset) -> xr.Dataset:
@@ -364,6 +415,31 @@ def _finite_or_nan(xp: Any, flat: Any, weights: Any) -> Any:
     return xp.where(bad, xp.asarray(float("nan"), dtype=flat.dtype), flat)
 
 
+def _check_aligned(what: str, array: xr.DataArray, ds: xr.Dataset, fix: str) -> None:
+    """Refuse ``array`` when its coordinates along the cube's dims are not the cube's own.
+
+    xarray would raise a bare ``AlignmentError`` at apply time (or, with another join,
+    silently drop or NaN-fill pixels): say which dimension differs and how to build it.
+    """
+    for dim in array.dims:
+        if dim not in ds.dims or dim == PAIR_DIM:  # pairs are matched by pair_id elsewhere
+            continue
+        if array.sizes[dim] != ds.sizes[dim]:
+            raise InvalidParameterError(
+                f"{what} has {array.sizes[dim]} values along {dim!r} but the cube has "
+                f"{ds.sizes[dim]}; {fix}"
+            )
+        if dim in array.coords and dim in ds.coords:
+            theirs, ours = np.asarray(array[dim].values), np.asarray(ds[dim].values)
+            first = (theirs[:1].tolist() + [None])[0], (ours[:1].tolist() + [None])[0]
+            if not np.array_equal(theirs, ours):
+                differ = int(np.count_nonzero(theirs != ours))
+                raise InvalidParameterError(
+                    f"{what}'s {dim!r} coordinate differs from the cube's at {differ} of "
+                    f"{ours.size} positions (first: {first[0]} vs {first[1]}); {fix}"
+                )
+
+
 def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
     if mask is None:
         return None
@@ -379,6 +455,13 @@ def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
             raise InvalidParameterError(
                 f"mask has dims {mask.dims} not in the cube ({list(ds.dims)}); pass a (y, x) mask"
             )
+        _check_aligned(
+            "mask",
+            mask,
+            ds,
+            "build the mask on the cube's grid, e.g. xr_itslive.glacier_mask(ds, outline), or "
+            "mask.reindex_like(ds, method='nearest', fill_value=False)",
+        )
         return mask
     return glacier_mask(ds, mask)
 
@@ -492,6 +575,8 @@ def invert(
         raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
     ds = _drop_duplicated_pairs(ds)
     problem = build_problem(ds, step, derivative, start, end)
+    if weights is None and not options.auto_lam:
+        _check_lam_fits(problem, options.lams[0])
     geometry = problem.geometry
     cube = ds.isel({PAIR_DIM: np.flatnonzero(geometry.kept)}) if not geometry.kept.all() else ds
     mask_da = _resolve_mask(ds, mask)
@@ -669,6 +754,13 @@ def _resolve_weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataA
                 f"weights must vary along 'mid_date', got dims {weights.dims}; "
                 "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
             )
+        _check_aligned(
+            "weights",
+            weights,
+            cube,
+            "pass weights on the cube's grid (the same y and x), e.g. computed from the "
+            "cube itself or weights.reindex_like(cube, method='nearest')",
+        )
         aligned = (
             weights.isel({PAIR_DIM: _kept_positions(cube, weights)})
             if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]
@@ -813,9 +905,20 @@ def predict(
         Dims ``(mid_date, y, x)``, NaN for pairs outside the result's time grid. Residuals are
         ``ds[v] - predict(ds, result)[v]``.
     """
+    if PAIR_DIM not in ds.dims and PAIR_DIM in result.dims:
+        raise InvalidParameterError(
+            "predict(ds, result) takes the cube first and the inversion result second; the "
+            "arguments look swapped (ds has no 'mid_date', result has)"
+        )
     check_dataset(ds)
     check_pairs(ds)
     variables = list(result.attrs.get("variables", [])) if variables is None else list(variables)
+    check_variables(
+        result,
+        variables,
+        "Pass variables=(...) among those the result holds (the inverted ones), or invert "
+        "them first.",
+    )
     grid = _grid_of(result)
     img1 = np.asarray(ds["acquisition_date_img1"].values)
     img2 = np.asarray(ds["acquisition_date_img2"].values)

@@ -117,6 +117,12 @@ def invert_to_zarr(
         result = invert_mosaic(cube, chunks=chunks, **invert_kwargs)
     else:
         if chunks is not None:
+            unknown = sorted(map(str, set(chunks) - {"y", "x"}))
+            if unknown:
+                raise InvalidParameterError(
+                    f"chunks names {unknown}; only the spatial dims can be chunked (mid_date "
+                    "stays whole): pass e.g. chunks={'y': 20, 'x': 20}"
+                )
             cube = cube.chunk({"mid_date": -1, **chunks})
         if gpu:
             invert_kwargs["engine"] = gpu_engine(invert_kwargs.get("engine"))
