@@ -329,3 +329,151 @@ def stac_api(tmp_path_factory):
     except Exception:
         process.kill()
         process.wait(timeout=10)
+
+
+# --- a TCP relay in front of an endpoint that can be frozen (accepts, reads, never answers) ---
+
+
+class FreezableRelay:
+    """A TCP relay on 127.0.0.1 in front of ``target`` (``"http://host:port"``).
+
+    While it forwards, clients see the target. After :meth:`freeze` it behaves like a proxy
+    that hangs: it still accepts connections and reads what clients send, on new and on
+    already open connections, but forwards nothing and answers nothing. ``requests_frozen``
+    counts the HTTP requests that arrived while frozen (each retry of a client is one), and
+    ``frozen_request_times`` holds when (``time.monotonic()``).
+    Threads only, so that it runs beside any event loop; :meth:`close` stops everything.
+    """
+
+    def __init__(self, target: str):
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        self._target = (parts.hostname, parts.port)
+        self._frozen = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.requests_frozen = 0
+        self.frozen_request_times: list[float] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def freeze(self) -> None:
+        """Stop answering: keep accepting and reading, forward nothing."""
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        """Forward again (connections opened while frozen stay silent)."""
+        self._frozen.clear()
+
+    def close(self) -> None:
+        """Stop the relay and close every connection."""
+        self._closed.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        self._server.close()
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        sock.settimeout(0.1)
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._keep(client)
+            upstream = None
+            if not self._frozen.is_set():
+                upstream = self._keep(socket.create_connection(self._target, timeout=5))
+            for src, dst in ((client, upstream), (upstream, client)):
+                if src is not None:
+                    threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
+        import time
+
+        while not self._closed.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                if dst is not None and not self._frozen.is_set():
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                return
+            if self._frozen.is_set() or dst is None:
+                # Swallowed: the client waits for an answer that never comes.
+                if data[:8].split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"):
+                    with self._lock:
+                        self.requests_frozen += 1
+                        self.frozen_request_times.append(time.monotonic())
+                continue
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+
+def write_small_zarr_cube(path: Path, pairs_per_chunk: int = 2000) -> Path:
+    """Write the bundled real 3×3 subset (7,397 pairs) to ``path`` as a consolidated zarr v2
+    store with ``pairs_per_chunk`` pairs per chunk (4 chunks per variable by default)."""
+    import xarray as xr
+
+    from xr_itslive.io.cube import demo_cube_path
+
+    keep = ("dtype", "units", "calendar", "_FillValue", "missing_value", "scale_factor")
+    with xr.open_dataset(demo_cube_path()) as ds:
+        for name, var in ds.variables.items():
+            var.encoding = {k: v for k, v in var.encoding.items() if k in keep}
+            if "mid_date" in var.dims and name != "mid_date":
+                var.encoding["chunks"] = tuple(
+                    pairs_per_chunk if d == "mid_date" else ds.sizes[d] for d in var.dims
+                )
+        ds.to_zarr(path, mode="w", zarr_format=2, consolidated=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_zarr_cube(tmp_path_factory) -> Path:
+    """:func:`write_small_zarr_cube` in a session folder; copy it before damaging it."""
+    folder = tmp_path_factory.mktemp("small_cube")
+    return write_small_zarr_cube(folder / "N30E090_3x3_subset.zarr")
+
+
+@pytest.fixture(scope="session")
+def s3_small_cube(s3_server, small_zarr_cube):
+    """:func:`small_zarr_cube` at s3://fault-tests/N30E090_3x3_subset.zarr (public-read)."""
+    client = make_public_bucket(s3_server, "fault-tests")
+    upload_tree(client, small_zarr_cube, "fault-tests", "N30E090_3x3_subset.zarr")
+    return "s3://fault-tests/N30E090_3x3_subset.zarr"
+
+
+@pytest.fixture
+def s3_relay(s3_server):
+    """A :class:`FreezableRelay` in front of the moto S3 server; closed after the test."""
+    relay = FreezableRelay(s3_server)
+    yield relay
+    relay.close()

@@ -1,6 +1,7 @@
 """Open one ITS_LIVE datacube from a path or URL, and decode the real format.
 
-Anonymous S3 reads with bounded retries, consolidated zarr v2 metadata, pair dates as
+Anonymous S3 reads with bounded timeouts and retries (storage errors name the URL and the chunk
+key, :mod:`xr_itslive.io.faults`), consolidated zarr v2 metadata, pair dates as
 coordinates, ``mid_date`` sorted with a ``pair_id`` for duplicates, the CRS recorded.
 Finding a cube by a point is :mod:`xr_itslive.io.open`'s job (it needs the catalog).
 """
@@ -16,21 +17,53 @@ import numpy as np
 import xarray as xr
 
 from ..crs import crs_from_attributes
-from ..errors import DataAccessError
+from ..errors import DataAccessError, NotAnITSLiveCubeError
+from .faults import PASS_THROUGH, block_reader, is_unreachable, open_error
 from .format import PAIR_DATE_VARIABLES, check_pairs, check_variables
-from .urls import candidate_urls, s3_storage_options
+from .urls import S3_TIMEOUT_ENV, candidate_urls
 
 
-def _open_zarr(store: Any, chunks: Any) -> xr.Dataset:
-    # Real cubes are zarr v2 with consolidated metadata: 6 requests to open instead of ~70.
+def _describe_store(store: Any) -> str:
+    """A store's URL for messages: an fsspec mapper's root with its protocol, a zarr store's own
+    text (``file:///...``), or its type."""
+    fs, root = getattr(store, "fs", None), getattr(store, "root", None)
+    if fs is not None and isinstance(root, str):
+        try:
+            return fs.unstrip_protocol(root)
+        except Exception:  # an fs without protocol rules: the root alone still helps
+            return root
+    text = str(store)
+    return text if len(text) <= 200 and " object at 0x" not in text else type(store).__name__
+
+
+def _open_zarr(store: Any, chunks: Any, source: str) -> xr.Dataset:
+    # Every lazy block read goes through block_reader: a failure names the URL and chunk key.
+    reader = {"getitem": block_reader(source)}
     try:
-        return xr.open_zarr(store, consolidated=True, zarr_format=2, chunks=chunks)
-    except (KeyError, FileNotFoundError, ValueError):
-        return xr.open_zarr(store, chunks=chunks)
+        # Real cubes are zarr v2 with consolidated metadata: 6 requests to open instead of ~70.
+        try:
+            return xr.open_zarr(
+                store, consolidated=True, zarr_format=2, chunks=chunks, from_array_kwargs=reader
+            )
+        except (KeyError, FileNotFoundError, ValueError):
+            return xr.open_zarr(store, chunks=chunks, from_array_kwargs=reader)
+    except PASS_THROUGH:
+        raise
+    except Exception as err:
+        error = open_error(source, store, err)
+        if error is None:
+            raise
+        raise error from err
 
 
 def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: Any) -> xr.Dataset:
     """The zarr (or netCDF) store at ``source`` as it is stored, lazily, or a clear error.
+
+    Reads are bounded in time: on S3 a request fails after at most 3 attempts, each waiting at
+    most ``XR_ITSLIVE_S3_TIMEOUT`` seconds (default 15) for the endpoint; see
+    :func:`~xr_itslive.io.urls.s3_storage_options`. Any error while a chunk is read later, in
+    a dask task, reaches the user as :class:`~xr_itslive.errors.DataAccessError` naming the
+    URL and the chunk key (see :mod:`xr_itslive.io.faults`).
 
     Parameters
     ----------
@@ -38,16 +71,25 @@ def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: A
         A local path, an ``s3://`` or ITS_LIVE ``http(s)://`` URL (tried under the bucket's
         current prefix too), or a zarr store mapping.
     storage_options : mapping, optional
-        s3fs options (anonymous reads with bounded retries by default).
+        s3fs options (anonymous reads with bounded timeouts and retries by default; a
+        ``config_kwargs`` given here is merged into the default one).
     chunks : mapping
         Dask chunks, as :func:`xarray.open_zarr` takes them.
 
     Returns
     -------
     xarray.Dataset
+
+    Raises
+    ------
+    DataAccessError
+        Nothing at ``source``; the storage did not answer in time or refused; the zarr
+        metadata or a coordinate chunk is damaged.
+    NotAnITSLiveCubeError
+        ``source`` exists but holds no zarr metadata (an empty folder, say).
     """
     if not isinstance(source, str | os.PathLike):
-        return _open_zarr(source, chunks)  # a MutableMapping / zarr store
+        return _open_zarr(source, chunks, _describe_store(source))  # a mapping / zarr store
     source = str(source)
     if not source.startswith(("s3://", "http://", "https://")):
         if not os.path.exists(source):
@@ -56,32 +98,42 @@ def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: A
                 "path, an s3:// URL, or a catalog URL (see xr_itslive.find_cubes)."
             )
         if source.endswith((".nc", ".nc4", ".h5")):
-            return xr.open_dataset(source, chunks=chunks)
-        return _open_zarr(source, chunks)
+            return xr.open_dataset(
+                source, chunks=chunks, from_array_kwargs={"getitem": block_reader(source)}
+            )
+        return _open_zarr(source, chunks, source)
 
-    import s3fs
+    from .s3 import s3_filesystem
 
-    options = s3_storage_options(storage_options)
     errors = []
+    not_a_cube = None
     for url in candidate_urls(source):
         if not url.startswith("s3://"):
             break
-        fs = s3fs.S3FileSystem(**options)
+        fs = s3_filesystem(storage_options)
         try:
-            if not fs.exists(url.rstrip("/") + "/.zmetadata") and not fs.exists(url):
-                errors.append(f"{url}: not found")
-                continue
-            return _open_zarr(fs.get_mapper(url), chunks)
-        except (OSError, ValueError) as err:  # botocore errors surface as OSError via s3fs
+            found = fs.exists(url.rstrip("/") + "/.zmetadata") or fs.exists(url)
+        except Exception as err:  # botocore EndpointConnectionError & co. are no OSErrors
             errors.append(f"{url}: {type(err).__name__}: {err}")
-        except Exception as err:  # botocore EndpointConnectionError & co.
-            errors.append(f"{url}: {type(err).__name__}: {err}")
+            if is_unreachable(err):
+                break  # the same endpoint will not answer for the other prefix either
+            continue
+        if not found:
+            errors.append(f"{url}: not found")
+            continue
+        try:
+            return _open_zarr(fs.get_mapper(url), chunks, url)
+        except NotAnITSLiveCubeError as err:  # something else under this prefix: try the next
+            errors.append(f"{url}: {err}")
+            not_a_cube = not_a_cube or err
+    if not_a_cube is not None:
+        raise not_a_cube
     raise DataAccessError(
         f"could not open the cube {source!r} after bounded retries: "
         + "; ".join(errors)
         + ". Check the URL (xr_itslive.find_cubes gives valid ones), your network, and "
-        "storage_options (anonymous reads are the default; "
-        "set AWS_ENDPOINT_URL for another endpoint)."
+        "storage_options (anonymous reads are the default; set AWS_ENDPOINT_URL for another "
+        f"endpoint, {S3_TIMEOUT_ENV}=<seconds> for a longer per-attempt timeout)."
     )
 
 

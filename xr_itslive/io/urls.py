@@ -21,11 +21,22 @@ _CUBE_NAME = re.compile(
     r"ITS_LIVE_vel_EPSG(?P<epsg>\d+)_G0120_X(?P<x>-?\d+)_Y(?P<y>-?\d+)\.zarr/?$"
 )
 
-#: Bounded retries and timeouts, so that unreachable S3 fails with a clear error, not a hang.
+#: Environment variable: the seconds one S3 attempt may wait for the endpoint to answer.
+S3_TIMEOUT_ENV = "XR_ITSLIVE_S3_TIMEOUT"
+#: Default of :data:`S3_TIMEOUT_ENV` (s3fs's own default read timeout).
+DEFAULT_S3_TIMEOUT = 15.0
+#: Attempts of one S3 request (the first and its retries).
+S3_ATTEMPTS = 3
+#: Tries of s3fs's own retry loop around botocore's (s3fs's default 5, nested twice on reads).
+S3FS_RETRIES = 1
+
+#: Bounded timeouts and retries, so that unreachable or frozen S3 fails with a clear error, not a
+#: hang: at most 3 attempts of (3 s to connect + 15 s of silence), about 57 s in the worst case.
+#: botocore's "standard" mode retries timeouts, dropped connections, throttling and 5xx.
 DEFAULT_S3_CONFIG = {
-    "connect_timeout": 5,
-    "read_timeout": 60,
-    "retries": {"max_attempts": 3, "mode": "standard"},
+    "connect_timeout": 3,
+    "read_timeout": DEFAULT_S3_TIMEOUT,
+    "retries": {"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
 }
 
 _HTTP_S3 = re.compile(
@@ -74,21 +85,116 @@ def candidate_urls(url: str) -> list[str]:
     return urls
 
 
+def s3_timeout() -> float:
+    """The seconds one S3 attempt may wait for the endpoint: ``XR_ITSLIVE_S3_TIMEOUT`` or 15.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InvalidParameterError
+        ``XR_ITSLIVE_S3_TIMEOUT`` is set but is not a positive number of seconds.
+    """
+    raw = os.environ.get(S3_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_S3_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise InvalidParameterError(
+            f"{S3_TIMEOUT_ENV}={raw!r} is not a positive number of seconds; set it to e.g. 15 "
+            f"(the default), or unset it"
+        )
+    return seconds
+
+
 def s3_storage_options(storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Anonymous S3 options with bounded retries; user options take precedence.
+    """Anonymous S3 options with bounded timeouts and retries; user options take precedence.
+
+    By default one request (a chunk, a metadata file) fails after at most 3 attempts of 3 s to
+    connect and ``XR_ITSLIVE_S3_TIMEOUT`` seconds (default 15) of silence from the endpoint:
+    about 57 s in the worst case (:func:`s3_request_budget`), instead of hanging. Cubes are
+    opened through :class:`xr_itslive.io.s3.BoundedS3FileSystem`, which also keeps s3fs's
+    own retry loop (5 tries, nested around botocore's) to one try.
 
     Parameters
     ----------
     storage_options : mapping, optional
-        s3fs options that override the defaults (``anon=True``, :data:`DEFAULT_S3_CONFIG`,
-        and ``endpoint_url`` from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set).
+        s3fs options that override the defaults: ``anon=True``; ``endpoint_url`` from
+        ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set; and ``config_kwargs``
+        (:data:`DEFAULT_S3_CONFIG`, ``read_timeout`` from ``XR_ITSLIVE_S3_TIMEOUT``, and a
+        connect timeout of at most 3 s). A ``config_kwargs`` given here is merged key by key
+        into the default one, so ``{"config_kwargs": {"read_timeout": 5}}`` keeps the bounded
+        retries; a ``retries`` dict given there replaces the default one.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for :class:`s3fs.S3FileSystem`.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``XR_ITSLIVE_S3_TIMEOUT`` is not a positive number.
+
+    Examples
+    --------
+    >>> s3_storage_options({"config_kwargs": {"read_timeout": 5}})["config_kwargs"]["retries"]
+    {'total_max_attempts': 3, 'mode': 'standard'}
     """
-    options: dict[str, Any] = {"anon": True, "config_kwargs": dict(DEFAULT_S3_CONFIG)}
+    timeout = s3_timeout()
+    config: dict[str, Any] = {
+        **DEFAULT_S3_CONFIG,
+        "connect_timeout": min(DEFAULT_S3_CONFIG["connect_timeout"], timeout),
+        "read_timeout": timeout,
+        "retries": dict(DEFAULT_S3_CONFIG["retries"]),
+    }
+    options: dict[str, Any] = {"anon": True}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint
-    options.update(storage_options or {})
+    user = dict(storage_options or {})
+    options.update(user)
+    options["config_kwargs"] = {**config, **(user.get("config_kwargs") or {})}
     return options
+
+
+def s3_request_budget(storage_options: Mapping[str, Any] | None = None) -> float:
+    """The most seconds one S3 request can take to fail with these options, retries included.
+
+    Attempts × (connect timeout + read timeout) + botocore's longest backoffs between attempts
+    (``min(2**i, 20)`` s after attempt ``i``), times s3fs's nested retry loops.
+
+    Parameters
+    ----------
+    storage_options : mapping, optional
+        As for :func:`s3_storage_options` (defaults and ``XR_ITSLIVE_S3_TIMEOUT`` applied),
+        and ``retries`` as :class:`xr_itslive.io.s3.BoundedS3FileSystem` takes it.
+
+    Returns
+    -------
+    float
+        Seconds; about 57 with the defaults.
+    """
+    options = s3_storage_options(storage_options)
+    config = options["config_kwargs"]
+    retries = config.get("retries") or {}
+    if "total_max_attempts" in retries:
+        attempts = int(retries["total_max_attempts"])
+    elif "max_attempts" in retries:  # botocore counts these as retries after the first try
+        attempts = int(retries["max_attempts"]) + 1
+    else:  # botocore's defaults: 3 attempts in "standard" mode, 5 in "legacy"
+        attempts = 3 if retries.get("mode") in ("standard", "adaptive") else 5
+    attempts = max(attempts, 1)
+    per_attempt = float(config.get("connect_timeout", 60)) + float(config.get("read_timeout", 60))
+    backoff = sum(min(2.0**i, 20.0) for i in range(attempts - 1))
+    # s3fs wraps a chunk read in two nested retry loops of `retries` tries each.
+    nested = max(int(options.get("retries", S3FS_RETRIES)), 1) ** 2
+    return nested * (attempts * per_attempt + backoff)
 
 
 def composite_url(cube_url: str) -> str:

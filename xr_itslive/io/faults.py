@@ -1,0 +1,454 @@
+"""Failures while reading a cube, turned into errors that name the store, the key and the fix.
+
+Chunks are read lazily, inside dask tasks, long after :func:`xr_itslive.open_cube` returned. A
+bare ``ReadTimeoutError`` or ``RuntimeError: error during blosc decompression`` from deep in
+zarr says neither which store nor which chunk failed, nor what to do. :func:`block_reader` is
+the dask ``getitem`` of every variable opened by :func:`xr_itslive.io.cube.open_store`: it
+reads a block as dask's own getter does and, only when that fails, converts the error into a
+:class:`~xr_itslive.errors.DataAccessError` naming the URL and the zarr chunk key, chained to
+the original error. The success path is one extra function call per block, on local files and
+URLs alike; the reader is a ``functools.partial`` of a module function and a string, so graphs
+still pickle for distributed workers.
+
+Why a dask getter and not a wrapper of the zarr store: with zarr 3, xarray turns a mapper into
+zarr's own ``FsspecStore`` (the mapper's ``__getitem__`` is never called), and decoding a
+damaged chunk fails after the store returned its bytes, where no store wrapper can see it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+from collections.abc import Callable, Mapping
+from numbers import Integral
+from typing import Any
+
+from ..errors import DataAccessError, ITSLiveError, NotAnITSLiveCubeError
+from .urls import S3_TIMEOUT_ENV
+
+#: Errors that pass through unchanged: zarr signals missing keys with KeyError (it fills them),
+#: and ours already say what happened.
+PASS_THROUGH: tuple[type[BaseException], ...] = (
+    KeyError,
+    MemoryError,
+    NotImplementedError,
+    ITSLiveError,
+)
+
+#: Modules whose exceptions come from talking to the storage, not from the data read.
+_NETWORK_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3", "requests")
+
+#: At most this many chunk keys are listed in one message.
+_MAX_KEYS = 4
+
+
+def is_network_error(err: BaseException) -> bool:
+    """Whether ``err`` came from reaching the storage (timeout, connection, HTTP) rather than
+    from the bytes read.
+
+    Parameters
+    ----------
+    err : BaseException
+
+    Returns
+    -------
+    bool
+        True for ``OSError`` (``TimeoutError``, ``ConnectionError``, permission...), asyncio
+        timeouts, and errors of botocore, aiohttp, s3fs, fsspec, urllib3 or requests.
+    """
+    if isinstance(err, OSError | TimeoutError):
+        return True
+    return any(cls.__module__.split(".")[0] in _NETWORK_MODULES for cls in type(err).__mro__)
+
+
+#: Exception class names (anywhere in the MRO) that mean the endpoint could not be reached or
+#: did not answer in time: asking it for another key will not do better.
+_UNREACHABLE_NAMES = frozenset(
+    {
+        "ConnectionError",  # builtin and botocore's (EndpointConnectionError, ConnectTimeoutError)
+        "TimeoutError",  # builtin, asyncio's and fsspec's FSTimeoutError
+        "HTTPClientError",  # botocore: ReadTimeoutError, dropped connections
+        "ClientConnectionError",  # aiohttp
+        "ServerTimeoutError",  # aiohttp
+    }
+)
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the endpoint could not be reached or did not answer in time.
+
+    Parameters
+    ----------
+    err : BaseException
+
+    Returns
+    -------
+    bool
+        True for timeouts and connection errors (builtin, asyncio, botocore, aiohttp); False for
+        answers such as "not found" or "access denied".
+    """
+    return any(cls.__name__ in _UNREACHABLE_NAMES for cls in type(err).__mro__)
+
+
+def storage_fix(source: str) -> str:
+    """What to check when the storage of ``source`` failed: network and timeout, or the disk.
+
+    Parameters
+    ----------
+    source : str
+        A URL or a local path.
+
+    Returns
+    -------
+    str
+        Sentences for the end of an error message.
+    """
+    if is_remote(source):
+        return (
+            "The storage did not answer, or refused the read, after bounded retries. Check the "
+            "network and the endpoint (AWS_ENDPOINT_URL); on a slow link raise the per-attempt "
+            f"timeout: {S3_TIMEOUT_ENV}=<seconds> (default 15) or "
+            "storage_options={'config_kwargs': {'read_timeout': <seconds>}}."
+        )
+    return (
+        "Check that the disk is mounted and the store readable; if it is, the file may be "
+        "damaged: re-download the store."
+    )
+
+
+def is_remote(source: str) -> bool:
+    """Whether ``source`` names a store reached over the network (not ``file://`` or a path).
+
+    Parameters
+    ----------
+    source : str
+
+    Returns
+    -------
+    bool
+    """
+    source = str(source)
+    return "://" in source and not source.startswith(("file://", "local://"))
+
+
+def _zarr_array(array: Any) -> Any:
+    """The zarr array under xarray's lazy wrappers (each keeps the next in ``.array``), or None."""
+    for _ in range(32):
+        if array is None:
+            return None
+        if type(array).__name__ == "ZarrArrayWrapper" and hasattr(array, "get_array"):
+            return array.get_array()
+        array = getattr(array, "array", None)
+    return None
+
+
+def _variable_name(array: Any) -> str | None:
+    """The variable a non-zarr backend reads (netCDF wrappers keep ``variable_name``)."""
+    for _ in range(32):
+        if array is None:
+            return None
+        name = getattr(array, "variable_name", None)
+        if isinstance(name, str):
+            return name
+        array = getattr(array, "array", None)
+    return None
+
+
+def _index_text(index: Any) -> str:
+    if not isinstance(index, tuple):
+        index = (index,)
+    parts = []
+    for item in index:
+        if isinstance(item, slice):
+            parts.append(f"{'' if item.start is None else item.start}:"
+                         f"{'' if item.stop is None else item.stop}")  # fmt: skip
+        else:
+            parts.append(str(item))
+    return "[" + ", ".join(parts) + "]"
+
+
+def chunk_keys(array: Any, index: Any) -> list[str]:
+    """The store keys of the chunks that block ``index`` of ``array`` reads.
+
+    Parameters
+    ----------
+    array : array-like
+        What dask reads a block from: xarray's lazy wrapper of a backend array.
+    index : tuple of slice or int
+        The block, in the coordinates of ``array``.
+
+    Returns
+    -------
+    list of str
+        Zarr chunk keys such as ``"vx/0.0.0"`` (relative to the store); when they cannot be
+        worked out (another backend), one text naming the variable and the index instead.
+    """
+    try:
+        zarray = _zarr_array(array)
+        if zarray is None or tuple(zarray.shape) != tuple(array.shape):
+            # Only the freshly opened, unindexed wrapper maps blocks one to one onto the store.
+            raise LookupError("no zarr array behind this block")
+        selection = index if isinstance(index, tuple) else (index,)
+        ranges = []
+        for sel, size, length in zip(selection, zarray.chunks, zarray.shape, strict=True):
+            if isinstance(sel, slice):
+                start, stop, _ = sel.indices(length)
+            elif isinstance(sel, Integral):
+                start, stop = int(sel), int(sel) + 1
+            else:
+                raise LookupError("not a slice")
+            ranges.append(range(start // size, max(stop - 1, start) // size + 1))
+        prefix = zarray.path.strip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        return [
+            prefix + zarray.metadata.encode_chunk_key(coords)
+            for coords in itertools.product(*ranges)
+        ]
+    except Exception:  # the message must still come out when the layout is not zarr's
+        name = _variable_name(array)
+        return [f"{name or 'variable'}{_index_text(index)}"]
+
+
+def _keys_text(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_KEYS])
+    if len(keys) > _MAX_KEYS:
+        shown += f", … ({len(keys)} chunks)"
+    return shown
+
+
+def read_error(source: str, keys: list[str], err: BaseException) -> DataAccessError:
+    """The error to raise when reading ``keys`` of the store at ``source`` failed with ``err``.
+
+    Parameters
+    ----------
+    source : str
+        The store's URL or path, as the user gave it.
+    keys : list of str
+        The chunk keys being read (see :func:`chunk_keys`).
+    err : BaseException
+        The original error; the caller chains it (``raise read_error(...) from err``).
+
+    Returns
+    -------
+    DataAccessError
+        For storage errors (timeouts, connections, HTTP, disk: :func:`is_network_error`), a
+        message naming ``source/key`` and pointing at the network and ``XR_ITSLIVE_S3_TIMEOUT``
+        (or the disk); otherwise the chunk could not be decoded, and the message says it is
+        damaged and to re-download or delete the store.
+    """
+    source = str(source).rstrip("/")
+    where = f"{source}/{keys[0]}" if len(keys) == 1 else f"{source} (chunks {_keys_text(keys)})"
+    what = f"{type(err).__name__}: {err}"
+    if not is_network_error(err):
+        # Deleting only the chunk would make zarr fill it silently: the whole store goes.
+        return DataAccessError(
+            f"{where} is damaged: chunk {_keys_text(keys)} could not be decoded ({what}). "
+            f"Re-download the store, or delete {source} and create it again."
+        )
+    return DataAccessError(f"could not read {where}: {what}. {storage_fix(source)}")
+
+
+def read_block(
+    array: Any, index: Any, asarray: bool = True, lock: Any = None, *, source: str
+) -> Any:
+    """Read one dask block as :func:`dask.array.core.getter` does; failures name the chunk.
+
+    Parameters
+    ----------
+    array : array-like
+        What the block is read from.
+    index : tuple of slice
+        The block.
+    asarray : bool, optional
+        Convert the result to a numpy array (dask's getter semantics).
+    lock : lock, optional
+        Held while reading (dask's getter semantics).
+    source : str
+        The store's URL or path, for the message.
+
+    Returns
+    -------
+    array-like
+
+    Raises
+    ------
+    DataAccessError
+        The read failed (:func:`read_error`); the original error is ``__cause__``.
+    """
+    from dask.array.core import getter
+
+    try:
+        return getter(array, index, asarray=asarray, lock=lock)
+    except PASS_THROUGH:
+        raise
+    except Exception as err:
+        raise read_error(source, chunk_keys(array, index), err) from err
+
+
+def block_reader(source: str) -> Callable[..., Any]:
+    """The dask ``getitem`` for the variables of the store at ``source``.
+
+    Parameters
+    ----------
+    source : str
+        The store's URL or path, named in the errors.
+
+    Returns
+    -------
+    callable
+        ``read_block`` bound to ``source``; pickleable. Pass it as
+        ``from_array_kwargs={"getitem": block_reader(url)}`` to :func:`xarray.open_zarr`.
+    """
+    return functools.partial(read_block, source=str(source))
+
+
+#: Zarr metadata documents (v2 and v3) that must parse as JSON objects.
+_METADATA_NAMES = (".zmetadata", ".zgroup", ".zattrs", ".zarray", "zarr.json")
+
+
+def _metadata_problem(raw: bytes, key: str) -> str | None:
+    try:
+        document = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return "not valid JSON"
+    if not isinstance(document, dict) or (
+        key.endswith(".zmetadata") and not isinstance(document.get("metadata"), dict)
+    ):
+        return "not a zarr metadata document"
+    return None
+
+
+def damaged_metadata(store: Any) -> list[str]:
+    """The zarr metadata documents of ``store`` that are not valid JSON objects.
+
+    Parameters
+    ----------
+    store : str or mapping
+        A local path, or a mapping of keys to bytes (an fsspec mapper); other stores are not
+        inspected.
+
+    Returns
+    -------
+    list of str
+        ``"KEY (why)"`` for each damaged document: the top-level ones, and for local stores and
+        in-memory mappings the arrays' own ones too. Empty when all parse (or none is readable).
+    """
+    import fsspec
+
+    try:
+        mapping = fsspec.get_mapper(str(store)) if isinstance(store, str) else store
+        if not isinstance(mapping, Mapping):
+            return []
+        damaged = []
+
+        def check(key: str) -> None:
+            try:
+                raw = mapping[key]
+            except KeyError:
+                return
+            problem = _metadata_problem(raw, key)
+            if problem:
+                damaged.append(f"{key} ({problem})")
+
+        for name in _METADATA_NAMES:
+            check(name)
+        protocol = getattr(getattr(mapping, "fs", None), "protocol", "file")
+        protocol = protocol[0] if isinstance(protocol, tuple | list) else protocol
+        if not damaged and protocol in ("file", "local", "memory"):
+            # Listing a remote store can take many requests; a local one is cheap.
+            for key in list(mapping):
+                if "/" in key and key.rsplit("/", 1)[1] in _METADATA_NAMES:
+                    check(key)
+        return damaged
+    except Exception:  # looking for the cause must not hide the original error
+        return []
+
+
+def damaged_coordinate_chunk(store: Any) -> tuple[str, BaseException] | None:
+    """The first chunk of a one-dimensional array of ``store`` that cannot be read or decoded.
+
+    Opening a dataset loads its index coordinates (``x``, ``y``, ``mid_date``) outside dask, so
+    a damaged chunk there fails without a key; this reads those small arrays chunk by chunk to
+    find it. Only called after opening failed.
+
+    Parameters
+    ----------
+    store : str, mapping or zarr store
+        What :func:`zarr.open_group` accepts.
+
+    Returns
+    -------
+    tuple of (str, BaseException) or None
+        The chunk key (``"mid_date/3"``) and its error, or None when all read.
+    """
+    try:
+        import zarr
+
+        group = zarr.open_group(store, mode="r")
+        for name, array in group.arrays():
+            if array.ndim != 1:
+                continue
+            for i in range(array.nchunks):
+                try:
+                    array.blocks[i]
+                except PASS_THROUGH:
+                    raise
+                except Exception as err:
+                    path = array.path.strip("/") or name
+                    return f"{path}/{array.metadata.encode_chunk_key((i,))}", err
+    except Exception:  # looking for the cause must not hide the original error
+        return None
+    return None
+
+
+def open_error(source: str, store: Any, err: BaseException) -> ITSLiveError | None:
+    """The clear error for a failure to open the zarr store at ``source``, or None to re-raise.
+
+    Parameters
+    ----------
+    source : str
+        The store's URL or path, for the message.
+    store : str, mapping or zarr store
+        What was opened (inspected for damaged metadata or chunks).
+    err : BaseException
+        The original error; the caller chains it.
+
+    Returns
+    -------
+    NotAnITSLiveCubeError, DataAccessError or None
+        :class:`NotAnITSLiveCubeError` when no zarr metadata is there (an empty folder, a folder
+        above or inside the cube); :class:`DataAccessError` when the storage failed, a metadata
+        document is damaged or a coordinate chunk cannot be decoded; None otherwise.
+    """
+    from zarr.errors import NodeNotFoundError
+
+    source = str(source).rstrip("/")
+    if isinstance(err, NodeNotFoundError | FileNotFoundError):
+        empty = ""
+        if not is_remote(source) and os.path.isdir(source) and not os.listdir(source):
+            empty = " (the folder is empty: an interrupted download?)"
+        return NotAnITSLiveCubeError(
+            f"no zarr metadata found at {source!r}{empty}: is this an ITS_LIVE cube? A zarr store "
+            "has .zgroup and .zmetadata (zarr v2) or zarr.json (zarr v3) at its top. Pass the "
+            "cube's own folder (ITS_LIVE_vel_EPSG<code>_G0120_X<x>_Y<y>.zarr), or download it "
+            "again (xr_itslive.find_cubes gives its URL)."
+        )
+    if is_network_error(err):
+        return DataAccessError(
+            f"could not open the cube at {source}: {type(err).__name__}: {err}. "
+            + storage_fix(source)
+        )
+    damaged = damaged_metadata(store)
+    if damaged:
+        return DataAccessError(
+            f"the zarr metadata of {source} is damaged: {', '.join(damaged)} "
+            f"({type(err).__name__}: {err}). Re-download the store, or delete it and create it "
+            "again."
+        )
+    found = damaged_coordinate_chunk(store)
+    if found is not None:
+        key, chunk_err = found
+        return read_error(source, [key], chunk_err)
+    return None
