@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import DataAccessError
-from .urls import s3_storage_options
 
 #: Environment variable naming a catalog (STAC API root, local path or URL) to use by default.
 CATALOG_ENV = "XR_ITSLIVE_CATALOG"
@@ -142,10 +141,11 @@ def download(
     """
     attempts = max(int(attempts), 1)
     if url.startswith("s3://"):
-        import s3fs
+        from .s3 import s3_filesystem
 
         try:
-            fs = s3fs.S3FileSystem(**s3_storage_options())
+            # bounded: botocore's 3 attempts, not s3fs's nested 5 x 5 loop around them
+            fs = s3_filesystem()
             with fs.open(url, "rb") as handle:
                 return handle.read()
         except Exception as err:  # botocore/s3fs raise many types
