@@ -31,11 +31,13 @@ from .io.urls import composite_url, to_s3_url
 from .plot import plot_series
 from .synthetic import synthetic_cube
 from .workflows.cluster import get_client, scheduler_context
+from .workflows.composite import composite, composite_to_zarr, seasonal
 from .workflows.glacier import Glacier, GlacierCenterline, GlacierPoint
 from .workflows.gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress
 from .workflows.invert import DesignMatrix, design_matrix, invert, predict
 from .workflows.invert_to_zarr import invert_to_zarr
 from .workflows.mosaic import invert_mosaic
+from .workflows.speed import speed
 from .workflows.store import store_status, write_resumable
 
 __version__ = "0.1.0"
@@ -58,6 +60,8 @@ __all__ = [
     "OptionalDependencyError",
     "StoreConflictError",
     "UnsolvedPixelsWarning",
+    "composite",
+    "composite_to_zarr",
     "composite_url",
     "decode_cube",
     "demo_cube_path",
@@ -80,6 +84,8 @@ __all__ = [
     "point_series",
     "predict",
     "scheduler_context",
+    "seasonal",
+    "speed",
     "store_status",
     "synthetic_cube",
     "to_s3_url",

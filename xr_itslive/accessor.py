@@ -20,6 +20,7 @@ from .geo.masks import glacier_mask
 from .geo.pairs import filter_pairs
 from .geo.subset import bbox, point_series, window
 from .plot import plot_series
+from .workflows.composite import composite, composite_to_zarr, seasonal
 from .workflows.gp import gp_fit_series, gp_regress
 from .workflows.invert import design_matrix, invert, predict
 from .workflows.invert_to_zarr import invert_to_zarr
@@ -70,6 +71,14 @@ class ITSLiveAccessor:
     invert = _method(invert, "invert", "Invert every pixel to a regular time series.")
     predict = _method(predict, "predict", "The model's mean velocity over each pair's interval.")
 
+    # --- composites ---
+    composite = _method(
+        composite, "composite", "ITS_LIVE's annual and climatological composites of the pairs."
+    )
+    seasonal = _method(
+        seasonal, "seasonal", "The composite's variables from this inversion result."
+    )
+
     # --- subsets, filters, glaciers ---
     point = _method(point_series, "point", "The series of the pixel nearest a point.")
     window = _method(window, "window", "``size × size`` pixels around a point.")
@@ -86,6 +95,9 @@ class ITSLiveAccessor:
     # --- resumable writes ---
     invert_to_zarr = _method(
         invert_to_zarr, "invert_to_zarr", "Invert and write chunk by chunk, resumably."
+    )
+    composite_to_zarr = _method(
+        composite_to_zarr, "composite_to_zarr", "Composite and write chunk by chunk, resumably."
     )
     to_zarr_resumable = _method(
         write_resumable, "to_zarr_resumable", "Write a (lazy) result chunk by chunk, resumably."

@@ -379,6 +379,169 @@ def _run_invert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- composite
+
+
+def _add_composite(subparsers: Any) -> None:
+    from .workflows.composite import DEFAULTS, ENGINES
+
+    parser = subparsers.add_parser(
+        "composite",
+        help="ITS_LIVE's annual and climatological composites of a cube into a zarr store "
+        "(resumable)",
+        description=(
+            "Fit one mean per calendar year and one annual sinusoid to every pixel's image "
+            "pairs (ITS_LIVE's annual composites: vx, vy, v per year; vx0, dv_dt, v_amp, "
+            "v_phase ... over the climatology years) and write them to a zarr store chunk by "
+            "chunk. Re-running the same command resumes an interrupted store; on a finished "
+            "store it says so and exits 0."
+        ),
+    )
+    parser.add_argument("source", help="cube: local zarr path, s3:// URL or ITS_LIVE http URL")
+    parser.add_argument("--out", required=True, metavar="STORE", help="output zarr path or URL")
+    group = parser.add_argument_group("composite (see xr_itslive.composite)")
+    group.add_argument("--start", default=None, help="drop pairs before this date")
+    group.add_argument("--end", default=None, help="drop pairs after this date")
+    first, last = DEFAULTS["climatology"]
+    group.add_argument(
+        "--climatology",
+        nargs=2,
+        type=int,
+        default=list(DEFAULTS["climatology"]),
+        metavar=("FIRST", "LAST"),
+        help=f"first and last climatology year, both included ({first} {last})",
+    )
+    group.add_argument(
+        "--center-date",
+        default=None,
+        metavar="DATE",
+        help="centre of the line through the annual means (default: the window's middle)",
+    )
+    group.add_argument(
+        "--variables",
+        nargs="+",
+        default=list(DEFAULTS["variables"]),
+        metavar="VAR",
+        help=f"({' '.join(DEFAULTS['variables'])})",
+    )
+    group.add_argument(
+        "--weights",
+        choices=("error", "none"),
+        default="error" if DEFAULTS["weights"] == "error" else "none",
+        help=f"'error': weight pairs by 1/error² from VAR_error ({DEFAULTS['weights']})",
+    )
+    group.add_argument(
+        "--robust",
+        choices=("tukey", "huber", "none"),
+        default="tukey" if DEFAULTS["robust"] else "none",
+        help="reweighting against outliers (tukey)",
+    )
+    group.add_argument(
+        "--robust-iterations",
+        type=_positive_int,
+        default=None,
+        help="reweighting iterations (default: 2 with --weights error, 4 without)",
+    )
+    group.add_argument(
+        "--min-obs",
+        type=_positive_int,
+        default=DEFAULTS["min_obs"],
+        help=f"fewest pairs of a fit ({DEFAULTS['min_obs']})",
+    )
+    group.add_argument(
+        "--min-year-obs",
+        type=_positive_int,
+        default=DEFAULTS["min_year_obs"],
+        help=f"fewest pairs overlapping a year for its mean ({DEFAULTS['min_year_obs']})",
+    )
+    group.add_argument(
+        "--engine", choices=ENGINES, default=None, help="kernel engine (default: automatic)"
+    )
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "--chunks",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="spatial chunks of N×N pixels, one task each (default: the cube's own chunks)",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="'threads' (default), 'local' (a LocalCluster) or a scheduler address",
+    )
+    run.add_argument(
+        "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
+    )
+    run.add_argument(
+        "--gpu",
+        action="store_true",
+        help="fit on the GPU (CuPy, the 'gpu' extra): each chunk is copied there and back",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
+    run.add_argument(
+        "--storage-option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for an output URL (repeatable), e.g. profile=work",
+    )
+    _add_pair_filters(parser)
+    parser.set_defaults(handler=_run_composite)
+
+
+def _run_composite(args: argparse.Namespace) -> int:
+    from .workflows.cluster import scheduler_context
+    from .workflows.composite import composite_to_zarr
+
+    weights = None if args.weights == "none" else args.weights
+    wanted = list(args.variables)
+    if weights == "error":
+        wanted += [f"{name}_error" for name in args.variables]
+    chunks = None
+    if args.chunks is not None:
+        chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
+    cube = _open_filtered(args, wanted, chunks=chunks)
+    cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
+    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
+        summary = composite_to_zarr(
+            cube,
+            args.out,
+            storage_options=dict(args.storage_option) or None,
+            overwrite=args.overwrite,
+            scheduler=client if client is not None else args.scheduler,
+            progress=not args.no_progress,
+            gpu=args.gpu,
+            start=args.start,
+            end=args.end,
+            climatology=tuple(args.climatology),
+            center_date=args.center_date,
+            weights=weights,
+            robust=False if args.robust == "none" else args.robust,
+            robust_iterations=args.robust_iterations,
+            variables=args.variables,
+            min_obs=args.min_obs,
+            min_year_obs=args.min_year_obs,
+            engine=args.engine,
+        )
+    _say_written(summary)
+    return EXIT_OK
+
+
+def _say_written(summary: Any) -> None:
+    if summary.already_complete:
+        print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")
+    else:
+        resumed = f", {summary.n_skipped} were done before" if summary.n_skipped else ""
+        print(
+            f"wrote {summary.n_written} of {summary.n_chunks} chunks to {summary.store}"
+            f"{resumed}; the store is complete."
+        )
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -411,7 +574,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 #: Subcommands, in the order ``--help`` lists them.
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_invert]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_composite, _add_demo, _add_invert]
 
 
 def build_parser() -> argparse.ArgumentParser:

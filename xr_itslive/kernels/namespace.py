@@ -18,14 +18,14 @@ import numpy as np
 
 from ..errors import OptionalDependencyError
 
-#: Array-API names the kernels and :func:`xr_itslive.workflows.invert.solve_block` call
-#: through ``xp``.
+#: Array-API names the kernels, :func:`xr_itslive.workflows.invert.solve_block` and
+#: :func:`xr_itslive.workflows.composite.composite_block` call through ``xp``.
 #: A namespace missing any of them is wrapped by array-api-compat.
 KERNEL_NAMES: tuple[str, ...] = (
-    "abs", "all", "any", "arange", "asarray", "astype", "bool", "clip", "concat", "cumulative_sum",
-    "flip", "float32", "float64", "full", "inf", "int64", "isnan", "matmul", "max", "maximum",
-    "nan", "nonzero", "permute_dims", "reshape", "searchsorted", "sort", "sqrt", "sum", "take",
-    "take_along_axis", "where", "zeros",
+    "abs", "all", "any", "arange", "asarray", "astype", "atan2", "bool", "ceil", "clip", "concat",
+    "cumulative_sum", "flip", "float32", "float64", "floor", "full", "inf", "int32", "int64",
+    "isnan", "matmul", "max", "maximum", "nan", "nonzero", "ones", "permute_dims", "reshape",
+    "searchsorted", "sort", "sqrt", "stack", "sum", "take", "take_along_axis", "where", "zeros",
 )  # fmt: skip
 
 GPU_INSTALL_HINT = (

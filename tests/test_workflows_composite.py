@@ -1,0 +1,491 @@
+"""Annual composites (xr_itslive.composite) and their equivalent from an inversion (seasonal).
+
+The truth is the model itself (``benchmarks/bench_composite.py:exact_cube``: annual means on
+a line and one sinusoid per component, each pair observing their exact mean plus noise), so
+that the fit can be checked against a dense ``np.linalg.lstsq`` of the same problem, the two
+engines against each other, and known amplitudes, phases and trends recovered.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import FIXTURE_3X3, GLACIER_CUBE, REPO, raise_if_dask_computes, requires_shared
+
+import xr_itslive
+from xr_itslive.errors import (
+    ChunkingError,
+    EmptySelectionError,
+    InvalidParameterError,
+    MissingVariableError,
+    NotAnITSLiveCubeError,
+    OptionalDependencyError,
+)
+from xr_itslive.kernels import composite as kc
+from xr_itslive.kernels.namespace import KERNEL_NAMES, cupy_namespace
+from xr_itslive.workflows import composite as wc
+
+_spec = importlib.util.spec_from_file_location("bench_composite", REPO / "benchmarks" /
+                                               "bench_composite.py")  # fmt: skip
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+exact_cube = bench.exact_cube
+
+WINDOW = (2014, 2023)  # inside exact_cube's default years, 2013-2024
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return exact_cube(n_pairs=1500, ny=3, nx=4, noise=3.0, seed=0)
+
+
+def _raw_inputs(cube, name="vx", min_year_obs=1, robust=None, weights=True):
+    setup = wc._setup(cube, None, None, WINDOW, None)
+    kept = cube.isel(mid_date=np.flatnonzero(setup.kept))
+    values = np.asarray(kept[name].values, dtype=np.float64)
+    flat = values.reshape(values.shape[0], -1).T  # (pixels, pairs)
+    w = None
+    if weights:
+        w = (1.0 / np.asarray(kept[f"{name}_error"].values, dtype=np.float64) ** 2)[None, :]
+    options = kc.CompositeOptions(min_year_obs=min_year_obs, robust=robust, iterations=2)
+    return setup, kept, flat, w, options
+
+
+# --------------------------------------------------------------------------- the least squares
+
+
+def test_kernels_match_a_dense_lstsq_of_the_same_model_to_round_off():
+    cube = exact_cube(n_pairs=700, ny=2, nx=3, noise=4.0, gap_fraction=0.3, seed=3)
+    setup, kept, flat, w, options = _raw_inputs(cube)
+    t1 = wc.decimal_years(kept["acquisition_date_img1"].values)
+    t2 = wc.decimal_years(kept["acquisition_date_img2"].values)
+    design = setup.design
+    engines = {
+        "numba": kc.composite_pixels_compiled(flat, w, design, options),
+        "array": kc.composite_pixels(flat.T, w.T, design, options),
+    }
+    center = 0.5 * (WINDOW[0] + WINDOW[1] + 1)
+    error = np.asarray(kept["vx_error"].values, dtype=np.float64)
+    for p in range(flat.shape[0]):
+        ref = bench.lstsq_pixel(flat[p], error, t1, t2, setup.first_year, design.n_years,
+                                WINDOW, center)  # fmt: skip
+        for raw in engines.values():
+            final = kc.finish_composite(raw, design)
+            np.testing.assert_allclose(raw["mean"][p], ref["mean"], rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(raw["error"][p], ref["error"], rtol=1e-9)
+            np.testing.assert_allclose([raw["sin"][p], raw["cos"][p]], [ref["sin"], ref["cos"]],
+                                       rtol=1e-9, atol=1e-9)  # fmt: skip
+            cov = [[raw["cov_ss"][p], raw["cov_sc"][p]], [raw["cov_sc"][p], raw["cov_cc"][p]]]
+            np.testing.assert_allclose(cov, ref["cov"], rtol=1e-7)
+            np.testing.assert_allclose([final["offset"][p], final["slope"][p]],
+                                       [ref["offset"], ref["slope"]], rtol=1e-9)  # fmt: skip
+            assert raw["count0"][p] == ref["count0"]
+    # the xarray layer: the same numbers, as float32
+    result = xr_itslive.composite(cube, climatology=WINDOW, robust=False, min_year_obs=1)
+    ref = bench.lstsq_pixel(flat[4], error, t1, t2, setup.first_year, design.n_years, WINDOW,
+                            center)  # fmt: skip
+    np.testing.assert_allclose(result["vx"].values[:, 1, 1], ref["mean"], rtol=1e-6, atol=1e-4)
+    amp, phase = bench.amp_phase(ref["sin"], ref["cos"])
+    np.testing.assert_allclose(float(result["vx_amp"][1, 1]), amp, rtol=1e-6)
+    np.testing.assert_allclose(float(result["vx_phase"][1, 1]), phase, rtol=1e-6)
+
+
+@pytest.mark.parametrize("robust", [None, "tukey", "huber"])
+def test_engines_agree_numba_numpy_and_strict_array_api(robust):
+    xps = pytest.importorskip("array_api_strict")
+    cube = exact_cube(n_pairs=600, ny=2, nx=4, outlier_fraction=0.05, gap_fraction=0.3, seed=5)
+    setup, _, flat, w, options = _raw_inputs(cube, min_year_obs=3, robust=robust)
+    per_pixel = np.repeat(w, flat.shape[0], axis=0) * np.linspace(0.5, 2, flat.shape[0])[:, None]
+    for weights in (w, per_pixel, None):
+        numba = kc.composite_pixels_compiled(flat, weights, setup.design, options)
+        array = kc.composite_pixels(flat.T, None if weights is None else weights.T,
+                                    setup.design, options)  # fmt: skip
+        strict = kc.composite_pixels(
+            xps.asarray(flat.T), None if weights is None else xps.asarray(weights.T),
+            setup.design, options,
+        )  # fmt: skip
+        for name in kc.RAW_NAMES:
+            np.testing.assert_allclose(array[name], numba[name], rtol=1e-8, atol=1e-9,
+                                       err_msg=name)  # fmt: skip
+            np.testing.assert_allclose(np.asarray(strict[name]), numba[name], rtol=1e-8,
+                                       atol=1e-9, err_msg=name)  # fmt: skip
+    assert np.isfinite(numba["sin"]).all()
+    if robust == "tukey":
+        assert (numba["rejected"] > 0).all()
+
+
+def test_numba_reads_a_pairs_outer_view_like_a_copy():
+    cube = exact_cube(n_pairs=500, ny=3, nx=3, seed=6)
+    setup, kept, flat, w, options = _raw_inputs(cube, robust="tukey")
+    view = np.asarray(kept["vx"].values, dtype=np.float32).reshape(flat.shape[1], -1).T
+    assert view.strides[0] < view.strides[1]
+    a = kc.composite_pixels_compiled(view, w, setup.design, options, threads=2)
+    b = kc.composite_pixels_compiled(np.ascontiguousarray(view), w, setup.design, options)
+    for name in kc.RAW_NAMES:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_engine_option_gives_the_same_dataset(truth):
+    a = xr_itslive.composite(truth, climatology=WINDOW, engine="numba").compute()
+    b = xr_itslive.composite(truth, climatology=WINDOW, engine="array").compute()
+    xr.testing.assert_allclose(a.drop_attrs(), b.drop_attrs(), rtol=1e-5, atol=1e-4)
+    with pytest.raises(InvalidParameterError, match="engine must be one of"):
+        xr_itslive.composite(truth, engine="gpu")
+
+
+# --------------------------------------------------------------------------- a known truth
+
+
+def test_recovers_amplitude_phase_trend_and_annual_means(truth):
+    result = xr_itslive.composite(truth, climatology=WINDOW).compute()
+    errors = bench.recovery(result, truth, "vx")
+    assert errors["amp"] < 0.6 and errors["phase_days"] < 3.0, errors
+    assert errors["trend"] < 0.15 and errors["v0"] < 0.6 and errors["annual"] < 1.2, errors
+    # the errors say how far off the means are: about 95% within 2 sigma
+    annual = result["vx"].values
+    true = truth["vx_true_annual"].sel(year=result["time"].dt.year.values).values
+    z = np.abs(annual - true) / result["vx_error"].values
+    assert 0.85 < np.nanmean(z < 2) <= 1.0
+    amp_z = np.abs(result["vx_amp"] - truth["vx_true_amp"]) / result["vx_amp_error"]
+    assert float((amp_z < 3).mean()) > 0.8
+
+
+def test_phase_is_the_day_of_the_maximum():
+    """A noise-free cos wave peaking on day 100 (April 10): vx_phase = 100."""
+    cube = exact_cube(n_pairs=600, ny=1, nx=1, noise=1e-6, gap_fraction=0.0, seed=7)
+    t1 = wc.decimal_years(cube["acquisition_date_img1"].values)
+    t2 = wc.decimal_years(cube["acquisition_date_img2"].values)
+    day, amp = 100.0, 12.0
+    mean_cos = np.sin(2 * np.pi * (t2 - day / 365.25)) - np.sin(2 * np.pi * (t1 - day / 365.25))
+    mean_cos /= 2 * np.pi * (t2 - t1)
+    cube["vx"][:] = (50.0 + amp * mean_cos)[:, None, None].astype(np.float32)
+    result = xr_itslive.composite(cube, climatology=WINDOW, variables="vx", robust=False)
+    assert float(result["vx_phase"][0, 0]) == pytest.approx(day, abs=0.02)
+    assert float(result["vx_amp"][0, 0]) == pytest.approx(amp, abs=1e-3)
+    # the fitted curve itself is highest on that day
+    fit = bench.lstsq_pixel(cube["vx"].values[:, 0, 0].astype(float), np.ones(t1.size), t1, t2,
+                            2013, 12, WINDOW, 2019.0)  # fmt: skip
+    days = np.arange(0, 365.25, 0.01)
+    curve = fit["sin"] * np.sin(2 * np.pi * days / 365.25) + fit["cos"] * np.cos(
+        2 * np.pi * days / 365.25
+    )
+    assert days[np.argmax(curve)] == pytest.approx(day, abs=0.02)
+
+
+def test_speed_is_projected_onto_the_mean_flow(truth):
+    """vy = 4/3 vx everywhere (flow along (3, 4)): the speed's fits are 5/3 of vx's."""
+    cube = truth.copy()
+    cube["vy"] = cube["vx"] * (4 / 3)
+    cube["vy_error"] = cube["vx_error"] * (4 / 3)
+    result = xr_itslive.composite(cube, climatology=WINDOW).compute()
+    sign = np.sign(result["vx0"])
+    # (not the errors: they are propagated as if the components' errors were independent)
+    for name in ("0", "_amp"):
+        np.testing.assert_allclose(result[f"v{name}"], 5 / 3 * np.abs(result[f"vx{name}"]),
+                                   rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(result["dv_dt"], 5 / 3 * sign * result["dvx_dt"], rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    phase_x = np.where(sign > 0, result["vx_phase"], (result["vx_phase"] + 182.625) % 365.25)
+    np.testing.assert_allclose(result["v_phase"], phase_x, atol=1e-3)
+    np.testing.assert_allclose(result["v"], 5 / 3 * np.abs(result["vx"]), rtol=1e-5)
+
+
+def test_robust_fit_resists_outliers_and_counts_them():
+    cube = exact_cube(n_pairs=2000, ny=2, nx=3, noise=3.0, outlier_fraction=0.05, seed=8)
+    robust = xr_itslive.composite(cube, climatology=WINDOW).compute()
+    plain = xr_itslive.composite(cube, climatology=WINDOW, robust=False).compute()
+    good, bad = bench.recovery(robust, cube), bench.recovery(plain, cube)
+    assert good["amp"] < 0.5 * bad["amp"] and good["annual"] < 0.5 * bad["annual"]
+    assert good["amp"] < 1.0 and good["phase_days"] < 4.0
+    # 5% of the observations were shifted by 50-300 m/yr: about that share is rejected
+    assert 4.0 < float(robust["outlier_percent"].median()) < 8.0
+    assert float(plain["outlier_percent"].max()) == 0.0
+    assert (robust["count0"] < plain["count0"]).all()
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def test_building_the_graph_computes_nothing(truth):
+    lazy = truth.copy()
+    for name in ("vx", "vy", "vx_error", "vy_error"):
+        lazy[name] = lazy[name].chunk({"mid_date": -1} | ({"y": 2, "x": 2} if lazy[name].ndim
+                                                          > 1 else {}))  # fmt: skip
+    with raise_if_dask_computes():
+        result = xr_itslive.composite(lazy, climatology=WINDOW)
+        assert result["vx"].chunks is not None and result["vx0"].chunks is not None
+        result.itslive  # noqa: B018  (the accessor on the result computes nothing either)
+    computed = result.compute()
+    assert type(result["vx_amp"].data._meta) is type(computed["vx_amp"].data)
+    xr.testing.assert_identical(computed, xr_itslive.composite(truth, climatology=WINDOW))
+
+
+def test_mid_date_in_several_chunks_is_refused(truth):
+    split = truth.copy()
+    split["vx"] = split["vx"].chunk({"mid_date": 500})
+    with pytest.raises(ChunkingError, match=r"mid_date.*chunk\(\{'mid_date': -1\}\)"):
+        xr_itslive.composite(split, variables="vx")
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_a_climatology_window_without_pairs_names_the_data_years(truth):
+    with pytest.raises(EmptySelectionError, match=r"climatology years 2030-2032.*climatology=\("):
+        xr_itslive.composite(truth, climatology=(2030, 2032))
+
+
+@pytest.mark.parametrize(
+    ("climatology", "match"),
+    [((2020, 2014), "first <= last"), ((2014,), "first_year, last_year"), ("2014", "climatology")],
+)
+def test_bad_climatology_is_refused(truth, climatology, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        xr_itslive.composite(truth, climatology=climatology)
+
+
+def test_center_date_outside_the_window_or_the_data(truth):
+    with pytest.raises(
+        InvalidParameterError, match=r"center_date='2012-06-01'.*climatology window"
+    ):
+        xr_itslive.composite(truth, climatology=WINDOW, center_date="2012-06-01")
+    with pytest.raises(InvalidParameterError, match=r"outside the data \(2013-.*center_date=None"):
+        xr_itslive.composite(truth, climatology=(2020, 2030), center_date="2028-01-01")
+    with pytest.raises(InvalidParameterError, match="could not read center_date='soon'"):
+        xr_itslive.composite(truth, climatology=WINDOW, center_date="soon")
+
+
+def test_unknown_variables_and_missing_errors_name_the_fix(truth):
+    with pytest.raises(MissingVariableError, match=r"variable 'vz' not found.*Pass variables="):
+        xr_itslive.composite(truth, variables=("vx", "vz"))
+    with pytest.raises(MissingVariableError, match=r"weights='error' needs 'vx_error'"):
+        xr_itslive.composite(truth.drop_vars("vx_error"), variables="vx")
+    with pytest.raises(InvalidParameterError, match=r"'v' with 'vx' and 'vy'.*Drop 'v'"):
+        xr_itslive.composite(truth.assign(v=truth["vx"]), variables=("vx", "vy", "v"))
+    with pytest.raises(InvalidParameterError, match="robust must be False, True"):
+        xr_itslive.composite(truth, robust="median")
+    with pytest.raises(InvalidParameterError, match="min_year_obs must be a positive integer"):
+        xr_itslive.composite(truth, min_year_obs=0)
+    with pytest.raises(InvalidParameterError, match="weights must be None, 'error' or"):
+        xr_itslive.composite(truth, weights="std")
+    undecoded = truth.assign(vx=truth["vx"].fillna(-32767).astype("int16"))
+    with pytest.raises(NotAnITSLiveCubeError, match="undecoded integers"):
+        xr_itslive.composite(undecoded)
+
+
+def test_fewer_pairs_than_a_fit_needs(truth):
+    few = truth.isel(mid_date=slice(0, 20))
+    with pytest.raises(EmptySelectionError, match=r"20 pairs.*min_obs=30.*smaller min_obs"):
+        xr_itslive.composite(few, climatology=WINDOW)
+    with pytest.raises(EmptySelectionError, match=r"no image pair lies inside"):
+        xr_itslive.composite(truth, start="1990-01-01", end="1990-06-01")
+
+
+def test_sparse_pixels_and_years_are_nan_with_their_count():
+    cube = exact_cube(n_pairs=900, ny=1, nx=3, gap_fraction=0.0, seed=9)
+    t1 = wc.decimal_years(cube["acquisition_date_img1"].values)
+    t2 = wc.decimal_years(cube["acquisition_date_img2"].values)
+    vx = cube["vx"].values.copy()
+    # pixel 0: 25 pairs (fewer than min_obs=30); pixel 1: 2 pairs reach into 2013, the others
+    # start in 2014 or later
+    vx[25:, 0, 0] = np.nan
+    touches_2013 = np.flatnonzero(t1 < 2014)
+    vx[touches_2013[2:], 0, 1] = np.nan
+    # pixel 2: 11 pairs, fewer than its unknowns (12 years + 2), with min_obs lowered
+    cube["vx"][:] = vx
+    result = xr_itslive.composite(cube, climatology=WINDOW, variables="vx", robust=False)
+    assert np.isnan(result["vx"][:, 0, 0]).all() and np.isnan(result["vx0"][0, 0])
+    assert int(result["count"][:, 0, 0].sum()) >= 25  # the pairs are counted (overlaps)
+    year_2013 = result["time"].dt.year.values == 2013
+    assert np.isnan(result["vx"].values[year_2013, 0, 1]).all()
+    assert int(result["count"].values[year_2013, 0, 1][0]) == 2  # < min_year_obs = 3
+    assert np.isfinite(result["vx"].values[~year_2013, 0, 1]).all()
+    assert float(result["vx_amp"][0, 1]) > 0
+
+    spread = np.argsort(0.5 * (t1 + t2))[:: 900 // 11][:11]  # 11 pairs across the years
+    only = np.full(vx.shape[0], np.nan, dtype=np.float32)
+    only[spread] = vx[spread, 0, 2]
+    cube["vx"][:, 0, 2] = only
+    lowered = xr_itslive.composite(cube, climatology=WINDOW, variables="vx", robust=False,
+                                   min_obs=5, min_year_obs=1)  # fmt: skip
+    assert np.isnan(lowered["vx"][:, 0, 2]).all() and int(lowered["count0"][0, 2]) == 0
+    assert int(lowered["count"][:, 0, 2].max()) >= 1
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_every_variable_has_units_and_a_long_name_and_no_attribute_shadows(truth):
+    result = xr_itslive.composite(truth, climatology=WINDOW)
+    expected = {"vx", "vy", "v", "count", "count0", "outlier_percent"}
+    for stem in ("0", "_amp", "_phase"):
+        expected |= {f"{c}{stem}" for c in ("vx", "vy", "v")}
+    expected |= {"dvx_dt", "dvy_dt", "dv_dt"}
+    expected |= {f"{n}_error" for n in list(expected) if n not in
+                 ("count", "count0", "outlier_percent")}  # fmt: skip
+    assert expected <= set(result.data_vars)
+    for name, var in result.data_vars.items():
+        if name == "time_bounds":
+            continue
+        assert var.attrs.get("units") and var.attrs.get("long_name"), name
+    assert result["vx_phase"].attrs["units"] == "day of year"
+    assert result["dvx_dt"].attrs["units"] == "meter/year^2"
+    assert result["vx"].attrs["units"] == truth["vx"].attrs["units"]
+    for key in result.attrs:
+        assert key not in result.variables and not hasattr(xr.Dataset, key), key
+    assert result["time"].dt.month.values.tolist() == [7] * result.sizes["time"]
+    bounds = result["time_bounds"].values
+    assert (bounds[:, 0].astype("datetime64[Y]").astype(int) + 1970 == result["time"].dt.year).all()
+
+
+def test_the_accessor_is_the_function(truth):
+    a = truth.itslive.composite(climatology=WINDOW, robust="huber")
+    b = xr_itslive.composite(truth, climatology=WINDOW, robust="huber")
+    xr.testing.assert_identical(a, b)
+    assert "climatology" in str(type(truth.itslive).composite.__signature__)
+
+
+# --------------------------------------------------------------------------- seasonal
+
+
+def test_seasonal_of_an_inversion_agrees_with_the_composite():
+    """Within 0.5 m/yr (amplitude), 1.5 days (phase), 0.6 m/yr (annual means), 0.2 m/yr
+    (vx0) and 0.05 m/yr/yr (trend) on 2 m/yr noise: measured 0.25, 0.5, 0.3, 0.1, 0.02."""
+    cube = exact_cube(n_pairs=3000, ny=2, nx=3, noise=2.0, seed=4, max_days=120)
+    comp = xr_itslive.composite(cube, climatology=WINDOW, robust=False).compute()
+    inverted = xr_itslive.invert(cube, step=12, lam=10, weights="error", uncertainty=True)
+    fitted = inverted.itslive.seasonal(climatology=WINDOW).compute()
+    assert fitted.attrs["weights"] == "std"
+    tolerance = {"vx_amp": 0.5, "vy_amp": 0.5, "v_amp": 0.5, "vx_phase": 1.5, "vx0": 0.2,
+                 "dvx_dt": 0.05, "vx": 0.6, "v": 0.6}  # fmt: skip
+    for name, tol in tolerance.items():
+        assert float(np.nanmax(np.abs(fitted[name] - comp[name]))) < tol, name
+    plain = xr_itslive.seasonal(inverted.drop_vars(["vx_std", "vy_std"]), climatology=WINDOW)
+    assert plain.attrs["weights"] == "none"
+    with pytest.raises(InvalidParameterError, match="inversion result"):
+        xr_itslive.seasonal(cube)
+    with pytest.raises(MissingVariableError, match=r"\['vz'\] not found"):
+        xr_itslive.seasonal(inverted, variables="vz")
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@requires_shared
+def test_real_cube_subset():
+    cube = xr_itslive.open_cube(GLACIER_CUBE, variables=["vx", "vy", "vx_error", "vy_error"])
+    cube = cube.isel(y=slice(16, 20), x=slice(18, 22))
+    result = xr_itslive.composite(cube).compute()
+    solved = result["count0"] > 0
+    assert int(solved.sum()) >= 8
+    assert float(np.abs(result["v0"].where(solved)).max()) < 500
+    assert float(result["v_amp"].where(solved).median()) < 50
+    assert float(result["outlier_percent"].where(solved).max()) < 20
+    assert result["time"].dt.year.values[0] <= 1990 and result["time"].dt.year.values[-1] == 2024
+    assert result.rio.crs is not None
+    array = xr_itslive.composite(cube, engine="array").compute()
+    xr.testing.assert_allclose(result.drop_attrs(), array.drop_attrs(), rtol=1e-4, atol=1e-3)
+
+
+@requires_shared
+def test_cli_round_trip_and_resume(tmp_path, capsys):
+    from xr_itslive.cli import main
+    from xr_itslive.workflows.store import MARKER_GROUP, store_status
+
+    out = tmp_path / "composite.zarr"
+    args = ["composite", str(FIXTURE_3X3), "--out", str(out), "--chunks", "2", "--no-progress"]
+    assert main(args) == 0
+    assert "wrote 4 of 4 chunks" in capsys.readouterr().out
+    cube = xr_itslive.open_cube(FIXTURE_3X3, variables=["vx", "vy", "vx_error", "vy_error"],
+                                chunks={"mid_date": -1, "y": 2, "x": 2})  # fmt: skip
+    expected = xr_itslive.composite(cube).compute()
+    written = xr.open_zarr(out).load()
+    xr.testing.assert_identical(written.drop_attrs(), expected.drop_attrs())
+    assert written.attrs["climatology_years"] == [2014, 2024]
+
+    assert main(args) == 0
+    assert "already complete (4 chunks); nothing to do" in capsys.readouterr().out
+    for marker in sorted((out / MARKER_GROUP / "done").iterdir())[:3]:
+        marker.unlink()  # as if killed after one chunk
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "wrote 3 of 4 chunks" in said and "1 were done before" in said
+    assert store_status(out).complete
+    xr.testing.assert_identical(xr.open_zarr(out).load().drop_attrs(), expected.drop_attrs())
+
+    assert main([*args, "--climatology", "2015", "2024"]) == 1
+    assert "holds a run with other settings" in capsys.readouterr().err
+    assert main([*args, "--climatology", "2015", "2024", "--overwrite"]) == 0
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from xr_itslive.cli import build_parser
+
+    args = build_parser().parse_args(["composite", "c.zarr", "--out", "o.zarr"])
+    signature = inspect.signature(xr_itslive.composite).parameters
+    for name in ("min_obs", "min_year_obs", "center_date", "start", "end"):
+        assert getattr(args, name) == signature[name].default
+    assert tuple(args.climatology) == tuple(signature["climatology"].default)
+    assert tuple(args.variables) == tuple(signature["variables"].default)
+    assert args.weights == signature["weights"].default and args.robust == "tukey"
+    flags = set(vars(args))
+    assert set(signature) - {"ds"} <= flags, set(signature) - flags
+
+
+def test_composite_to_zarr_on_a_gpu_without_cupy_names_the_extra(truth, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    cupy_namespace.cache_clear()
+    try:
+        with pytest.raises(OptionalDependencyError, match=r"xr_itslive\[gpu\]"):
+            xr_itslive.composite_to_zarr(truth, tmp_path / "x.zarr", gpu=True)
+        with pytest.raises(InvalidParameterError, match="GPU runs the 'array' engine"):
+            xr_itslive.composite_to_zarr(truth, tmp_path / "x.zarr", gpu=True, engine="numba")
+    finally:
+        cupy_namespace.cache_clear()
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_composite_on_cupy_chunks_matches_the_cpu(truth):
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # CuPy without a visible device
+        pytest.skip("no CUDA device")
+    from xr_itslive.workflows.device import to_device, to_host
+
+    lazy = truth.chunk({"mid_date": -1, "y": 2, "x": 2})
+    on_gpu = xr_itslive.composite(to_device(lazy), climatology=WINDOW)
+    assert "cupy" in type(on_gpu["vx"].data._meta).__module__
+    xr.testing.assert_allclose(
+        to_host(on_gpu).compute().drop_attrs(),
+        xr_itslive.composite(truth, climatology=WINDOW).drop_attrs().compute(),
+        rtol=1e-5, atol=1e-4,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- house rules
+
+
+def test_kernel_names_cover_what_the_composite_kernels_call():
+    import inspect
+
+    sources = [inspect.getsource(kc)]
+    sources += [inspect.getsource(f) for f in (wc.composite_block, wc._composite_array,
+                                               wc._outputs)]  # fmt: skip
+    called = set(re.findall(r"\bxp\.([a-z_0-9]+)\b", "\n".join(sources)))
+    assert {"matmul", "atan2", "stack"} <= called
+    assert called <= set(KERNEL_NAMES), called - set(KERNEL_NAMES)
+
+
+def test_the_benchmark_runs_on_a_tiny_cube(capsys):
+    report = bench.main(["--tiny", "--repeat", "1", "--loop-pixels", "3"])
+    said = capsys.readouterr().out
+    assert "x read" in said and "per-pixel np.linalg.lstsq loop" in said
+    assert "production filter" in said and report["composite"] > 0
