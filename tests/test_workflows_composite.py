@@ -489,3 +489,66 @@ def test_the_benchmark_runs_on_a_tiny_cube(capsys):
     said = capsys.readouterr().out
     assert "x read" in said and "per-pixel np.linalg.lstsq loop" in said
     assert "production filter" in said and report["composite"] > 0
+
+
+# --------------------------------------------------------------------------- several cubes
+
+
+def test_mosaic_of_two_halves_is_the_composite_of_the_whole(truth, tmp_path, capsys):
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    from xr_itslive.cli import main
+
+    whole = truth.rio.write_crs("EPSG:32646")
+    west, east = whole.isel(x=slice(0, 3)), whole.isel(x=slice(2, None))  # column 2 in both
+    mosaic = xr_itslive.composite_mosaic([east, west], climatology=WINDOW).compute()
+    expected = xr_itslive.composite(whole, climatology=WINDOW).compute()
+    for name in expected.data_vars:
+        got, want = (r[name].drop_vars("spatial_ref", errors="ignore") for r in (mosaic, expected))
+        xr.testing.assert_identical(got, want)
+    assert mosaic["source"].values.tolist() == [[1, 1, 0, 0]] * 3  # ties: the first given
+    assert mosaic.attrs["mosaic_cubes"] == ["cube_0", "cube_1"] and mosaic.rio.crs is not None
+
+    # a later year in one cube only: the other's years are NaN, count 0
+    late = west.assign_coords(
+        acquisition_date_img1=west["acquisition_date_img1"] + np.timedelta64(365 * 2, "D"),
+        acquisition_date_img2=west["acquisition_date_img2"] + np.timedelta64(365 * 2, "D"),
+    )
+    shifted = xr_itslive.composite_mosaic([east, late], climatology=WINDOW)
+    assert shifted.sizes["time"] == expected.sizes["time"] + 2
+    assert int(shifted["count"].isel(time=-1, x=-1).max()) == 0
+
+    with pytest.raises(InvalidParameterError, match="different CRSs"):
+        xr_itslive.composite_mosaic([east, west.rio.write_crs("EPSG:32645")])
+    with pytest.raises(InvalidParameterError, match="pixel lattice"):
+        xr_itslive.composite_mosaic([east, west.assign_coords(x=west["x"] + 7.0)])
+    with pytest.raises(InvalidParameterError, match="a sequence of cubes"):
+        xr_itslive.composite_mosaic(whole)
+
+    paths = []
+    for name, part in (("west", west), ("east", east)):
+        path = tmp_path / f"{name}.zarr"
+        part[["vx", "vy", "vx_error", "vy_error"]].chunk({"mid_date": -1, "y": 2, "x": 2}).to_zarr(
+            path, zarr_format=2, consolidated=True
+        )
+        paths.append(str(path))
+    out = tmp_path / "mosaic.zarr"
+    args = ["composite", *paths, "--out", str(out), "--climatology", "2014", "2023",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "chunks to" in capsys.readouterr().out
+    written = xr.open_zarr(out).load()
+    np.testing.assert_allclose(written["vx_amp"], expected["vx_amp"], rtol=1e-6)
+    assert main(args) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_user_weights_follow_the_pairs_kept(truth):
+    weights = 1.0 / truth["vx_error"] ** 2
+    a = xr_itslive.composite(truth, climatology=WINDOW, variables="vx", weights=weights,
+                             start="2013-06-01")  # fmt: skip
+    b = xr_itslive.composite(truth, climatology=WINDOW, variables="vx", start="2013-06-01")
+    xr.testing.assert_allclose(a.drop_attrs(), b.drop_attrs())
+    assert a.attrs["weights"] == "user"
+    with pytest.raises(InvalidParameterError, match="weights has 10 pairs"):
+        xr_itslive.composite(truth, variables="vx", weights=weights.isel(mid_date=slice(0, 10)))

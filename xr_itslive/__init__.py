@@ -31,7 +31,7 @@ from .io.urls import composite_url, to_s3_url
 from .plot import plot_series
 from .synthetic import synthetic_cube
 from .workflows.cluster import get_client, scheduler_context
-from .workflows.composite import composite, composite_to_zarr, seasonal
+from .workflows.composite import composite, composite_mosaic, composite_to_zarr, seasonal
 from .workflows.glacier import Glacier, GlacierCenterline, GlacierPoint
 from .workflows.gp import GaussianProcessFit, gp_fit, gp_fit_series, gp_regress
 from .workflows.invert import DesignMatrix, design_matrix, invert, predict
@@ -61,6 +61,7 @@ __all__ = [
     "StoreConflictError",
     "UnsolvedPixelsWarning",
     "composite",
+    "composite_mosaic",
     "composite_to_zarr",
     "composite_url",
     "decode_cube",

@@ -397,7 +397,12 @@ def _add_composite(subparsers: Any) -> None:
             "store it says so and exits 0."
         ),
     )
-    parser.add_argument("source", help="cube: local zarr path, s3:// URL or ITS_LIVE http URL")
+    parser.add_argument(
+        "source",
+        nargs="+",
+        help="cube: local zarr path, s3:// URL or ITS_LIVE http URL; several cubes of one CRS "
+        "make one mosaic (xr_itslive.workflows.composite.composite_mosaic)",
+    )
     parser.add_argument("--out", required=True, metavar="STORE", help="output zarr path or URL")
     group = parser.add_argument_group("composite (see xr_itslive.composite)")
     group.add_argument("--start", default=None, help="drop pairs before this date")
@@ -504,11 +509,15 @@ def _run_composite(args: argparse.Namespace) -> int:
     chunks = None
     if args.chunks is not None:
         chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
-    cube = _open_filtered(args, wanted, chunks=chunks)
+    cubes = [
+        _open_filtered(argparse.Namespace(**{**vars(args), "source": source}), wanted,
+                       chunks=chunks)
+        for source in args.source
+    ]  # fmt: skip
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
         summary = composite_to_zarr(
-            cube,
+            cubes[0] if len(cubes) == 1 else cubes,
             args.out,
             storage_options=dict(args.storage_option) or None,
             overwrite=args.overwrite,

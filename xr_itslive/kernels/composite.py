@@ -372,15 +372,25 @@ def _assemble(idx, n, y, w, geometry, n_years, normal, rhs, counts):
         c = cos_mean[i]
         j0 = first[i]
         length = width[i]
-        for a in range(length):
-            k = j0 + a
-            wf = wu * fracs[i, a]
-            counts[k] += 1
-            for b in range(a, length):
-                normal[k, j0 + b] += wf * fracs[i, b]
-            normal[k, sa] += wf * s
-            normal[k, sb] += wf * c
-            rhs[k] += wf * yu
+        ws = wu * s
+        wc = wu * c
+        if length == 1:  # most pairs lie inside one year: its fraction is 1
+            counts[j0] += 1
+            normal[j0, j0] += wu
+            normal[j0, sa] += ws
+            normal[j0, sb] += wc
+            rhs[j0] += wu * yu
+        else:
+            for a in range(length):
+                k = j0 + a
+                fa = fracs[i, a]
+                wf = wu * fa
+                counts[k] += 1
+                for b in range(a, length):
+                    normal[k, j0 + b] += wf * fracs[i, b]
+                normal[k, sa] += fa * ws
+                normal[k, sb] += fa * wc
+                rhs[k] += wf * yu
         ws = wu * s
         wc = wu * c
         ss += ws * s
@@ -455,14 +465,18 @@ def _predict(i, x, geometry, n_years):
     first, width, fracs, _span, sin_mean, cos_mean, _window = geometry
     value = x[n_years] * sin_mean[i] + x[n_years + 1] * cos_mean[i]
     j0 = first[i]
-    for a in range(width[i]):
+    length = width[i]
+    if length == 1:
+        return value + x[j0]
+    for a in range(length):
         value += fracs[i, a] * x[j0 + a]
     return value
 
 
 @numba.njit(**_JIT)
-def _fit(idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x):
-    """Assemble, factor and solve; returns (singular, unknowns present, weighted RSS)."""
+def _fit(idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x, resid):
+    """Assemble, factor and solve; ``resid`` gets every pair's residual (the reweighting reads
+    them); returns (singular, unknowns present, weighted RSS)."""
     q = n_years + 2
     _assemble(idx, n, y, w, geometry, n_years, normal, rhs, counts)
     for k in range(n_years):
@@ -473,9 +487,9 @@ def _fit(idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present,
     _solve(lower, rhs, present, q, x)
     rss = 0.0
     for u in range(n):
-        if w[u] > 0:
-            r = y[u] - _predict(idx[u], x, geometry, n_years)
-            rss += w[u] * r * r
+        r = y[u] - _predict(idx[u], x, geometry, n_years)
+        resid[u] = r
+        rss += w[u] * r * r
     p = 0
     for j in range(q):
         if present[j]:
@@ -605,15 +619,15 @@ def _composite_range(
         for u in range(n):
             w[u] = w0[u] if used[u] else 0.0
         singular, n_unknowns, rss = _fit(
-            idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x
+            idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x, z
         )
         # step 4
         if kind > 0 and not singular:
             for _ in range(iterations):
                 m = 0
-                for u in range(n):
+                for u in range(n):  # z: the last fit's residuals, standardized here
                     if used[u]:
-                        z[u] = (y[u] - _predict(idx[u], x, geometry, n_years)) * math.sqrt(w0[u])
+                        z[u] *= math.sqrt(w0[u])
                         magnitude[m] = abs(z[u])
                         m += 1
                 scale = MAD_TO_STD * _median(magnitude, m) if m > 0 else 1.0
@@ -633,7 +647,7 @@ def _composite_range(
                     outlier[u] = at > 1.0
                 singular, n_unknowns, rss = _fit(
                     idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present,
-                    lower, x,
+                    lower, x, z,
                 )  # fmt: skip
                 if singular:
                     break
@@ -680,7 +694,7 @@ def _composite_range(
         if n_c < min_obs or n_c <= n_present + 2:
             continue
         singular, n_unknowns, rss = _fit(
-            idx, n, y, wc, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x
+            idx, n, y, wc, geometry, n_years, rel_tol, normal, rhs, counts, present, lower, x, z
         )
         if singular or not (present[n_years] and present[n_years + 1]):
             continue

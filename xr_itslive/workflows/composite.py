@@ -30,8 +30,11 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from ..crs import crs_key, cube_crs
 from ..errors import EmptySelectionError, InvalidParameterError, MissingVariableError
+from ..geo.subset import grid_spacing
 from ..io.format import PAIR_DIM, TIME_DIM
+from ..io.open import open_cube
 from ..kernels import composite as kc
 from ..kernels.batching import BATCH_ENV, DEVICE_MEMORY_FRACTION, free_device_bytes
 from ..kernels.namespace import empty_like_chunk, get_namespace, is_cupy_array, is_host_numpy
@@ -55,7 +58,14 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
     }
 )
 
-__all__ = ["DEFAULTS", "composite", "composite_to_zarr", "decimal_years", "seasonal"]
+__all__ = [
+    "DEFAULTS",
+    "composite",
+    "composite_mosaic",
+    "composite_to_zarr",
+    "decimal_years",
+    "seasonal",
+]
 
 
 def decimal_years(dates: Any) -> np.ndarray:
@@ -148,21 +158,23 @@ def _choose_engine(engine: str | None, sample: Any) -> str:
     return engine
 
 
-def _drop_repeated_pairs(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` without repeated pairs (the same ``pair_id`` twice): one would weigh twice."""
+def _drop_repeated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None]:
+    """``ds`` without repeated pairs (the same ``pair_id`` twice: one would weigh twice), and
+    the positions kept (None when nothing was dropped)."""
     if "pair_id" not in ds.coords:
-        return ds
+        return ds, None
     ids = np.asarray(ds["pair_id"].values)
     _, first = np.unique(ids, return_index=True)
     if first.size == ids.size:
-        return ds
+        return ds, None
     warnings.warn(
         f"{ids.size - first.size} pairs appear more than once (the same pair_id); each is "
         "used once",
         UserWarning,
         stacklevel=3,
     )
-    return ds.isel({PAIR_DIM: np.sort(first)})
+    first = np.sort(first)
+    return ds.isel({PAIR_DIM: first}), first
 
 
 @dataclass(frozen=True)
@@ -293,7 +305,7 @@ def _weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataArray | N
         if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]:
             raise InvalidParameterError(
                 f"weights has {weights.sizes[PAIR_DIM]} pairs but the cube has "
-                f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs"
+                f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (its mid_date)"
             )
         if weights.chunks is not None:
             weights = weights.chunk({PAIR_DIM: -1})
@@ -599,10 +611,7 @@ def _assemble(ds, results, variables, setup, options, engine, weights, start, en
     for key in ("url", "s3", "projection"):
         if key in ds.attrs:
             result.attrs[f"source_{key}"] = ds.attrs[key]
-    try:
-        crs = ds.rio.crs
-    except Exception:  # rioxarray missing or no CRS
-        crs = None
+    crs = cube_crs(ds)  # rioxarray's, or what the cube's attributes record
     if crs is not None:
         result = result.rio.write_crs(crs)
     return result
@@ -723,7 +732,9 @@ def composite(
     if robust_iterations is None:
         robust_iterations = 2 if weights is not None else 4
     robust_iterations = _positive_int(robust_iterations, "robust_iterations")
-    ds = _drop_repeated_pairs(ds)
+    if isinstance(weights, xr.DataArray):  # checked against the cube as given
+        _weights(ds, variables[0], weights)
+    ds, unique = _drop_repeated_pairs(ds)
     setup = _setup(ds, start, end, climatology, center_date)
     n_kept = int(setup.kept.sum())
     if n_kept < min_obs:
@@ -749,11 +760,14 @@ def composite(
     args = [cube[name] for name in variables]
     weighted = []
     for name in variables:
-        weight = _weights(cube, name, weights)
+        if isinstance(weights, xr.DataArray):  # the user's, over the pairs given: the same ones
+            positions = np.flatnonzero(setup.kept)
+            positions = positions if unique is None else unique[positions]
+            weight = _weights(cube, name, weights.isel({PAIR_DIM: positions}))
+        else:
+            weight = _weights(cube, name, weights)
         weighted.append(weight is not None)
         if weight is not None:
-            if weight.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]:  # a user's, over all pairs
-                weight = weight.isel({PAIR_DIM: np.flatnonzero(setup.kept)})
             args.append(weight)
     args.append(_shared(setup.design, is_dask))
     layout = _output_layout(variables)
@@ -909,6 +923,166 @@ def seasonal(
     return out
 
 
+# --------------------------------------------------------------------------- several cubes
+
+
+def _open_cube(cube: Any, variables: Sequence[str], weights: Any) -> tuple[xr.Dataset, str]:
+    if isinstance(cube, xr.Dataset):
+        name = cube.attrs.get("url") or cube.attrs.get("catalog_url") or ""
+        return cube, str(name).rstrip("/").rsplit("/", 1)[-1]
+    wanted = list(variables)
+    if isinstance(weights, str) and weights == "error":
+        wanted += [f"{v}_error" for v in variables]
+    if hasattr(cube, "zarr_url") and hasattr(cube, "open"):  # a catalog entry
+        return cube.open(wanted), cube.name
+    if isinstance(cube, str | os.PathLike):
+        return open_cube(cube, wanted), str(cube).rstrip("/").rsplit("/", 1)[-1]
+    raise InvalidParameterError(
+        f"cubes must hold Datasets, paths, URLs or catalog entries, got {type(cube).__name__}"
+    )
+
+
+def _lattice(ds: xr.Dataset) -> tuple[float, float]:
+    dx, dy = (grid_spacing(np.asarray(ds[d].values, float)) for d in ("x", "y"))
+    return dx or 120.0, dy or 120.0
+
+
+def _on_lattice(values: np.ndarray, origin: float, step: float) -> bool:
+    offset = (np.asarray(values, float) - origin) / step
+    return bool(np.all(np.abs(offset - np.round(offset)) < 1e-6))
+
+
+def composite_mosaic(
+    cubes: Sequence[Any],
+    *,
+    chunks: Mapping[str, int] | None = None,
+    **composite_kwargs: Any,
+) -> xr.Dataset:
+    """:func:`composite` of several cubes of one CRS on one grid: a glacier over tiles.
+
+    Each cube is composited on its own and placed on the union of their grids (the same
+    120 m lattice: an index selection, no resampling) and on the union of their years; where
+    cubes overlap (neighbouring tiles share their edge pixels), each pixel comes from the cube
+    with the most pairs in its climatology fit (``count0``), ties to the earlier cube.
+
+    Parameters
+    ----------
+    cubes
+        Datasets (:func:`xr_itslive.open_cube`), paths, URLs or catalog entries, all in one
+        CRS on one pixel lattice.
+    chunks
+        Spatial chunks of the output (``{"y": n, "x": n}``); default: the first cube's.
+    **composite_kwargs
+        Passed to :func:`composite` for every cube (``climatology``, ``weights``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`composite`, with ``source`` (``(y, x)``: the index of the cube each pixel
+        came from, -1 where none).
+
+    Raises
+    ------
+    InvalidParameterError
+        No cube, cubes in different CRSs (composites of neighbouring UTM zones would need the
+        components' seasonal cycles rotated: not supported; composite each cube, or invert
+        them together with :func:`xr_itslive.invert_mosaic`), or grids off each other's
+        lattice.
+    """
+    if isinstance(cubes, xr.Dataset | str | os.PathLike) or not isinstance(cubes, Sequence):
+        raise InvalidParameterError(
+            "composite_mosaic takes a sequence of cubes (a list of Datasets, paths or URLs); "
+            "for one cube use xr_itslive.composite"
+        )
+    if len(cubes) == 0:
+        raise InvalidParameterError("cubes is empty; pass the cubes a glacier spans")
+    variables = composite_kwargs.get("variables", DEFAULTS["variables"])
+    variables = [variables] if isinstance(variables, str) else [str(v) for v in variables]
+    opened = [_open_cube(c, variables, composite_kwargs.get("weights", DEFAULTS["weights"]))
+              for c in cubes]  # fmt: skip
+    keys = {crs_key(cube_crs(ds)) if cube_crs(ds) is not None else None for ds, _ in opened}
+    if len(keys) > 1:
+        raise InvalidParameterError(
+            f"the cubes are in different CRSs ({sorted(map(str, keys))}); a composite mosaic "
+            "places cubes of one CRS only (rotating the components' seasonal cycles between "
+            "UTM zones is not supported). Composite each cube with xr_itslive.composite, or "
+            "invert them together with xr_itslive.invert_mosaic"
+        )
+    reference = opened[0][0]
+    dx, dy = _lattice(reference)
+    x0, y0 = float(reference["x"].values[0]), float(reference["y"].values[0])
+    for ds, name in opened[1:]:
+        if not (_on_lattice(ds["x"].values, x0, dx) and _on_lattice(ds["y"].values, y0, dy)):
+            raise InvalidParameterError(
+                f"cube {name or '?'} is not on the first cube's {dx:g} m pixel lattice; a "
+                "composite mosaic places pixels without resampling. Pass cubes of one ITS_LIVE "
+                "grid (one EPSG), or use xr_itslive.invert_mosaic"
+            )
+    results = [composite(ds, **composite_kwargs) for ds, _ in opened]
+    first = min(int(r.attrs["first_year"]) for r in results)
+    last = max(int(r.attrs["last_year"]) for r in results)
+    times = np.array(
+        [_year_start(y) + (_year_start(y + 1) - _year_start(y)) / 2 for y in range(first, last + 1)]
+    )
+    xs_all = np.concatenate([np.asarray(ds["x"].values, float) for ds, _ in opened])
+    ys_all = np.concatenate([np.asarray(ds["y"].values, float) for ds, _ in opened])
+    xs = x0 + dx * np.arange(np.round((xs_all.min() - x0) / dx), np.round((xs_all.max() - x0) / dx)
+                             + 1)  # fmt: skip
+    ys = y0 - dy * np.arange(np.round((y0 - ys_all.max()) / dy), np.round((y0 - ys_all.min()) / dy)
+                             + 1)  # fmt: skip
+    placed = []
+    for result in results:
+        spatial = [n for n, v in result.data_vars.items() if {"y", "x"} <= set(v.dims)]
+        fill = {n: (0 if result[n].dtype.kind in "iu" else np.nan) for n in spatial}
+        moved = result[spatial].reindex(
+            x=xs, y=ys, method="nearest", tolerance=dx / 4, fill_value=fill
+        ).reindex(time=times, fill_value=fill)  # fmt: skip
+        placed.append(moved.assign_coords(x=xs, y=ys))
+    out = placed[0]
+    best = out["count0"]
+    source = xr.where(best > 0, 0, -1)
+    for index, other in enumerate(placed[1:], start=1):
+        better = other["count0"] > best
+        for name in out.data_vars:
+            out[name] = xr.where(better, other[name], out[name], keep_attrs=True)
+        best = xr.where(better, other["count0"], best)
+        source = xr.where(better, index, source)
+    labels = [(name or f"cube_{i}").replace(" ", "_") for i, (_, name) in enumerate(opened)]
+    out["source"] = source.astype("int16").assign_attrs(
+        units="1",
+        long_name="index of the cube each pixel came from (-1: none)",
+        flag_values=list(range(len(opened))),
+        flag_meanings=" ".join(labels),
+    )
+    bounds = np.array([[_year_start(y), _year_start(y + 1)] for y in range(first, last + 1)])
+    out["time_bounds"] = ((TIME_DIM, "bnds"), bounds)
+    out["time"].attrs = dict(results[0]["time"].attrs)
+    out.attrs = dict(results[0].attrs)
+    out.attrs.update(
+        title="ITS_LIVE annual composites of several cubes on one grid (xr_itslive)",
+        first_year=first,
+        last_year=last,
+        n_pairs_used=int(sum(int(r.attrs["n_pairs_used"]) for r in results)),
+        n_pairs_dropped=int(sum(int(r.attrs["n_pairs_dropped"]) for r in results)),
+        mosaic_cubes=labels,
+        mosaic_rule="per pixel, the cube with the most pairs in its climatology fit (count0); "
+        "ties: the order given",
+    )
+    for key in ("source_url", "source_s3"):
+        out.attrs.pop(key, None)
+    crs = cube_crs(reference)
+    if crs is not None:
+        out = out.rio.write_crs(crs)
+    if out["count0"].chunks is not None:
+        sizes = dict(chunks or {})
+        for dim in ("y", "x"):
+            if dim not in sizes:
+                chunked = reference[variables[0]].chunksizes.get(dim)
+                sizes[dim] = int(chunked[0]) if chunked else out.sizes[dim]
+        out = out.chunk({TIME_DIM: -1, "y": sizes["y"], "x": sizes["x"]})
+    return out.transpose(TIME_DIM, "y", "x", ...)
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -927,7 +1101,7 @@ def _input_identity(cube: Any) -> Any:
 
 
 def composite_to_zarr(
-    cube: xr.Dataset,
+    cube: xr.Dataset | Sequence[Any],
     store: str | os.PathLike,
     *,
     storage_options: Mapping[str, Any] | None = None,
@@ -947,11 +1121,14 @@ def composite_to_zarr(
     Parameters
     ----------
     cube
-        An ITS_LIVE cube, ``mid_date`` in one chunk, chunked in space (one task a chunk).
+        An ITS_LIVE cube, ``mid_date`` in one chunk, chunked in space (one task a chunk); or
+        a list of cubes of one CRS (Datasets, paths or URLs), composited as one mosaic
+        (:func:`composite_mosaic`).
     store, storage_options, overwrite, scheduler, progress
         As for :func:`~xr_itslive.write_resumable`.
     chunks
-        Spatial chunks to give the cube first (e.g. ``{"y": 20, "x": 20}``).
+        Spatial chunks to give the cube first (e.g. ``{"y": 20, "x": 20}``); for a mosaic,
+        the output's.
     gpu
         Fit on the GPU (CuPy, the ``gpu`` extra): each chunk is copied to the device, fitted
         with the ``array`` engine and its result copied back and written.
@@ -962,6 +1139,26 @@ def composite_to_zarr(
     -------
     WriteSummary
     """
+    if isinstance(cube, list | tuple):
+        if gpu:
+            raise InvalidParameterError(
+                "gpu=True fits one cube at a time; write each cube with composite_to_zarr(cube, "
+                "..., gpu=True), or drop gpu for the mosaic"
+            )
+        result = composite_mosaic(cube, chunks=chunks, **composite_kwargs)
+        parameters = dict(result.attrs)
+        parameters["input"] = [
+            _input_identity(c) if isinstance(c, xr.Dataset) else str(c) for c in cube
+        ]
+        return write_resumable(
+            result,
+            store,
+            storage_options=storage_options,
+            parameters=parameters,
+            overwrite=overwrite,
+            scheduler=scheduler,
+            progress=progress,
+        )
     if chunks is not None:
         cube = cube.chunk({PAIR_DIM: -1, **chunks})
     if gpu:
