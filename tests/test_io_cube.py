@@ -139,3 +139,58 @@ def test_open_composite_from_s3_by_the_cubes_url(s3_server, s3_glacier_cube, tmp
         xr_itslive.open_composite(legacy, variables=["vx_amp"])
     with pytest.raises(InvalidParameterError, match=r"either source or both lon= and lat="):
         xr_itslive.open_composite(legacy, lon=95.97, lat=29.9)
+
+
+# --- chunking for the inversion: whole pixel columns, bounded tasks ------------------------
+
+
+def _multichunk_cube(path, n_pairs=3_000, chunk_pairs=1_000, chunk=10, ny=40, nx=40):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from make_cube import make_cube
+
+    make_cube(path, ny=ny, nx=nx, n_pairs=n_pairs, chunk_pairs=chunk_pairs, chunk=chunk,
+              workers=1)  # fmt: skip
+    return path
+
+
+def test_open_cube_reads_whole_pixel_columns_from_several_mid_date_chunks(tmp_path):
+    from xr_itslive.io.cube import TASK_BYTES
+
+    path = _multichunk_cube(tmp_path / "cube.zarr")  # 3 stored chunks along mid_date
+    ds = xr_itslive.open_cube(path, variables=["vx", "vy"])
+    (pairs,), ys, xs = ds.vx.data.chunks
+    assert pairs == 3_000  # one task holds every pair of its pixels
+    assert ys[0] == 10 and xs[0] == 10  # the stored chunks: within budget, never split
+    assert 3_000 * ys[0] * xs[0] * 4 <= TASK_BYTES
+    layers = ds.vx.data.__dask_graph__().layers
+    # reading is one task per output chunk, straight from the store (no rechunk layers, which
+    # would hold the stored chunks of many tasks at once)
+    assert not any("rechunk" in name for name in layers)
+    reads = [n for n in layers if n.startswith("open_dataset-vx")]
+    assert len(layers[reads[0]]) == ds.vx.data.npartitions
+    raw = xr.open_zarr(path, mask_and_scale=True, decode_times=False)
+    np.testing.assert_array_equal(
+        np.sort(ds.vx.isel(y=5, x=7).values), np.sort(raw.vx.isel(y=5, x=7).values)
+    )
+
+
+def test_task_memory_is_flat_in_the_number_of_pairs(tmp_path):
+    from xr_itslive.io.cube import inversion_chunks, open_store
+
+    sizes = {}
+    for n_pairs in (10_000, 50_000):
+        ds = xr.Dataset({"vx": (("mid_date", "y", "x"), np.zeros((n_pairs, 1, 1), "int16"))}).isel(
+            y=[0] * 100, x=[0] * 100
+        )
+        ds.vx.encoding["chunks"] = (20_000, 10, 10)
+        chunks = inversion_chunks(ds, task_bytes=64 * 2**20)
+        sizes[n_pairs] = n_pairs * chunks["y"] * chunks["x"] * 4
+    assert all(size <= 64 * 2**20 for size in sizes.values())
+    # an older cube's 100 x 100 stored chunks of every pair are over budget: split evenly
+    path = _multichunk_cube(tmp_path / "old.zarr", n_pairs=2_000, chunk_pairs=250, chunk=40)
+    ds = open_store(str(path), None, chunks={})
+    chunks = inversion_chunks(ds, task_bytes=2_000 * 4 * 400)
+    assert 40 % chunks["y"] == 0 and chunks["y"] * chunks["x"] <= 400

@@ -262,6 +262,66 @@ def open_source(
     """
     ds = open_store(source, storage_options, chunks={} if chunks is None else chunks)
     if chunks is None:
-        # One mid_date chunk first, so that sorting permutes within chunks only.
+        target = inversion_chunks(ds)
+        cubes = [v for v in ds.data_vars.values() if v.dims == ("mid_date", "y", "x")]
+        opened = (
+            (len(cubes[0].chunks[0]), cubes[0].chunks[1][0], cubes[0].chunks[2][0])
+            if cubes and cubes[0].chunks
+            else None
+        )
+        if "y" in target and opened != (1, target["y"], target["x"]):
+            # Re-open with the target chunks (consolidated metadata: one more request) so that
+            # each task reads its pixel columns straight from the store; a dask rechunk of the
+            # stored chunks would add a layer of tasks holding them until merged.
+            ds = open_store(source, storage_options, chunks=target)
+        # One mid_date chunk, so that sorting permutes within chunks only.
         ds = ds.chunk({"mid_date": -1})
     return decode_cube(ds, variables)
+
+
+#: The most decoded float32 input one task of the inversion holds per variable, whatever the
+#: number of pairs: a task reads whole pixel columns, ``mid_date`` × its pixels.
+TASK_BYTES = 64 * 2**20
+
+
+def inversion_chunks(ds: xr.Dataset, task_bytes: int = TASK_BYTES) -> dict[str, int]:
+    """Dask chunks for inverting ``ds``: ``mid_date`` whole, space sized to ``task_bytes``.
+
+    The spatial chunk is the stored one (today's 10 × 10: 10 MB at 25,000 pairs) or, when
+    every pair of one stored chunk is over the budget (older cubes' 100 × 100: 1 GB), an even
+    split of it; so a task's memory stays under ``task_bytes`` whether the cube has 10,000 or
+    50,000 pairs, and a stored chunk is read by several tasks only when it must be.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A cube as opened from its store (the 3-D variables' ``encoding["chunks"]`` or dask
+        chunks give the stored chunking).
+    task_bytes : int
+        The budget of one task's float32 input, per variable.
+
+    Returns
+    -------
+    dict
+        ``{"mid_date": -1, "y": ..., "x": ...}`` (only ``mid_date`` when the cube is not
+        chunked in space).
+    """
+    cubes = [v for v in ds.data_vars.values() if v.dims == ("mid_date", "y", "x")]
+    if not cubes:
+        return {"mid_date": -1}
+    stored = cubes[0].encoding.get("chunks") or (
+        tuple(c[0] for c in cubes[0].chunks) if cubes[0].chunks else None
+    )
+    if not stored:
+        return {"mid_date": -1}
+    n_pairs, ny, nx = (ds.sizes[d] for d in ("mid_date", "y", "x"))
+    cy, cx = int(stored[1]), int(stored[2])
+    pixels = max(1, task_bytes // (4 * max(n_pairs, 1)))
+    if cy * cx <= pixels:
+        sy, sx = cy, cx  # the stored chunks: each task reads its own, and writes one chunk
+    else:
+        d = 2
+        while -(-cy // d) * -(-cx // d) > pixels and d < max(cy, cx):
+            d += 1
+        sy, sx = -(-cy // d), -(-cx // d)
+    return {"mid_date": -1, "y": min(sy, ny), "x": min(sx, nx)}

@@ -239,6 +239,10 @@ def read_error(source: str, keys: list[str], err: BaseException) -> DataAccessEr
         damaged and to re-download or delete the store.
     """
     source = str(source).rstrip("/")
+    # A task reading several chunks (several along mid_date, say): name the one that failed
+    # when the storage's own message says which.
+    named = [key for key in keys if key in str(err)]
+    keys = named[:1] or keys
     where = f"{source}/{keys[0]}" if len(keys) == 1 else f"{source} (chunks {_keys_text(keys)})"
     what = f"{type(err).__name__}: {err}"
     if not is_network_error(err):
@@ -284,7 +288,45 @@ def read_block(
     except PASS_THROUGH:
         raise
     except Exception as err:
-        raise read_error(source, chunk_keys(array, index), err) from err
+        keys = chunk_keys(array, index)
+        if len(keys) > 1 and not is_network_error(err):
+            keys = _damaged_keys(array, index, keys, lock) or keys
+        raise read_error(source, keys, err) from err
+
+
+def _damaged_keys(array: Any, index: Any, keys: list[str], lock: Any) -> list[str]:
+    """Which of the chunks of a block that failed to decode are damaged (read one by one).
+
+    A task reads whole pixel columns, so several chunks along ``mid_date``; a decoder's error
+    does not say which. Only on this error path, so the extra reads cost nothing otherwise.
+    """
+    from dask.array.core import getter
+
+    zarray = _zarr_array(array)
+    if zarray is None:
+        return []
+    selection = index if isinstance(index, tuple) else (index,)
+    damaged = []
+    for key, coords in zip(keys, _chunk_coords(selection, zarray), strict=False):
+        region = tuple(
+            slice(c * size, min((c + 1) * size, length))
+            for c, size, length in zip(coords, zarray.chunks, zarray.shape, strict=True)
+        )
+        try:
+            getter(array, region, asarray=True, lock=lock)
+        except PASS_THROUGH:
+            continue
+        except Exception:
+            damaged.append(key)
+    return damaged
+
+
+def _chunk_coords(selection: tuple, zarray: Any) -> list[tuple[int, ...]]:
+    ranges = []
+    for sel, size, length in zip(selection, zarray.chunks, zarray.shape, strict=True):
+        start, stop, _ = sel.indices(length) if isinstance(sel, slice) else (sel, sel + 1, 1)
+        ranges.append(range(start // size, max(stop - 1, start) // size + 1))
+    return list(itertools.product(*ranges))
 
 
 def block_reader(source: str) -> Callable[..., Any]:
