@@ -9,6 +9,26 @@ have a marker, so a killed run loses at most the chunks that were in flight. The
 parameters are recorded in the store (``_xr_itslive`` group attributes); resuming with others is
 refused.
 
+One process writes a store at a time: it holds a lock object, ``xr_itslive.lock`` at the store's
+root, from before it looks at the store until its last chunk is written. A second writer on the
+same store stops with a message naming the first (or waits for it, see ``lock_timeout``); a lock
+left by a killed process is broken, with a warning: at once when its pid no longer runs on this
+host, after ``STALE_AFTER_SECONDS`` (10 minutes) without a heartbeat when it comes from another
+host.
+The template is written after a partial marker (``xr_itslive.partial``) and before the record,
+so a template a kill cut short is recognised and rebuilt, never taken for a foreign store.
+
+Why a lock rather than an atomic template (write it aside, then rename): object stores such as
+S3 have no rename, and racing templates are only half the problem; a run with
+``overwrite=True`` deleting a store another process is filling is the other half. An exclusive
+create exists where it matters: ``os.link`` of a finished file on local disks (atomic, NFS
+included) and a conditional PUT (``If-None-Match: *``, fsspec's ``open(path, "xb")``) on S3.
+Limits: on an fsspec file system without ``"xb"`` the lock is check-then-write (a warning says
+so); a lock is judged by pid only on the host that wrote it (hosts are told apart by name, so
+containers sharing a hostname but not a pid namespace look alike), and by its heartbeat
+elsewhere, which needs clocks within minutes of each other. Each chunk task checks the lock is
+still its run's before writing, so a writer whose lock was taken over stops.
+
 :func:`~xr_itslive.invert_to_zarr` is :func:`xr_itslive.invert` followed by
 :func:`~xr_itslive.write_resumable`.
 """
@@ -21,7 +41,10 @@ import itertools
 import json
 import os
 import socket
+import sys
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +66,19 @@ STORE_ATTR = "xr_itslive_store"
 RECORD_FORMAT = 1
 _KEPT_ENCODING = ("units", "calendar", "dtype", "_FillValue", "scale_factor", "add_offset")
 TASK_PREFIX = "xr-itslive-write"
+#: Lock object at the store's root, held by the one process writing the store (see the module
+#: docstring). Not a zarr key: zarr skips it (noting it when it lists the store's members).
+LOCK_NAME = "xr_itslive.lock"
+#: Written before the template and removed after the record: a template a kill cut short.
+PARTIAL_NAME = "xr_itslive.partial"
+#: How often a writer refreshes its lock, and how old a refresh must be before another host
+#: may take the lock over. A process on the same host is checked directly (by its pid); the
+#: heartbeat is for writers elsewhere (another machine, a cluster job, an S3 store shared
+#: across hosts), and a long margin so that a busy writer is never taken for a dead one.
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER_SECONDS = 600.0
+#: zarr's note on every non-zarr object it meets when listing a group (consolidating): ours.
+_OWN_FILES_WARNING = r"Object at (xr_itslive\.(lock|partial)|done)\b.*not recognized"
 
 __all__ = [
     "StoreStatus",
@@ -145,14 +181,24 @@ def _read_record(target: _Target) -> dict[str, Any] | None:
     return json.loads(record) if isinstance(record, str) else None
 
 
+def _ours(name: str) -> bool:
+    """Whether a name at the store's root is one of the writer's own files (lock, partial
+    marker, or what writing them aside leaves when a kill lands in between)."""
+    return name.startswith((LOCK_NAME, PARTIAL_NAME))
+
+
 def _root_kind(target: _Target) -> str:
-    """'absent' (nothing there), 'ours' (template of a resumable write), 'zarr' or 'other'."""
+    """'absent' (nothing there), 'partial' (a template cut short), 'ours' (template of a
+    resumable write), 'zarr' or 'other'."""
     fs, root = target.filesystem()
     fs.invalidate_cache(root)
     try:
-        names = [n.rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
     except (FileNotFoundError, NotADirectoryError):
         return "other" if fs.exists(root) else "absent"
+    if PARTIAL_NAME in names:
+        return "partial"
+    names = [n for n in names if not _ours(n)]
     if not names:
         return "absent"
     if not ({"zarr.json", ".zgroup", ".zattrs"} & set(names)):
@@ -162,15 +208,376 @@ def _root_kind(target: _Target) -> str:
     try:
         attrs = dict(zarr.open_group(target.zarr_store(read_only=True), mode="r").attrs)
     except Exception:  # unreadable metadata: a template cut short while being written
-        return "ours"
+        return "partial"
     return "ours" if STORE_ATTR in attrs else "zarr"
 
 
-def _remove(target: _Target) -> None:
+def _clear(target: _Target, keep: Sequence[str] = ()) -> None:
+    """Delete everything in the store but the lock (held by the caller) and ``keep``."""
     fs, root = target.filesystem()
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
     fs.invalidate_cache(root)
+    try:
+        entries = fs.ls(root, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not (name.startswith(LOCK_NAME) or name in keep):
+            fs.rm(entry, recursive=True)
+    fs.invalidate_cache(root)
+
+
+def _put(target: _Target, path: str, payload: bytes) -> None:
+    """Write a small object whole or not at all: a reader never sees it cut short."""
+    if target.is_local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+        with open(partial, "wb") as file:
+            file.write(payload)
+        os.replace(partial, path)
+    else:
+        target.filesystem()[0].pipe_file(path, payload)  # one PUT: all or nothing
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def _lock_path(target: _Target) -> str:
+    return f"{target.filesystem()[1]}/{LOCK_NAME}"
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (Linux clock ticks since boot), to tell a reused pid; else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, started: str | None) -> bool:
+    """Whether the process ``pid`` of this host still runs (and is the one that was ``started``)."""
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: trust the heartbeat
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            if file.read().rsplit(")", 1)[1].split()[0] == "Z":  # killed, not yet reaped
+                return False
+    except (OSError, IndexError):
+        pass
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+def _read_lock(target: _Target) -> dict[str, Any] | None:
+    """The lock's content; None when there is no lock, ``{"unreadable": ...}`` for garbage."""
+    fs, _ = target.filesystem()
+    try:
+        raw = fs.cat_file(_lock_path(target))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        info = json.loads(raw)
+        if not isinstance(info, dict) or "token" not in info:
+            raise ValueError("no token")
+    except ValueError:
+        try:
+            modified = fs.modified(_lock_path(target)).timestamp()
+        except Exception:  # not every file system knows, or the lock went meanwhile
+            modified = None
+        return {"unreadable": raw[:80].decode(errors="replace"), "modified": modified}
+    return info
+
+
+def _stale_reason(info: Mapping[str, Any]) -> str | None:
+    """Why the lock ``info`` belongs to no live writer, or None when it may."""
+    if "unreadable" in info:
+        # An exclusive open creates the lock a moment before its content is written: give a
+        # writer that moment before calling its lock garbage.
+        modified = info.get("modified")
+        if modified is not None and time.time() - modified < 10.0:
+            return None
+        return f"it is unreadable ({info['unreadable']!r}), not a lock this library wrote"
+    age = time.time() - float(info.get("heartbeat_unix", 0.0))
+    if info.get("host") == socket.gethostname():
+        pid = int(info.get("pid", -1))
+        if not _pid_alive(pid, info.get("pid_start")):
+            return f"its process (pid {pid}) no longer runs on this host"
+    if age > STALE_AFTER_SECONDS:
+        return (
+            f"its writer last refreshed it {age / 60:.0f} minutes ago (a live writer does every "
+            f"{HEARTBEAT_SECONDS:.0f} s)"
+        )
+    return None
+
+
+def _describe_writer(info: Mapping[str, Any]) -> str:
+    if "unreadable" in info:
+        return "an unreadable lock"
+    age = time.time() - float(info.get("heartbeat_unix", 0.0))
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')!r}, started {info.get('started_at')}, "
+        f"last heartbeat {age:.0f} s ago, command {info.get('command', '?')!r}"
+    )
+
+
+def _busy_message(target: _Target, info: Mapping[str, Any]) -> str:
+    return (
+        f"{target.url} is being written by another process ({_describe_writer(info)}); it holds "
+        f"the lock {_lock_path(target)}. One writer at a time: wait for that run to finish, "
+        "then run this command again (it resumes, or says the store is complete); "
+        "overwrite=True (CLI: --overwrite) does not take a live writer's store. If that process "
+        "is gone, its lock is broken on the next run: at once on the same host, after "
+        f"{STALE_AFTER_SECONDS / 60:.0f} minutes without a heartbeat from another host; or "
+        "delete the lock by hand"
+    )
+
+
+class _StoreLock:
+    """The right to write one store, held by one process (a context manager).
+
+    The lock is an object at the store's root created with exclusive-create semantics; its
+    content (pid, host, times, command, a random token) lets another process tell a live
+    writer from a killed one, and lets the holder's chunk tasks check the store is still theirs.
+    """
+
+    def __init__(self, target: _Target, timeout: float | None = 0.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.token = uuid.uuid4().hex
+        self.path = _lock_path(target)
+        self.created_root = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.info: dict[str, Any] = {
+            "token": self.token,
+            "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
+            "host": socket.gethostname(),
+            "started_at": started,
+            "heartbeat_unix": time.time(),
+            # the program only: arguments may hold credentials (--storage-option)
+            "command": os.path.basename(sys.argv[0]) if sys.argv else "",
+        }
+
+    def payload(self) -> bytes:
+        return json.dumps(self.info, sort_keys=True).encode()
+
+    # -- taking the lock
+
+    def _create(self) -> bool:
+        """Create the lock if there is none; whether this call created it."""
+        fs, root = self.target.filesystem()
+        if self.target.is_local:
+            if not os.path.isdir(root):
+                try:
+                    os.makedirs(root)
+                    self.created_root = True
+                except FileExistsError:
+                    if not os.path.isdir(root):
+                        raise StoreConflictError(
+                            f"{self.target.url} is a file, expected a new path or a store started "
+                            "by write_resumable/invert_to_zarr. Write to a new store, or pass "
+                            "overwrite=True (CLI: --overwrite) to delete it and start again"
+                        ) from None
+            # Written aside, then hard-linked: link fails when the lock exists (atomic on local
+            # disks and NFS), and the lock never exists without its content.
+            aside = f"{self.path}.{self.token}.tmp"
+            with open(aside, "wb") as file:
+                file.write(self.payload())
+            try:
+                os.link(aside, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here (some FUSE, FAT...): exclusive open instead
+                try:
+                    descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return False
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(self.payload())
+                return True
+            finally:
+                os.unlink(aside)
+        try:
+            created = self._open_exclusive(fs)
+        except FileNotFoundError:  # a file system with folders, and the store's not made yet
+            fs.makedirs(root, exist_ok=True)
+            created = self._open_exclusive(fs)
+        if not created:
+            return False
+        current = _read_lock(self.target)
+        return current is not None and current.get("token") == self.token
+
+    def _open_exclusive(self, fs: Any) -> bool:
+        """fsspec's exclusive create (``"xb"``): a conditional PUT (``If-None-Match: *``) on
+        S3, ``O_EXCL`` on local disks; whether this call created the lock."""
+        try:
+            with fs.open(self.path, "xb") as file:
+                file.write(self.payload())
+            return True
+        except FileExistsError:
+            return False
+        except (TypeError, NotImplementedError, ValueError):
+            pass
+        # This file system has no exclusive create: check, then write. Two writers starting in
+        # the same instant may then both pass; the read-back after this and the check before
+        # each chunk catch most, not all, such races.
+        warnings.warn(
+            f"{type(fs).__name__} has no exclusive create (open(path, 'xb')); the lock on "
+            f"{self.target.url} cannot fully stop two writers starting in the same instant",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+        if fs.exists(self.path):
+            return False
+        fs.pipe_file(self.path, self.payload())
+        return True
+
+    def _break(self, info: Mapping[str, Any], reason: str) -> None:
+        """Remove the stale lock ``info`` (and only it, not a fresh one taken meanwhile)."""
+        warnings.warn(
+            f"breaking the lock {self.path} ({_describe_writer(info)}): {reason}. Writing on: "
+            "chunks that process finished are kept",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        fs, _ = self.target.filesystem()
+        if self.target.is_local:
+            # A rename moves exactly one file: if two processes break the same lock, one rename
+            # fails; if a third took a fresh lock in between, it is put back.
+            aside = f"{self.path}.stale-{uuid.uuid4().hex}"
+            try:
+                os.rename(self.path, aside)
+            except FileNotFoundError:
+                return
+            moved = _read_lock_file(aside)
+            if moved.get("token") != info.get("token"):
+                try:
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+            os.unlink(aside)
+        else:
+            current = _read_lock(self.target)
+            if current is not None and current.get("token") == info.get("token"):
+                fs.rm(self.path)
+
+    def acquire(self) -> _StoreLock:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        announced = False
+        broken = 0
+        while True:
+            self.info["heartbeat_unix"] = time.time()
+            if self._create():
+                break
+            info = _read_lock(self.target)
+            if info is None:  # released in between: try again
+                time.sleep(0.01)
+                continue
+            reason = _stale_reason(info)
+            if reason is not None and broken < 20:  # more: something removes nothing, say so
+                broken += 1
+                try:
+                    self._break(info, reason)
+                except OSError as err:
+                    raise StoreConflictError(
+                        f"cannot remove the stale lock {self.path} ({reason}): {err}. Delete "
+                        "it by hand, then run again"
+                    ) from err
+                continue
+            if reason is not None:
+                raise StoreConflictError(
+                    f"the stale lock {self.path} ({reason}) keeps coming back after being "
+                    "removed; delete it by hand, then run again"
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StoreConflictError(_busy_message(self.target, info))
+            if not announced:
+                warnings.warn(
+                    f"waiting for another writer of {self.target.url} "
+                    f"({_describe_writer(info)}) to finish",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                announced = True
+            time.sleep(0.5)
+        self._thread = threading.Thread(
+            target=self._beat, name=f"xr-itslive-lock-{self.token[:8]}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    # -- holding it
+
+    def _beat(self) -> None:
+        """Refresh the lock's heartbeat until released, while the lock is still this run's."""
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                current = _read_lock(self.target)
+                if current is None or current.get("token") != self.token:
+                    return  # taken over: the chunk tasks see it and stop
+                self.info["heartbeat_unix"] = time.time()
+                _put(self.target, self.path, self.payload())
+            except Exception:  # a network error: the next beat tries again
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        try:
+            current = _read_lock(self.target)
+            if current is not None and current.get("token") == self.token:
+                self.target.filesystem()[0].rm(self.path)
+        except OSError as err:  # never hide the error that ended the run behind this one
+            warnings.warn(
+                f"could not remove the lock {self.path} ({err}); the next run breaks it if this "
+                "process is gone, or delete it by hand",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if self.created_root:
+            try:  # a run refused before writing anything leaves no empty folder behind
+                os.rmdir(self.target.filesystem()[1])
+            except OSError:
+                pass
+
+    def __enter__(self) -> _StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_lock_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            return json.loads(file.read())
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_lock(target: _Target, token: str, index: tuple[int, ...]) -> None:
+    """Stop a chunk task whose run no longer holds the store (its lock was broken)."""
+    current = _read_lock(target)
+    if current is None or current.get("token") != token:
+        holder = "no lock" if current is None else _describe_writer(current)
+        raise StoreConflictError(
+            f"this run lost the lock on {target.url} (it now holds {holder}) and stopped "
+            f"before writing chunk {_index_name(index)}: another run took the store over, "
+            "judging this one dead. Chunks this run finished are kept; run the command again "
+            "once the other run is done, to check or resume the store"
+        )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -374,12 +781,16 @@ class StoreStatus:
         Chunks with a done marker.
     parameters : dict
         The run's parameters as recorded in the store (see :func:`~xr_itslive.write_resumable`).
+    writer : dict or None
+        The process writing the store now, as its lock describes it (``pid``, ``host``,
+        ``started_at``, ``command``...), or None when no process holds the lock.
     """
 
     store: str
     n_chunks: int
     n_done: int
     parameters: dict[str, Any]
+    writer: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -411,16 +822,19 @@ def store_status(store: str | os.PathLike, storage_options: Mapping[str, Any] | 
     record = _read_record(target)
     if record is None:
         return None
+    lock = _read_lock(target)
     return StoreStatus(
         target.url,
         int(record["n_chunks"]),
         len(_done_chunks(target)),
         record["fingerprint"]["parameters"],
+        None if lock is None else {k: v for k, v in lock.items() if k != "token"},
     )
 
 
 def _write_chunk(
     target: _Target,
+    token: str,
     layout: dict[str, tuple[str, ...]],
     region: dict[str, slice],
     index: tuple[int, ...],
@@ -428,6 +842,7 @@ def _write_chunk(
 ) -> tuple[int, ...]:
     """Write one chunk of every variable (a zarr region write), then its done marker."""
     started = time.time()
+    _check_lock(target, token, index)  # one small read: never write into a store taken over
     data = {
         name: (dims, to_numpy(block))  # GPU (CuPy) chunks are copied to the host here
         for (name, dims), block in zip(layout.items(), blocks, strict=True)
@@ -435,6 +850,7 @@ def _write_chunk(
     chunk = xr.Dataset(data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=_OWN_FILES_WARNING)
         chunk.to_zarr(target.url, region=region, mode="r+", **target.xarray_kwargs())
     # Only after the data are stored does the chunk count as done.
     marker = {
@@ -445,30 +861,29 @@ def _write_chunk(
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
-    payload = json.dumps(marker).encode()
-    path = target.marker_path(index)
-    if target.is_local:
-        # a marker cut short by a kill must not exist: write aside, then rename
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.partial-{os.getpid()}"
-        with open(partial, "wb") as file:
-            file.write(payload)
-        os.replace(partial, path)
-    else:
-        target.filesystem()[0].pipe(path, payload)  # one PUT: all or nothing
+    _put(target, target.marker_path(index), json.dumps(marker).encode())  # never cut short
     return index
 
 
 def _write_template(plan: _Plan, target: _Target) -> None:
+    """Write the store's metadata and coordinates, then its record; the caller holds the lock."""
     import zarr
 
+    fs, root_path = target.filesystem()
+    # The partial marker first: until the record exists, whatever a kill leaves here is known
+    # to be an unfinished template (rebuilt by the next run), not somebody else's zarr store.
+    started = {"pid": os.getpid(), "host": socket.gethostname(), "at": time.time()}
+    _put(target, f"{root_path}/{PARTIAL_NAME}", json.dumps(started).encode())
+    _clear(target, keep=(PARTIAL_NAME,))  # what a killed run left; never the lock
     template = plan.result.copy()
     template.attrs[STORE_ATTR] = (
         f"written chunk by chunk by xr_itslive; progress records in {MARKER_GROUP}/"
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        template.to_zarr(target.url, mode="w", compute=False, **target.xarray_kwargs())
+        warnings.filterwarnings("ignore", message=_OWN_FILES_WARNING)
+        # mode="a" on the emptied store, not "w": "w" deletes the whole store, lock included
+        template.to_zarr(target.url, mode="a", compute=False, **target.xarray_kwargs())
     root = zarr.open_group(target.zarr_store(), mode="r")
     record = {
         "format": RECORD_FORMAT,
@@ -484,6 +899,7 @@ def _write_template(plan: _Plan, target: _Target) -> None:
         zarr_format=root.metadata.zarr_format,
         attributes={"record": json.dumps(record, sort_keys=True)},
     )
+    fs.rm(f"{root_path}/{PARTIAL_NAME}")
 
 
 def _progress_bar(total: int, initial: int, store: str, enabled: bool):
@@ -535,8 +951,12 @@ def write_resumable(
     progress: bool = True,
     dims: Sequence[Hashable] = ("y", "x"),
     chunks: Mapping[Hashable, int] | None = None,
+    lock_timeout: float | None = 0.0,
 ) -> WriteSummary:
     """Write a lazy result to zarr chunk by chunk, skipping chunks a previous run finished.
+
+    One process writes a store at a time (it holds the lock ``xr_itslive.lock`` at the store's
+    root); a lock left by a killed process is broken with a warning (see the module docstring).
 
     Parameters
     ----------
@@ -566,6 +986,10 @@ def write_resumable(
         The dimensions written chunk by chunk; the others are written whole with each chunk.
     chunks
         Chunk sizes for variables that are not dask-backed (default: one chunk).
+    lock_timeout
+        Seconds to wait while another live process writes the same store: 0 (default) stops at
+        once with a :class:`~xr_itslive.errors.StoreConflictError` naming that process; None
+        waits as long as it takes (then resumes, or finds the store complete).
 
     Returns
     -------
@@ -577,6 +1001,8 @@ def write_resumable(
     StoreConflictError
         ``store`` holds another run (other parameters, data or chunks) or data not written by
         xr_itslive; the message names what differs. Use a new store or ``overwrite=True``.
+        Or another live process is writing ``store`` (and ``lock_timeout`` ran out): the
+        message names it.
     ChunkingError
         The chunks are uneven along a written dimension.
 
@@ -592,12 +1018,33 @@ def write_resumable(
     >>> write_resumable(result, out, progress=False).already_complete
     True
     """
-    import dask
-
     target = _target(store, storage_options)
     plan = _plan(result, dims, chunks, parameters)
+    if not overwrite and _finished(target, plan):
+        # Nothing to write: no lock taken, so read-only credentials can check a finished store.
+        return WriteSummary(target.url, plan.n_chunks, plan.n_chunks, 0)
+    if overwrite and target.is_local and os.path.isfile(target.filesystem()[1]):
+        os.remove(target.filesystem()[1])  # a lone file is no store being written: no lock needed
+    with _StoreLock(target, timeout=lock_timeout) as lock:
+        return _write_locked(plan, target, lock.token, overwrite, scheduler, progress)
+
+
+def _finished(target: _Target, plan: _Plan) -> bool:
+    """Whether ``target`` holds this very run, complete, with no writer at work on it."""
+    record = _read_record(target)
+    if record is None or record.get("fingerprint") != plan.fingerprint:
+        return False
+    return set(plan.indices()) <= _done_chunks(target) and _read_lock(target) is None
+
+
+def _write_locked(
+    plan: _Plan, target: _Target, token: str, overwrite: bool, scheduler: Any, progress: bool
+) -> WriteSummary:
+    """The body of :func:`write_resumable`, run while holding the store's lock."""
+    import dask
+
     if overwrite:
-        _remove(target)
+        _clear(target)
     record = _read_record(target)
     if record is None:
         kind = _root_kind(target)
@@ -608,7 +1055,14 @@ def write_resumable(
                 "a new path or a store started by write_resumable/invert_to_zarr. Write to a new "
                 "store, or pass overwrite=True (CLI: --overwrite) to delete it and start again"
             )
-        _write_template(plan, target)  # 'absent', or our template cut short: start over
+        if kind in ("partial", "ours"):
+            warnings.warn(
+                f"{target.url} holds a template that a killed run left unfinished (no "
+                f"{MARKER_GROUP}/ write record yet); rebuilding it and writing every chunk",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _write_template(plan, target)
         done: set[tuple[int, ...]] = set()
     else:
         if record.get("fingerprint") != plan.fingerprint:
@@ -620,6 +1074,9 @@ def write_resumable(
                 "overwrite=True (CLI: --overwrite) to discard it and start again"
             )
         done = _done_chunks(target)
+        fs, root = target.filesystem()
+        if fs.exists(f"{root}/{PARTIAL_NAME}"):  # a kill between the record and its removal
+            fs.rm(f"{root}/{PARTIAL_NAME}")
 
     remaining = [index for index in plan.indices() if index not in done]
     n_skipped = plan.n_chunks - len(remaining)
@@ -628,16 +1085,15 @@ def write_resumable(
         # they share (vx feeds vx, v and n_obs) different keys, and compute them again.
         blocks = {n: plan.result[n].data.to_delayed(optimize_graph=False) for n in plan.names}
         layout = {n: tuple(map(str, plan.result[n].dims)) for n in plan.names}
-        token = dask.base.tokenize(target.url, plan.fingerprint)
+        key_token = dask.base.tokenize(target.url, plan.fingerprint)
         writer = dask.delayed(_write_chunk, pure=False)
         tasks = []
         for index in remaining:
             position = dict(zip(plan.dims, index, strict=True))
             args = [blocks[n][tuple(position.get(d, 0) for d in layout[n])] for n in plan.names]
-            key = f"{TASK_PREFIX}-{token}-{_index_name(index)}"
-            tasks.append(
-                writer(target, layout, plan.region(index), index, *args, dask_key_name=key)
-            )
+            key = f"{TASK_PREFIX}-{key_token}-{_index_name(index)}"
+            region = plan.region(index)
+            tasks.append(writer(target, token, layout, region, index, *args, dask_key_name=key))
         with _progress_bar(plan.n_chunks, n_skipped, target.url, progress) as bar:
             _compute(tasks, scheduler, bar)
     return WriteSummary(target.url, plan.n_chunks, n_skipped, len(remaining))
