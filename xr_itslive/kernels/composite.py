@@ -258,26 +258,38 @@ def _valid(v, wi):
 
 
 @numba.njit(**_JIT)
+def _pair_weight(weights, use_weights, per_pixel, p, i):
+    if not use_weights:
+        return 1.0
+    return weights[p if per_pixel else 0, i]
+
+
+@numba.njit(**_JIT)
 def _count_valid(values, weights, use_weights, pairs_inner, fill):
     """``fill[p]``: valid observations of pixel ``p`` (a finite value and weight > 0), the
     array read in its memory order."""
     n_pix, n_pairs = values.shape
-    per_pixel = weights.shape[0] > 1
+    per_pixel = use_weights and weights.shape[0] > 1
     if pairs_inner:
         for p in range(n_pix):
-            wp = p if per_pixel else 0
             total = 0
             for i in range(n_pairs):
-                wi = weights[wp, i] if use_weights else 1.0
+                wi = _pair_weight(weights, use_weights, per_pixel, p, i)
                 total += _valid(np.float64(values[p, i]), wi)
             fill[p] = total
-    else:
-        for p in range(n_pix):
-            fill[p] = 0
-        for i in range(n_pairs):
+        return
+    for p in range(n_pix):
+        fill[p] = 0
+    for i in range(n_pairs):
+        if per_pixel:
             for p in range(n_pix):
-                wi = weights[p if per_pixel else 0, i] if use_weights else 1.0
-                fill[p] += _valid(np.float64(values[p, i]), wi)
+                fill[p] += _valid(np.float64(values[p, i]), weights[p, i])
+            continue
+        wi = weights[0, i] if use_weights else 1.0
+        if not _valid(0.0, wi):  # a pair without weight: nothing of it is valid
+            continue
+        for p in range(n_pix):  # one pair across the pixels, contiguous: vectorizes
+            fill[p] += abs(np.float64(values[p, i])) < np.inf
 
 
 @numba.njit(**_JIT)
@@ -285,31 +297,34 @@ def _compact(values, weights, use_weights, pairs_inner, offsets, idx, y, w0):
     """Step 1: the valid observations of every pixel as CSR rows (``offsets``, filled by
     the caller from :func:`_count_valid`): pairs ``idx``, values ``y``, weights ``w0``."""
     n_pix, n_pairs = values.shape
-    per_pixel = weights.shape[0] > 1
+    per_pixel = use_weights and weights.shape[0] > 1
     fill = offsets[:-1].copy()
     if pairs_inner:
         for p in range(n_pix):
-            wp = p if per_pixel else 0
             m = fill[p]
             for i in range(n_pairs):
                 v = np.float64(values[p, i])
-                wi = weights[wp, i] if use_weights else 1.0
+                wi = _pair_weight(weights, use_weights, per_pixel, p, i)
                 if _valid(v, wi):
                     idx[m] = i
                     y[m] = v
                     w0[m] = wi
                     m += 1
-    else:
-        for i in range(n_pairs):
-            for p in range(n_pix):
-                v = np.float64(values[p, i])
-                wi = weights[p if per_pixel else 0, i] if use_weights else 1.0
-                if _valid(v, wi):
-                    m = fill[p]
-                    idx[m] = i
-                    y[m] = v
-                    w0[m] = wi
-                    fill[p] = m + 1
+        return
+    active = np.flatnonzero(offsets[1:] > offsets[:-1])  # pixels with data (often half)
+    for i in range(n_pairs):
+        shared = 1.0 if not use_weights else (0.0 if per_pixel else weights[0, i])
+        if not per_pixel and not _valid(0.0, shared):
+            continue
+        for p in active:
+            v = np.float64(values[p, i])
+            wi = weights[p, i] if per_pixel else shared
+            if _valid(v, wi):
+                m = fill[p]
+                idx[m] = i
+                y[m] = v
+                w0[m] = wi
+                fill[p] = m + 1
 
 
 @numba.njit(**_JIT)

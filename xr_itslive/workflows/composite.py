@@ -8,7 +8,9 @@ climatology window (``v_amp``, ``v_phase``). The arithmetic is in
 :mod:`xr_itslive.kernels.composite`, batched over pixels (numba on the CPU, any array
 namespace such as CuPy on the GPU); this module builds the shared rows once per cube, maps
 the kernel over the cube's spatial chunks with :func:`xarray.apply_ufunc` and names the
-outputs as ITS_LIVE's composites do.
+outputs as ITS_LIVE's composites do. :func:`seasonal` fits the same model to an inverted
+series, :func:`composite_mosaic` places the composites of several cubes of one CRS on one grid,
+and :func:`composite_to_zarr` (``xr-itslive composite``) writes either resumably.
 
 Outliers: instead of the production code's 15-point moving median and ``2 × 6 × 1.4826 ×
 MAD`` cut, ``robust=True`` reweights the fit itself (Tukey's biweight, as
@@ -378,7 +380,9 @@ def _array_batch(n_pairs: int, n_years: int, sample: Any) -> int | None:
     if free is None:
         return None
     q = n_years + 2
-    per_pixel = 8 * (16 * n_pairs + 4 * q * q + 8 * n_years)
+    # tracemalloc on numpy (5,000 pairs, 12 years, Tukey): a peak of 0.68 MB a pixel, about 17
+    # float64 (pairs, pixels) arrays; 24 leaves room for CuPy's pool to fragment
+    per_pixel = 8 * (24 * n_pairs + 4 * q * q + 8 * n_years)
     return max(1, int(DEVICE_MEMORY_FRACTION * free // per_pixel))
 
 
