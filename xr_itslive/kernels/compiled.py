@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, models, register_model
 
 from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
@@ -18,7 +21,127 @@ BLOCK = 16
 STRIP = 64  # pixels copied at a time from a pixels-innermost chunk
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 
+# --------------------------------------------------------------------------- lanes
+# A row of a block, BLOCK contiguous float64, as one LLVM vector value (two zmm or four ymm
+# registers). numba's loop vectorizer serves loops this short badly: each `for b in
+# range(lanes)` pays run-time alias checks that cost more than its 16 lanes of work, several
+# arrays in one loop exceed what it will check, and a constant trip count is unrolled to
+# scalar code before it vectorizes. The hot kernels (factorization, substitution, assembly)
+# therefore load, combine and store whole rows explicitly: multipliers stay in registers
+# and nothing is checked at run time. Offsets are in elements of the flat, C-ordered array
+# and are not bounds-checked.
+_LANES_IR = ir.VectorType(ir.DoubleType(), BLOCK)
 
+
+class _LanesType(types.Type):
+    def __init__(self) -> None:
+        super().__init__(name=f"Lanes{BLOCK}")
+
+
+_lanes = _LanesType()
+
+
+@register_model(_LanesType)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _LANES_IR)
+
+
+def _is_flat_float64(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.float64 and array.layout == "C"
+
+
+def _lanes_pointer(context, builder, array_type, array, offset):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [offset]), _LANES_IR.as_pointer())
+
+
+@intrinsic
+def _row(typingctx, array, offset):
+    """``array.flat[offset : offset + BLOCK]`` as a lanes value."""
+    if not _is_flat_float64(array):
+        return None
+    sig = _lanes(array, types.intp)
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_lanes_pointer(context, builder, sig.args[0], *args), align=8)
+
+    return sig, codegen
+
+
+@intrinsic
+def _put(typingctx, array, offset, value):
+    """``array.flat[offset : offset + BLOCK] = value``."""
+    if not _is_flat_float64(array) or value is not _lanes:
+        return None
+    sig = types.void(array, types.intp, _lanes)
+
+    def codegen(context, builder, sig, args):
+        pointer = _lanes_pointer(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], pointer, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _axpy(typingctx, array, offset, alpha, value):
+    """``array.flat[offset : offset + BLOCK] += alpha * value`` (one rounding where the CPU
+    fuses multiply-adds, as ``fastmath={"contract"}`` lets the scalar loops do)."""
+    if not _is_flat_float64(array) or value is not _lanes:
+        return None
+    sig = types.void(array, types.intp, types.float64, _lanes)
+
+    def codegen(context, builder, sig, args):
+        pointer = _lanes_pointer(context, builder, sig.args[0], args[0], args[1])
+        old = builder.load(pointer, align=8)
+        scale = _splat(builder, args[2])
+        product = builder.fmul(scale, args[3], flags=("contract",))
+        builder.store(builder.fadd(old, product, flags=("contract",)), pointer, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat(builder, scalar):
+    one = builder.insert_element(ir.Constant(_LANES_IR, ir.Undefined), scalar, ir.IntType(32)(0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
+    return builder.shuffle_vector(one, ir.Constant(_LANES_IR, ir.Undefined), zeros)
+
+
+@intrinsic
+def _fill(typingctx, scalar):
+    """A lanes value with ``scalar`` in every lane."""
+    sig = _lanes(types.float64)
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, args[0])
+
+    return sig, codegen
+
+
+def _lanes_binary(operation: str):
+    @intrinsic
+    def binary(typingctx, a, b):
+        if a is not _lanes or b is not _lanes:
+            return None
+        sig = _lanes(_lanes, _lanes)
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, operation)(args[0], args[1], flags=("contract",))
+
+        return sig, codegen
+
+    return binary
+
+
+_plus = _lanes_binary("fadd")
+_minus = _lanes_binary("fsub")
+_times = _lanes_binary("fmul")
+_over = _lanes_binary("fdiv")
+
+
+# --------------------------------------------------------------------------- kernels
 @numba.njit(**_JIT)
 def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y, w0, wy0, counts):
     """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
@@ -69,49 +192,48 @@ def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y,
 def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs):
     """Band row ``r`` (and ``rhs[r]``) from the scatter terms in ring slot ``r & mask``,
     which is zeroed for reuse; ``dprev`` carries the diagonal sums from row ``r - 1``."""
-    lanes = gram.shape[1]
+    lanes = BLOCK
     width = bandwidth + 1
     pw = bandwidth + 2
-    base = (r & mask) * pw
-    out = r * width
-    slot = r & mask
-    # one store target per loop, so that each vectorizes (see _assemble)
-    for b in range(lanes):
-        srow[bandwidth + 1, b] = 0.0
+    base = (r & mask) * pw * lanes
+    out = r * width * lanes
+    slot = (r & mask) * lanes
+    zero = _fill(0.0)
+    total = zero
     for k in range(bandwidth, -1, -1):  # backward sums along the row
-        for b in range(lanes):
-            srow[k, b] = spre[base + k, b] + srow[k + 1, b]
+        total = _plus(_row(spre, base + k * lanes), total)
+        _put(srow, k * lanes, total)
     # diagonal sums: the previous row shifted by one (ascending k reads k + 1 before it is
     # overwritten)
     for k in range(width):
-        for b in range(lanes):
-            dprev[k, b] = srow[k, b] + dprev[k + 1, b]
-    for k in range(1, width):  # forward sums along the row, in place
-        for b in range(lanes):
-            gpre[base + k, b] += gpre[base + k - 1, b]
-    for k in range(width):
-        for b in range(lanes):
-            gram[out + k, b] = gpre[base + k, b] + dprev[k, b]
+        _put(dprev, k * lanes, _plus(_row(srow, k * lanes), _row(dprev, (k + 1) * lanes)))
+    total = zero
+    for k in range(width):  # forward sums along the row
+        total = _plus(_row(gpre, base + k * lanes), total)
+        _put(gram, out + k * lanes, _plus(total, _row(dprev, k * lanes)))
     for k in range(pw):
-        for b in range(lanes):
-            gpre[base + k, b] = 0.0
-    for k in range(pw):
-        for b in range(lanes):
-            spre[base + k, b] = 0.0
-    for b in range(lanes):
-        racc[b] += rpre[slot, b]
-    for b in range(lanes):
-        rhs[r, b] = racc[b]
-    for b in range(lanes):
-        rpre[slot, b] = 0.0
+        _put(gpre, base + k * lanes, zero)
+        _put(spre, base + k * lanes, zero)
+    total = _plus(_row(racc, 0), _row(rpre, slot))
+    _put(racc, 0, total)
+    _put(rhs, r * lanes, total)
+    _put(rpre, slot, zero)
 
 
 @numba.njit(**_JIT)
 def _assemble(
     w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
     gpre, spre, rpre, dprev, srow, gram, rhs,
+    fused, lam2, regularization, reg_width, panel, min_pivot, max_diagonal,
 ):  # fmt: skip
     """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows (sorted by first cell).
+
+    With ``fused``, ``gram`` receives ``AᵀWA + lam2 * regularization`` (whose band is
+    ``reg_width + 1`` wide) and is factorized in place while it is assembled: each step of
+    :func:`_factor_step` runs as soon as the rows it reaches are complete, a band's width
+    behind the assembly, so a row is assembled, updated and factorized while it is in cache
+    instead of passing through memory three times. ``min_pivot`` and ``max_diagonal`` then
+    hold what :func:`_flag_singular` needs.
 
     ``first`` .. ``inner``: the geometry of each row's pair (:meth:`CompiledOps.start_block`).
 
@@ -124,36 +246,54 @@ def _assemble(
     ring slots reused. ``gpre``, ``spre``: ``(ring * (bandwidth + 2), lanes)``, ``rpre``:
     ``(ring, lanes)``, ``ring`` a power of two >= ``bandwidth + 2``; zero on entry and exit.
     """
-    n_used, lanes = w.shape
+    lanes = BLOCK
+    n_used = w.shape[0]
     pw = bandwidth + 2
     mask = rpre.shape[0] - 1
+    zero = _fill(0.0)
     for k in range(bandwidth + 2):
-        for b in range(lanes):
-            dprev[k, b] = 0.0
+        _put(dprev, k * lanes, zero)
     racc = np.zeros(lanes)
+    inv = np.empty(lanes)
+    scale = _row(lam2, 0)
+    width = bandwidth + 1
     done = 0
-    for u in range(n_used):
-        j0 = first[u]
-        j1 = last[u]
+    factored = 0  # columns factorized (fused)
+    for u in range(n_used + 1):
+        j0 = first[u] if u < n_used else n_cells
         while done < j0:
             _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs)
+            if fused:
+                for k in range(min(reg_width, bandwidth) + 1):
+                    at = (done * width + k) * lanes
+                    extra = _times(scale, _fill(regularization[done * width + k]))
+                    _put(gram, at, _plus(_row(gram, at), extra))
+                for b in range(lanes):
+                    max_diagonal[b] = max(max_diagonal[b], gram[done * width, b])
             done += 1
+            # a step reaches the rows up to j + PANEL - 1 + bandwidth: run it once they are done
+            while fused and factored < n_cells:
+                if min(factored + PANEL - 1 + bandwidth, n_cells - 1) >= done:
+                    break
+                factored += _factor_step(gram, factored, n_cells, bandwidth, panel, inv, min_pivot)
+        if u == n_used:
+            break
+        j1 = last[u]
         span = j1 - j0
-        g0 = (j0 & mask) * pw
-        g1 = (j1 & mask) * pw
-        r0 = j0 & mask
-        r1 = (j0 + 1) & mask
-        r2 = j1 & mask
-        r3 = (j1 + 1) & mask
+        # flat offsets of the ring rows the pair touches
+        g0 = (j0 & mask) * pw * lanes
+        g1 = (j1 & mask) * pw * lanes
+        r0 = (j0 & mask) * lanes
+        r1 = ((j0 + 1) & mask) * lanes
+        r2 = (j1 & mask) * lanes
+        r3 = ((j1 + 1) & mask) * lanes
+        wu = _row(w, u * lanes)
+        wyu = _row(wy, u * lanes)
         if span == 0:
-            for b in range(lanes):
-                gpre[g0, b] += w[u, b]
-            for b in range(lanes):
-                gpre[g0 + 1, b] -= w[u, b]
-            for b in range(lanes):
-                rpre[r0, b] += wy[u, b]
-            for b in range(lanes):
-                rpre[r1, b] -= wy[u, b]
+            _axpy(gpre, g0, 1.0, wu)
+            _axpy(gpre, g0 + lanes, -1.0, wu)
+            _axpy(rpre, r0, 1.0, wyu)
+            _axpy(rpre, r1, -1.0, wyu)
             continue
         e0 = first_frac[u]
         e1 = last_frac[u]
@@ -161,158 +301,160 @@ def _assemble(
         a01 = e0 * e1
         a11 = e1 * e1
         if span == 1:
-            t1 = a01 - a00
-            t2 = e1 - e0
-            for b in range(lanes):
-                gpre[g0, b] += a00 * w[u, b]
-            for b in range(lanes):
-                gpre[g0 + 1, b] += t1 * w[u, b]
-            for b in range(lanes):
-                gpre[g0 + 2, b] -= a01 * w[u, b]
-            for b in range(lanes):
-                gpre[g1, b] += a11 * w[u, b]
-            for b in range(lanes):
-                gpre[g1 + 1, b] -= a11 * w[u, b]
-            for b in range(lanes):
-                rpre[r0, b] += e0 * wy[u, b]
-            for b in range(lanes):
-                rpre[r2, b] += t2 * wy[u, b]
-            for b in range(lanes):
-                rpre[r3, b] -= e1 * wy[u, b]
+            _axpy(gpre, g0, a00, wu)
+            _axpy(gpre, g0 + lanes, a01 - a00, wu)
+            _axpy(gpre, g0 + 2 * lanes, -a01, wu)
+            _axpy(gpre, g1, a11, wu)
+            _axpy(gpre, g1 + lanes, -a11, wu)
+            _axpy(rpre, r0, e0, wyu)
+            _axpy(rpre, r2, e1 - e0, wyu)
+            _axpy(rpre, r3, -e1, wyu)
             continue
         c = inner[u]
         c0 = e0 * c
         c1 = c * e1
-        s1 = r1 * pw + span - 2
-        t1 = c0 - a00
-        t2 = a01 - c0
-        t3 = c * c - c1
-        t4 = c - e0
-        t5 = e1 - c
-        # one loop per term: few distinct arrays per loop, so that it vectorizes
-        for b in range(lanes):
-            gpre[g0, b] += a00 * w[u, b]
-        for b in range(lanes):
-            gpre[g0 + 1, b] += t1 * w[u, b]
-        for b in range(lanes):
-            gpre[g0 + span, b] += t2 * w[u, b]
-        for b in range(lanes):
-            gpre[g0 + span + 1, b] -= a01 * w[u, b]
-        for b in range(lanes):
-            gpre[g1, b] += a11 * w[u, b]
-        for b in range(lanes):
-            gpre[g1 + 1, b] -= a11 * w[u, b]
-        for b in range(lanes):
-            spre[s1, b] += t3 * w[u, b]
-        for b in range(lanes):
-            spre[s1 + 1, b] += c1 * w[u, b]
-        for b in range(lanes):
-            spre[g1, b] -= c1 * w[u, b]
-        for b in range(lanes):
-            rpre[r0, b] += e0 * wy[u, b]
-        for b in range(lanes):
-            rpre[r1, b] += t4 * wy[u, b]
-        for b in range(lanes):
-            rpre[r2, b] += t5 * wy[u, b]
-        for b in range(lanes):
-            rpre[r3, b] -= e1 * wy[u, b]
-    while done < n_cells:
-        _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs)
-        done += 1
-    for b in range(lanes):  # the slot of row n_cells, touched by pairs ending in the last cell
-        rpre[n_cells & mask, b] = 0.0
+        s1 = (((j0 + 1) & mask) * pw + span - 2) * lanes
+        _axpy(gpre, g0, a00, wu)
+        _axpy(gpre, g0 + lanes, c0 - a00, wu)
+        _axpy(gpre, g0 + span * lanes, a01 - c0, wu)
+        _axpy(gpre, g0 + (span + 1) * lanes, -a01, wu)
+        _axpy(gpre, g1, a11, wu)
+        _axpy(gpre, g1 + lanes, -a11, wu)
+        _axpy(spre, s1, c * c - c1, wu)
+        _axpy(spre, s1 + lanes, c1, wu)
+        _axpy(spre, g1, -c1, wu)
+        _axpy(rpre, r0, e0, wyu)
+        _axpy(rpre, r1, c - e0, wyu)
+        _axpy(rpre, r2, e1 - c, wyu)
+        _axpy(rpre, r3, -e1, wyu)
+    # the slot of row n_cells, touched by pairs ending in the last cell
+    _put(rpre, (n_cells & mask) * lanes, zero)
+
+
+PANEL = 4  # columns per step of the factorization
 
 
 @numba.njit(**_JIT)
-def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, singular, column):
-    """factor = gram + lam2 * regularization, then banded Cholesky in place."""
-    lanes = gram.shape[1]
+def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot):
+    """Columns ``j .. j + PANEL - 1`` of the banded Cholesky factorization, in place.
+
+    Each column is pivoted after the earlier columns of the step are subtracted from its
+    row; then the rows below get one rank-``PANEL`` update, so every entry of the trailing
+    window is loaded and stored once per ``PANEL`` columns, with the step's entries of a row
+    held in registers. Rows up to ``j + PANEL - 1 + bandwidth`` must hold their final band.
+    ``panel`` (``PANEL * (bandwidth + PANEL + 1) * BLOCK``, flat) is work space: column
+    ``q`` of the step holds its entries on rows ``j .. j + bandwidth + PANEL`` (zero past
+    its reach). A pivot that is not positive gives an infinite root (a column of zeros);
+    ``min_pivot`` keeps each lane's smallest pivot, compared with the tolerance once the
+    whole matrix is known (:func:`_flag_singular`). Returns the columns done.
+    """
+    lanes = BLOCK
     width = bandwidth + 1
-    for s in range(n_cells * width):
-        reg = regularization[s]
+    column = panel.shape[0] // PANEL  # elements per panel column
+    rows = column // lanes
+    zero = _fill(0.0)
+    steps = min(PANEL, n_cells - j)
+    for i in range(steps):
+        base = (j + i) * width
+        kmax = min(bandwidth, n_cells - 1 - (j + i))
+        for q in range(i):  # row j + i minus the earlier columns of this step
+            entry_q = _row(panel, q * column + i * lanes)
+            for m in range(kmax + 1):
+                at = (base + m) * lanes
+                other = _row(panel, q * column + (i + m) * lanes)
+                _put(factor, at, _minus(_row(factor, at), _times(entry_q, other)))
         for b in range(lanes):
-            factor[s, b] = gram[s, b] + lam2[b] * reg
-    tol = np.zeros(lanes)
-    inv = np.empty(lanes)
+            pivot = factor[base, b]
+            min_pivot[b] = min(min_pivot[b], pivot)
+            root = np.sqrt(pivot) if pivot > 0.0 else np.inf
+            factor[base, b] = root
+            inv[b] = 1.0 / root
+        scale = _row(inv, 0)
+        for m in range(1, kmax + 1):
+            value = _times(_row(factor, (base + m) * lanes), scale)
+            _put(factor, (base + m) * lanes, value)
+            _put(panel, i * column + (i + m) * lanes, value)
+        for o in range(i + kmax + 1, rows):
+            _put(panel, i * column + o * lanes, zero)
+    first = j + steps
+    if first >= n_cells:  # (a step of fewer than PANEL columns is the last one)
+        return steps
+    last = min(j + PANEL - 1 + bandwidth, n_cells - 1)  # the last row the step reaches
+    for row in range(first, last + 1):
+        o = (row - j) * lanes
+        a0 = _row(panel, o)
+        a1 = _row(panel, column + o)
+        a2 = _row(panel, 2 * column + o)
+        a3 = _row(panel, 3 * column + o)
+        base = row * width * lanes
+        for d in range(last - row + 1):
+            od = o + d * lanes
+            update = _plus(
+                _plus(_times(a0, _row(panel, od)), _times(a1, _row(panel, column + od))),
+                _plus(
+                    _times(a2, _row(panel, 2 * column + od)),
+                    _times(a3, _row(panel, 3 * column + od)),
+                ),
+            )
+            at = base + d * lanes
+            _put(factor, at, _minus(_row(factor, at), update))
+    return steps
+
+
+@numba.njit(**_JIT)
+def _flag_singular(min_pivot, max_diagonal, rel_tol, singular):
+    """A lane is singular where a pivot fell to ``rel_tol`` of its largest diagonal entry.
+
+    Deciding after the factorization flags the same lanes as testing each pivot as it comes:
+    every pivot up to a lane's first small one is the same either way, and the lanes that
+    have one are flagged (what follows it, NaN included, is never used)."""
+    for b in range(singular.shape[0]):
+        singular[b] = not (min_pivot[b] > rel_tol * max_diagonal[b])
+
+
+@numba.njit(**_JIT)
+def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, singular, panel):
+    """factor = gram + lam2 * regularization, then banded Cholesky in place (``BLOCK`` lanes;
+    see :func:`_factor_step`)."""
+    lanes = BLOCK
+    width = bandwidth + 1
+    scale = _row(lam2, 0)
+    for s in range(n_cells * width):
+        entry = _plus(_row(gram, s * lanes), _times(scale, _fill(regularization[s])))
+        _put(factor, s * lanes, entry)
+    max_diagonal = np.zeros(lanes)
+    min_pivot = np.full(lanes, np.inf)
     for j in range(n_cells):
         for b in range(lanes):
-            tol[b] = max(tol[b], factor[j * width, b])
-    for b in range(lanes):
-        tol[b] *= rel_tol
-        singular[b] = False
-    second = np.zeros((bandwidth + 2, lanes))
+            max_diagonal[b] = max(max_diagonal[b], factor[j * width, b])
+    inv = np.empty(lanes)
     j = 0
     while j < n_cells:
-        # Two columns per step: column j, then column j + 1 updated by column j only, then
-        # one rank-2 update of the trailing window: every window entry is loaded and stored
-        # once per two columns.
-        base = j * width
-        _pivot_column(factor, base, min(bandwidth, n_cells - 1 - j), tol, singular, inv, column)
-        if j + 1 == n_cells:
-            break
-        kmax = min(bandwidth, n_cells - 1 - j)
-        # row j + 1 (its band: columns j+1 .. j+1+kmax-1) minus column j's contribution
-        next_base = base + width
-        for m in range(kmax):
-            for b in range(lanes):
-                factor[next_base + m, b] -= column[1, b] * column[1 + m, b]
-        kmax2 = min(bandwidth, n_cells - 2 - j)
-        _pivot_column(factor, next_base, kmax2, tol, singular, inv, second)
-        # column j's entries on rows j+2 .. j+1+kmax2, indexed from j + 1; zero beyond its reach
-        for k in range(1, kmax2 + 1):
-            for b in range(lanes):
-                column[k, b] = column[k + 1, b] if k + 1 <= kmax else 0.0
-        for k in range(1, kmax2 + 1):
-            start = next_base + k * bandwidth
-            for m in range(k, kmax2 + 1):
-                for b in range(lanes):
-                    factor[start + m, b] -= (
-                        column[k, b] * column[m, b] + second[k, b] * second[m, b]
-                    )
-        j += 2
-
-
-@numba.njit(**_JIT)
-def _pivot_column(factor, base, kmax, tol, singular, inv, column):
-    """Pivot of the row at ``base`` and its scaled column (entries 1..kmax) into ``column``."""
-    lanes = factor.shape[1]
-    for b in range(lanes):
-        pivot = factor[base, b]
-        if pivot > tol[b]:
-            root = np.sqrt(pivot)
-        else:
-            singular[b] = True
-            root = np.inf
-        factor[base, b] = root
-        inv[b] = 1.0 / root
-    for k in range(1, kmax + 1):
-        for b in range(lanes):
-            value = factor[base + k, b] * inv[b]
-            factor[base + k, b] = value
-            column[k, b] = value
+        j += _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot)
+    _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
 
 
 @numba.njit(**_JIT)
 def _solve(factor, rhs, n_cells, bandwidth, x):
-    lanes = rhs.shape[1]
+    lanes = BLOCK
     width = bandwidth + 1
-    x[:, :] = rhs
+    for j in range(n_cells):
+        _put(x, j * lanes, _row(rhs, j * lanes))
     for j in range(n_cells):
         base = j * width
-        for b in range(lanes):
-            x[j, b] /= factor[base, b]
+        xj = _over(_row(x, j * lanes), _row(factor, base * lanes))
+        _put(x, j * lanes, xj)
         kmax = min(bandwidth, n_cells - 1 - j)
         for k in range(1, kmax + 1):
-            for b in range(lanes):
-                x[j + k, b] -= factor[base + k, b] * x[j, b]
+            at = (j + k) * lanes
+            _put(x, at, _minus(_row(x, at), _times(_row(factor, (base + k) * lanes), xj)))
     for j in range(n_cells - 1, -1, -1):
         base = j * width
         kmax = min(bandwidth, n_cells - 1 - j)
+        acc = _row(x, j * lanes)
         for k in range(1, kmax + 1):
-            for b in range(lanes):
-                x[j, b] -= factor[base + k, b] * x[j + k, b]
-        for b in range(lanes):
-            x[j, b] /= factor[base, b]
+            acc = _minus(acc, _times(_row(factor, (base + k) * lanes), _row(x, (j + k) * lanes)))
+        _put(x, j * lanes, _over(acc, _row(factor, base * lanes)))
 
 
 @numba.njit(**_JIT)
@@ -562,7 +704,16 @@ class CompiledOps:
         self._rpre = np.zeros((ring, lanes))
         self._dprev = np.zeros((width + 1, lanes))
         self._srow = np.zeros((width + 1, lanes))
-        self._column = np.zeros((bandwidth + 2, lanes))
+        if lanes != BLOCK:
+            raise ValueError(f"the numba kernels work on blocks of {BLOCK} lanes, not {lanes}")
+        self._panel = np.zeros(PANEL * (bandwidth + PANEL + 1) * lanes)
+        self._min_pivot = np.empty(lanes)
+        self._max_diagonal = np.empty(lanes)
+        self._no_lam2 = np.zeros(lanes)
+        # the regularization's band is narrow (its derivative order): only those offsets of
+        # each row get lam2 * regularization in the fused assembly
+        offsets = np.nonzero(np.any(regularization.reshape(n_cells, width) != 0, axis=0))[0]
+        self._reg_width = int(offsets.max()) if offsets.size else 0
         self._prefix = np.empty((n_cells + 1, lanes))
         # buffers reused across the iterations of a block (the pipeline holds one at a time)
         self._gram = np.empty((size, lanes))
@@ -604,8 +755,27 @@ class CompiledOps:
         _assemble(
             w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
             self._gpre, self._spre, self._rpre, self._dprev, self._srow, gram, rhs,
+            False, self._no_lam2, self.regularization, self._reg_width, self._panel,
+            self._min_pivot, self._max_diagonal,
         )  # fmt: skip
         return gram, rhs
+
+    def assemble_factor(self, w, wy, lam2):
+        """``factor(*assemble(w, wy), lam2)`` in one pass, for when the normal matrix itself
+        is not needed afterwards: returns ``factor, singular, rhs``. The factor lives in the
+        buffer :meth:`assemble` returns its matrix in (valid until the next call of either)."""
+        factor, rhs = self._gram, self._rhs
+        self._min_pivot[:] = np.inf
+        self._max_diagonal[:] = 0.0
+        _assemble(
+            w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
+            self._gpre, self._spre, self._rpre, self._dprev, self._srow, factor, rhs,
+            True, np.ascontiguousarray(lam2, dtype=np.float64), self.regularization,
+            self._reg_width, self._panel, self._min_pivot, self._max_diagonal,
+        )  # fmt: skip
+        singular = np.empty(self.lanes, dtype=np.bool_)
+        _flag_singular(self._min_pivot, self._max_diagonal, self.rel_tol, singular)
+        return factor, singular, rhs
 
     def factor(self, gram, lam2):
         # Two buffers in turn: a factor stays valid until the second next call, enough for
@@ -615,7 +785,7 @@ class CompiledOps:
         singular = np.empty(self.lanes, dtype=np.bool_)
         _factor(
             gram, self.regularization, lam2, self.n_cells, self.bandwidth, self.rel_tol,
-            factor, singular, self._column,
+            factor, singular, self._panel,
         )  # fmt: skip
         return factor, singular
 

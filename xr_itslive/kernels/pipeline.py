@@ -60,21 +60,33 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
     def full(value: float) -> Any:
         return xp.full((lanes,), value, dtype=xp.float64)
 
+    # GCV and the posterior spread need the normal matrix of the last fit besides its factor;
+    # every other fit only needs the factor, which a backend may build in one pass
+    # (``assemble_factor``: the matrix factorized in place while it is assembled).
+    keep_gram = options.auto_lam or options.uncertainty
+    fused = getattr(ops, "assemble_factor", None)
+
+    def fit(w: Any, wy: Any, last: bool) -> tuple:
+        if fused is not None and not (last and keep_gram):
+            factor, singular, rhs = fused(w, wy, lam2)
+            gram = None
+        else:
+            gram, rhs = ops.assemble(w, wy)
+            factor, singular = ops.factor(gram, lam2)
+        return gram, rhs, factor, singular, ops.solve(factor, rhs)
+
     w, wy = w0, wy0
-    gram, rhs = ops.assemble(w, wy)
     lam2 = full(options.initial_lam**2)
-    factor, singular = ops.factor(gram, lam2)
-    x = ops.solve(factor, rhs)
+    n_fits = 1 + (options.iterations if options.robust else 0)
+    gram, rhs, factor, singular, x = fit(w, wy, n_fits == 1)
     result: dict[str, Any] = {}
 
     if options.robust:
-        for _ in range(options.iterations):
+        for k in range(options.iterations):
             w, wy, outlier = ops.reweight(
                 y, ops.predict(x), w0, options.robust, options.robust_tuning
             )
-            gram, rhs = ops.assemble(w, wy)
-            factor, singular = ops.factor(gram, lam2)
-            x = ops.solve(factor, rhs)
+            gram, rhs, factor, singular, x = fit(w, wy, k == options.iterations - 1)
         result["outlier"] = outlier
 
     inverse = None
