@@ -2,8 +2,9 @@
 
 ``xr-itslive invert SOURCE --out STORE [options]`` inverts a cube into a zarr store chunk by
 chunk; running the same command again resumes an interrupted store and does nothing on a
-finished one. Each subcommand is a ``_add_<name>(subparsers)`` function that registers its
-parser and sets ``handler`` to a function of the parsed arguments returning the exit status.
+finished one. ``--out FILE.nc`` writes one netCDF file instead (CF-1.8, not resumable).
+Each subcommand is a ``_add_<name>(subparsers)`` function that registers its parser and sets
+``handler`` to a function of the parsed arguments returning the exit status.
 """
 
 from __future__ import annotations
@@ -205,15 +206,22 @@ def _add_invert(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "invert",
-        help="invert a cube into a zarr store (resumable)",
+        help="invert a cube into a zarr store (resumable) or a netCDF file",
         description=(
             "Invert an ITS_LIVE image-pair cube into regular velocity time series and write "
             "them to a zarr store chunk by chunk. Re-running the same command resumes an "
-            "interrupted store; on a finished store it says so and exits 0."
+            "interrupted store; on a finished store it says so and exits 0. An --out ending "
+            "in .nc writes one netCDF file instead (CF-1.8): computed whole, then written; "
+            "not resumable (a rerun computes it again, and needs --overwrite)."
         ),
     )
     parser.add_argument("source", help="cube: local zarr path, s3:// URL or ITS_LIVE http URL")
-    parser.add_argument("--out", required=True, metavar="STORE", help="output zarr path or URL")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="STORE",
+        help="output zarr path or URL (resumable), or a local .nc file (netCDF, not resumable)",
+    )
     group = parser.add_argument_group("inversion (see xr_itslive.invert)")
     group.add_argument(
         "--step",
@@ -331,6 +339,88 @@ def _add_invert(subparsers: Any) -> None:
     parser.set_defaults(handler=_run_invert)
 
 
+#: ``--out`` names ending so are netCDF files; anything else is a zarr store.
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
+
+
+def _is_netcdf(out: str) -> bool:
+    return str(out).lower().endswith(NETCDF_SUFFIXES)
+
+
+def _invert_to_netcdf(
+    cube: Any, args: argparse.Namespace, invert_kwargs: dict, cluster_kwargs: dict
+) -> int:
+    """``--out FILE.nc``: invert, then write one netCDF file. Not resumable: a netCDF file
+    cannot be filled region by region by independent tasks the way a zarr store is, so the
+    whole result is computed in one go (streamed to the file chunk by chunk by dask)."""
+    import importlib.util
+    import os
+
+    from .errors import InvalidParameterError, StoreConflictError
+    from .workflows.cluster import local_scheduler_name, scheduler_context
+    from .workflows.device import gpu_engine, to_device, to_host
+    from .workflows.invert import invert
+
+    path = str(args.out)
+    if "://" in path:
+        raise InvalidParameterError(
+            f"--out {path}: a netCDF output is a local file; for a URL write a zarr store "
+            "(e.g. --out s3://bucket/result.zarr)"
+        )
+    if args.storage_option:
+        raise InvalidParameterError(
+            "--storage-option is for zarr stores at a URL; a netCDF --out is a local file"
+        )
+    if os.path.exists(path) and not args.overwrite:
+        raise StoreConflictError(
+            f"{path} exists; a netCDF output is written whole, not resumed: pass --overwrite "
+            "to replace it, or write a zarr store (resumable)"
+        )
+    if args.gpu:
+        invert_kwargs = invert_kwargs | {"engine": gpu_engine(invert_kwargs.get("engine"))}
+        result = to_host(invert(to_device(cube), **invert_kwargs))
+    else:
+        result = invert(cube, **invert_kwargs)
+    # netCDF-4 (compressed, any size) where netCDF4 or h5netcdf is installed, else scipy's
+    # netCDF-3 writer: results are CF-1.8 and fit all three (xr_itslive.io.cf)
+    engine = next(
+        (
+            e
+            for e, m in (("netcdf4", "netCDF4"), ("h5netcdf", "h5netcdf"))
+            if importlib.util.find_spec(m)
+        ),
+        "scipy",
+    )
+    encoding = {}
+    if engine != "scipy":
+        # an explicit encoding replaces the variable's own: keep what decoding needs (set by
+        # xr_itslive.io.cf), add compression
+        kept = ("dtype", "_FillValue", "units", "calendar", "scale_factor", "add_offset")
+        encoding = {
+            name: {k: v for k, v in var.encoding.items() if k in kept}
+            | {"zlib": True, "complevel": 4}
+            for name, var in result.data_vars.items()
+            if var.ndim >= 2
+        }
+    partial = f"{path}.partial"  # a killed run leaves no file that looks finished
+    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
+        delayed = result.to_netcdf(partial, engine=engine, encoding=encoding, compute=False)
+        if client is not None:
+            client.compute(delayed).result()
+        else:
+            import dask
+            from dask.diagnostics import ProgressBar
+
+            if args.no_progress:
+                dask.compute(delayed, scheduler=local_scheduler_name(args.scheduler))
+            else:
+                with ProgressBar():
+                    dask.compute(delayed, scheduler=local_scheduler_name(args.scheduler))
+    os.replace(partial, path)
+    print(f"wrote {path} (netCDF, {engine}); not resumable: a rerun computes it again.")
+    return EXIT_OK
+
+
 def _run_invert(args: argparse.Namespace) -> int:
     from .workflows.cluster import scheduler_context
     from .workflows.invert_to_zarr import invert_to_zarr
@@ -344,6 +434,24 @@ def _run_invert(args: argparse.Namespace) -> int:
         chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
     cube = _open_filtered(args, wanted, chunks=chunks)
     cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
+    invert_kwargs = dict(
+        variables=args.variables,
+        step=args.step,
+        lam=args.lam,
+        derivative=args.derivative,
+        start=args.start,
+        end=args.end,
+        min_obs=args.min_obs,
+        mask=args.mask,
+        engine=args.engine,
+        weights=weights,
+        robust=False if args.robust == "none" else args.robust,
+        robust_iterations=args.robust_iterations,
+        uncertainty=args.uncertainty,
+        return_outliers=args.return_outliers,
+    )
+    if _is_netcdf(args.out):
+        return _invert_to_netcdf(cube, args, invert_kwargs, cluster_kwargs)
     with scheduler_context(args.scheduler, **cluster_kwargs) as client:
         summary = invert_to_zarr(
             cube,
@@ -353,20 +461,7 @@ def _run_invert(args: argparse.Namespace) -> int:
             scheduler=client if client is not None else args.scheduler,
             progress=not args.no_progress,
             gpu=args.gpu,  # the solve on the device, same writes (see xr_itslive.workflows.device)
-            variables=args.variables,
-            step=args.step,
-            lam=args.lam,
-            derivative=args.derivative,
-            start=args.start,
-            end=args.end,
-            min_obs=args.min_obs,
-            mask=args.mask,
-            engine=args.engine,
-            weights=weights,
-            robust=False if args.robust == "none" else args.robust,
-            robust_iterations=args.robust_iterations,
-            uncertainty=args.uncertainty,
-            return_outliers=args.return_outliers,
+            **invert_kwargs,
         )
     if summary.already_complete:
         print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")

@@ -15,6 +15,7 @@ from ..errors import (
     NotAnITSLiveCubeError,
     renamed_parameters,
 )
+from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM, check_dataset, check_pairs, check_variables
 from ..kernels.gp import GaussianProcessFit, gp_fit
 
@@ -169,11 +170,17 @@ def gp_regress(
     )
     units = ds[variable].attrs.get("units")
     var_attrs = {"units": units} if units else {}
-    return xr.Dataset(
+    # the point's place (scalar x, y and the grid mapping of a pixel's series) stays with it
+    place = ("x", "y", "mapping", "spatial_ref")
+    location = {c: ds[c].variable for c in place if c in ds.coords and ds[c].ndim == 0}
+    result = xr.Dataset(
         {
             str(variable): (TIME_DIM, mean, {**var_attrs, "long_name": "GP posterior mean"}),
             f"{variable}_std": (TIME_DIM, std, {**var_attrs, "long_name": "GP posterior std"}),
         },
-        coords={TIME_DIM: times},
+        coords={TIME_DIM: times, **location},
         attrs=attrs,
     )
+    # CF-1.8, and writable by every netCDF writer and zarr (xr_itslive/io/cf.py)
+    title = "ITS_LIVE point series by Gaussian-process regression (xr_itslive)"
+    return to_cf(result, title=title, history="xr_itslive.gp_regress")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from ..crs import cube_crs
 from ..errors import (
     ChunkingError,
     InvalidParameterError,
@@ -30,6 +31,7 @@ from ..errors import (
 )
 from ..geo import design
 from ..geo.masks import glacier_mask
+from ..io.cf import read_list_attribute, to_cf
 from ..io.format import PAIR_DIM, TIME_DIM, check_dataset, check_pairs, check_variables
 from ..kernels import design as kdesign
 from ..kernels.banded import predict_pairs
@@ -809,7 +811,7 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, st
         "formulation": (
             "min_x ||A_p x - y_p||^2 + ||lam * D^d x / step^d||^2, exact date-span overlaps"
         ),
-        "variables": list(map(str, variables)),
+        "inverted_variables": list(map(str, variables)),  # not "variables": see io/cf.py
         "step_days": problem.step,
         "lam": "auto" if options.auto_lam else options.lams[0],
         "lam_candidates": list(options.lams) if options.auto_lam else [],
@@ -833,12 +835,11 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, st
         if key in ds.attrs:
             result.attrs[f"source_{key}"] = ds.attrs[key]
     try:
-        crs = ds.rio.crs
-    except Exception:  # rioxarray missing or no CRS
+        crs = cube_crs(ds)
+    except Exception:  # an unreadable CRS record: a result without grid mapping, not no result
         crs = None
-    if crs is not None:
-        result = result.rio.write_crs(crs)
-    return result
+    # CF-1.8, and writable by every netCDF writer and zarr, with one grid mapping (io/cf.py)
+    return to_cf(result, crs=crs, history="xr_itslive.invert")
 
 
 def _grid_of(result: xr.Dataset) -> design.TimeGrid:
@@ -912,7 +913,9 @@ def predict(
         )
     check_dataset(ds)
     check_pairs(ds)
-    variables = list(result.attrs.get("variables", [])) if variables is None else list(variables)
+    if variables is None:  # results written before the rename hold "variables"
+        variables = read_list_attribute(result.attrs, "inverted_variables", "variables")
+    variables = list(variables)
     check_variables(
         result,
         variables,

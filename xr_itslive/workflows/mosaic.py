@@ -31,6 +31,7 @@ from ..crs import crs_key, cube_crs, reproject, transformer
 from ..errors import EmptySelectionError, InvalidParameterError
 from ..geo.masks import glacier_mask
 from ..geo.subset import grid_spacing
+from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM
 from ..io.open import open_cube
 from ..io.outlines import read_any
@@ -424,4 +425,8 @@ def invert_mosaic(
                 chunked = base[variables[0]].chunksizes.get(dim)
                 sizes[dim] = int(chunked[0]) if chunked else out.sizes[dim]
         out = out.chunk({TIME_DIM: -1, "y": sizes["y"], "x": sizes["x"]})
-    return out.transpose(TIME_DIM, "y", "x", ...).drop_vars([PAIR_DIM], errors="ignore")
+    out = out.transpose(TIME_DIM, "y", "x", ...).drop_vars([PAIR_DIM], errors="ignore")
+    # CF-1.8, and writable by every netCDF writer and zarr, with one grid mapping in the output
+    # CRS (xr_itslive/io/cf.py)
+    source = "ITS_LIVE image-pair velocities of the cubes listed in mosaic_cubes"
+    return to_cf(out, crs=target, history="xr_itslive.invert_mosaic", source=source)
