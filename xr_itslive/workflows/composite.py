@@ -35,6 +35,7 @@ import xarray as xr
 from ..crs import crs_key, cube_crs
 from ..errors import EmptySelectionError, InvalidParameterError, MissingVariableError
 from ..geo.subset import grid_spacing
+from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM
 from ..io.open import open_cube
 from ..kernels import composite as kc
@@ -532,7 +533,7 @@ def _attributes(name: str, units: str, window: tuple[int, int], center: str) -> 
         },
         f"{name}_amp_error": {"units": units, "long_name": f"error of {name}_amp"},
         f"{name}_phase": {
-            "units": "day of year",
+            "units": "days",  # after January 1 (UDUNITS has no "day of year"; see io/cf.py)
             "long_name": f"climatological [{clim}] day of the seasonal maximum of {what} "
             f"(days after January 1){speed_note}",
         },
@@ -615,10 +616,8 @@ def _assemble(ds, results, variables, setup, options, engine, weights, start, en
     for key in ("url", "s3", "projection"):
         if key in ds.attrs:
             result.attrs[f"source_{key}"] = ds.attrs[key]
-    crs = cube_crs(ds)  # rioxarray's, or what the cube's attributes record
-    if crs is not None:
-        result = result.rio.write_crs(crs)
-    return result
+    # CF-1.8 and writable by every netCDF writer (io/cf.py): the last step of every result
+    return to_cf(result, crs=cube_crs(ds), history="xr_itslive.composite")
 
 
 def composite(
@@ -924,7 +923,7 @@ def seasonal(
         f"lam={result.attrs.get('lam', '?')}"
     )
     out.attrs["weights"] = "std" if use_std else "none"
-    return out
+    return to_cf(out, history="xr_itslive.seasonal")
 
 
 # --------------------------------------------------------------------------- several cubes
@@ -1074,9 +1073,7 @@ def composite_mosaic(
     )
     for key in ("source_url", "source_s3"):
         out.attrs.pop(key, None)
-    crs = cube_crs(reference)
-    if crs is not None:
-        out = out.rio.write_crs(crs)
+    out = to_cf(out, crs=cube_crs(reference), history="xr_itslive.composite_mosaic")
     if out["count0"].chunks is not None:
         sizes = dict(chunks or {})
         for dim in ("y", "x"):
