@@ -277,3 +277,38 @@ def test_median_equals_numpy(n):
     ]
     for values in cases:
         assert _median(values, n, buffer, sample) == np.median(values)
+
+
+COLD_CACHE_SCRIPT = """
+import numpy as np
+from test_kernels import compiled, observations, problem
+from xr_itslive.kernels.pipeline import Options
+
+geometry, arrays, band, a, _ = problem(n_pairs=60)
+compiled(observations(3, a.shape[0]), None, geometry, arrays, band, Options())
+"""
+
+
+def test_cold_numba_cache_is_announced_once_and_warm_one_is_silent(tmp_path):
+    """The first inversion with an empty numba cache says it compiles (the wait is seconds);
+    a process that finds the kernels in the cache says nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xr_itslive.kernels.compiled import COLD_CACHE_NOTICE
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+
+    def run() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_CACHE_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stderr
+
+    cold = run()
+    assert cold.count(COLD_CACHE_NOTICE) == 1
+    assert COLD_CACHE_NOTICE not in run()

@@ -7,6 +7,8 @@ They release the GIL: :func:`solve_pixels_compiled` runs pixel ranges in threads
 
 from __future__ import annotations
 
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -20,6 +22,11 @@ from .pipeline import ROBUST_KINDS, Options, run_pipeline
 BLOCK = 16
 STRIP = 64  # pixels copied at a time from a pixels-innermost chunk
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
+COLD_CACHE_NOTICE = (
+    "xr_itslive: compiling the numba kernels once (a few seconds); later runs load them "
+    "from the cache"
+)
+_logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- lanes
 # A row of a block, BLOCK contiguous float64, as one LLVM vector value (two zmm or four ymm
@@ -257,8 +264,9 @@ def _assemble(
     inv = np.empty(lanes)
     scale = _row(lam2, 0)
     width = bandwidth + 1
-    done = 0
-    factored = 0  # columns factorized (fused)
+    # (np.int64: a plain 0 would make numba compile the callees once more for a literal 0)
+    done = np.int64(0)
+    factored = np.int64(0)  # columns factorized (fused)
     for u in range(n_used + 1):
         j0 = first[u] if u < n_used else n_cells
         while done < j0:
@@ -428,9 +436,8 @@ def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, sin
         for b in range(lanes):
             max_diagonal[b] = max(max_diagonal[b], factor[j * width, b])
     inv = np.empty(lanes)
-    j = 0
-    while j < n_cells:
-        j += _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot)
+    for j in range(0, n_cells, PANEL):
+        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot)
     _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
 
 
@@ -591,36 +598,44 @@ def _select(a, n, k):
 def _median(a, n, buf, sample):
     """Median of ``a[:n]`` (not modified); ``buf`` (>= n) and ``sample`` (63) are work space.
 
-    A sorted sample of 63 values brackets the median; one pass counts the values below the
-    bracket and copies those inside, and the median is selected among them. When the
-    bracket misses it (rare), the whole of ``a[:n]`` is selected from.
+    From 512 values on, a sorted sample of 63 values brackets the median; one pass counts
+    the values below the bracket and copies those inside, and the median is selected among
+    them. With fewer values, or when the bracket misses it (rare), the whole of ``a[:n]`` is
+    selected from. The exact median: ``np.median``'s value, ties and all.
     """
-    if n < 512:
-        return np.median(a[:n])
-    ns = sample.shape[0]
-    for t in range(ns):
-        sample[t] = a[(t * n) // ns]
-    sample.sort()
-    lo = sample[ns // 2 - 8]
-    hi = sample[ns // 2 + 8]
-    below = 0
-    m = 0
-    for i in range(n):
-        v = a[i]
-        buf[m] = v
-        m += (v >= lo) & (v <= hi)
-        below += v < lo
     k = n // 2
     k_low = k - 1 if n % 2 == 0 else k
-    if below <= k_low and k < below + m:
-        upper = _select(buf, m, k - below)
-        if k_low == k:
-            return upper
-        lower = buf[0]
-        for i in range(1, k - below):
-            lower = max(lower, buf[i])
-        return 0.5 * (lower + upper)
-    for i in range(n):
+    ns = sample.shape[0]
+    if n >= 512:
+        for t in range(ns):
+            sample[t] = a[(t * n) // ns]
+        # insertion sort: np.sort (and np.median) would compile numba's whole sorting
+        # machinery, seconds of a cold first call for 63 values
+        for t in range(1, ns):
+            v = sample[t]
+            i = t - 1
+            while i >= 0 and sample[i] > v:
+                sample[i + 1] = sample[i]
+                i -= 1
+            sample[i + 1] = v
+        lo = sample[ns // 2 - 8]
+        hi = sample[ns // 2 + 8]
+        below = np.int64(0)  # (not a literal 0: _select is compiled once)
+        m = np.int64(0)
+        for i in range(n):
+            v = a[i]
+            buf[m] = v
+            m += (v >= lo) & (v <= hi)
+            below += v < lo
+        if below <= k_low and k < below + m:
+            upper = _select(buf, m, k - below)
+            if k_low == k:
+                return upper
+            lower = buf[0]
+            for i in range(1, k - below):
+                lower = max(lower, buf[i])
+            return 0.5 * (lower + upper)
+    for i in range(n):  # few values, or the bracket missed: select among all
         buf[i] = a[i]
     upper = _select(buf, n, k)
     if k_low == k:
@@ -824,6 +839,34 @@ class CompiledOps:
         return w, wy, outlier
 
 
+_cache_checked = threading.Event()
+_cache_lock = threading.Lock()
+
+
+def announce_compilation() -> None:
+    """Say so, once per process and before the wait, when the kernels are not in numba's
+    on-disk cache (a fresh install, another numba or CPU): the first inversion then spends
+    seconds compiling them. A warm cache says nothing.
+
+    The probe is the smallest kernel, called with the arguments the engine itself uses: a
+    miss on it means the cache folder holds none of this file's kernels.
+    """
+    if _cache_checked.is_set():
+        return
+    with _cache_lock:
+        if _cache_checked.is_set():
+            return
+        try:
+            known = bool(_sqrt.signatures)  # compiled or loaded earlier in this process
+            probe = np.ones((1, BLOCK))
+            _sqrt(probe, probe)
+            stats = getattr(_sqrt, "stats", None)
+            if not known and stats is not None and sum(stats.cache_misses.values()) > 0:
+                _logger.warning(COLD_CACHE_NOTICE)
+        finally:
+            _cache_checked.set()
+
+
 def solve_pixels_compiled(
     values: np.ndarray,
     weights: np.ndarray | None,
@@ -843,6 +886,7 @@ def solve_pixels_compiled(
     ``lam``, ``outlier`` ``(n_pixels, n_pairs)``. Pixels with fewer than
     ``options.min_obs`` observations or a singular system are NaN.
     """
+    announce_compilation()
     n_pixels, n_pairs = values.shape
     use_weights = weights is not None
     if weights is None:
@@ -926,6 +970,7 @@ def predict_series_compiled(
     float32 result; the other columns are NaN. The result is a transposed view of pairs-first
     memory (what a (mid_date, pixel) cube wants). ``threads`` split the pairs.
     """
+    announce_compilation()
     solution_t = np.ascontiguousarray(np.asarray(solution, dtype=np.float64).T)
     index = np.full(n_out, -1, dtype=np.int64)  # column -> pair of the geometry
     index[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
