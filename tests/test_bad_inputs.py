@@ -456,6 +456,85 @@ CASES = [
         MissingVariableError,
         "variables",
     ),
+    # --- composite -------------------------------------------------------------------------
+    Case(
+        "composite: climatology without pairs",
+        lambda: xi.composite(CUBE, climatology=(1990, 1995)),
+        EmptySelectionError,
+        "climatology=(2015, 2022)",
+    ),
+    Case(
+        "composite: climatology reversed",
+        lambda: xi.composite(CUBE, climatology=(2020, 2015)),
+        InvalidParameterError,
+        "first <= last",
+    ),
+    Case(
+        "composite: center_date outside",
+        lambda: xi.composite(CUBE, center_date="1980-01-01"),
+        InvalidParameterError,
+        "center_date=None",
+    ),
+    Case(
+        "composite: unknown variable",
+        lambda: xi.composite(CUBE, variables=("speed",)),
+        MissingVariableError,
+        "variables=(",
+    ),
+    Case(
+        "composite: fewer pairs than min_obs",
+        lambda: xi.composite(CUBE.isel(mid_date=slice(0, 20))),
+        EmptySelectionError,
+        "smaller min_obs",
+    ),
+    Case(
+        "composite: weights typo",
+        lambda: xi.composite(CUBE, weights="errors"),
+        InvalidParameterError,
+        "'error'",
+    ),
+    Case(
+        "composite: robust typo",
+        lambda: xi.composite(CUBE, robust="maybe"),
+        InvalidParameterError,
+        "'tukey'",
+    ),
+    Case(
+        "composite: start after end",
+        lambda: xi.composite(CUBE, start="2020-01-01", end="2019-01-01"),
+        InvalidParameterError,
+        "swap them",
+    ),
+    Case(
+        "composite: undecoded int16",
+        lambda: xi.composite(undecoded()),
+        NotAnITSLiveCubeError,
+        "open_cube",
+    ),
+    Case(
+        "composite: several mid_date chunks",
+        lambda: xi.composite(CUBE.chunk(mid_date=100)),
+        ChunkingError,
+        "ds.chunk({'mid_date': -1})",
+    ),
+    Case(
+        "composite: min_obs 0",
+        lambda: xi.composite(CUBE, min_obs=0),
+        InvalidParameterError,
+        "positive integer",
+    ),
+    Case(
+        "seasonal: given a cube",
+        lambda: xi.seasonal(CUBE),
+        InvalidParameterError,
+        "xr_itslive.invert returns",
+    ),
+    Case(
+        "seasonal: weights typo",
+        lambda: xi.seasonal(RESULT, weights="error"),
+        InvalidParameterError,
+        "'std' or None",
+    ),
     # --- invert_to_zarr --------------------------------------------------------------------
     Case(
         "store: resumed with other parameters",
@@ -551,6 +630,11 @@ CLI_CASES = [
         "no.geojson",
     ),
     ("no command", [], "COMMAND"),
+    (
+        "composite: climatology without pairs",
+        ["composite", "{cube}", "--out", "{tmp}/c.zarr", "--climatology", "1990", "1995"],
+        "climatology=",
+    ),
 ]
 
 
