@@ -19,6 +19,7 @@ from xr_itslive.errors import (
     NotAnITSLiveCubeError,
 )
 from xr_itslive.kernels import series
+from xr_itslive.kernels.gp import MIN_LENGTH_SCALE
 
 POINT_CSV = ITSLIVE_DATA / "point_series_lat34.3963_lon85.9067.csv"
 FIXED = dict(
@@ -260,7 +261,8 @@ def test_xarray_layer_and_accessor():
     t2 = t1 + (rng.uniform(10, 60, 200) * 86400e9).astype("timedelta64[ns]")
     ds = _series_dataset(t1, t2, 30 + rng.normal(0, 2, 200), np.full(200, 2.0))
     result = ds.itslive.gp("v", freq="10D", likelihood="gaussian")
-    assert set(result.data_vars) == {"v", "v_std"}
+    assert set(result.data_vars) == {"v", "v_std", "v_lower", "v_upper"}
+    assert result.attrs["gp_nonnegative"] == 1 and result.attrs["gp_level"] == 0.95
     assert result["v"].attrs["units"] == "m/yr"
     assert result.attrs["gp_uses_errors"] == 1 and result.attrs["gp_n_pairs"] == 200
     assert abs(float(result["v"].median()) - 30) < 2
@@ -289,7 +291,137 @@ def test_real_point_series_subset():
     assert figures["median_abs_error"] < 22.0
     assert 0.85 <= figures["coverage"] <= 1.0
     fit = figures["fit"]
-    assert 0 < fit.params["length_scale"] and np.isfinite(fit.log_marginal_likelihood)
+    assert np.isfinite(fit.log_marginal_likelihood)
+    # physically plausible: no faster than the bound, no more variable than the data
+    assert fit.params["length_scale"] >= MIN_LENGTH_SCALE * (1 - 1e-6)
+    assert fit.params["signal_std"] <= fit.bounds["signal_std"][1] * (1 + 1e-6)
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_gp", REPO / "benchmarks" / "bench_gp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@requires_shared
+def test_series_against_a_synthetic_truth_of_known_smoothness():
+    """The check next to the held-out pairs: known smooth truths on the real pairs' dates,
+    scored day by day. With velocity jitter of a few days that pairs cannot resolve, the
+    unbounded fit of earlier releases chases it; the bounded fit stays near the truth."""
+    bench = _bench_module()
+    kwargs = dict(fraction=0.1, seed=1, step=8.0)
+    smooth = bench.synthetic_truth_check(**kwargs)
+    assert 45.0 <= smooth["length_scale"] <= 200.0  # truth 90 days
+    assert smooth["rmse"] < 16.0 and smooth["coverage"] >= 0.9
+    bounded = bench.synthetic_truth_check(jitter=60.0, **kwargs)
+    free = bench.synthetic_truth_check(
+        jitter=60.0, bounds={"length_scale": (16.0, None), "signal_std": (None, 1e4)}, **kwargs
+    )
+    assert free["length_scale"] < 30.0
+    assert bounded["length_scale"] == pytest.approx(MIN_LENGTH_SCALE)
+    assert bounded["rmse"] < 0.75 * free["rmse"]
+    assert bounded["daily_roughness"] < 0.5 * free["daily_roughness"]
+
+
+def test_length_scale_bounds_are_reported_and_checked():
+    rng = np.random.default_rng(3)
+    t1 = np.sort(rng.uniform(0, 900, 300))
+    t2 = t1 + rng.choice([4.0, 6.0, 8.0], 300)
+    # a 60-day wiggle seen by short pairs: the likelihood wants a length scale below 60 days
+    v = 80 + 30 * np.sin(2 * np.pi * (t1 + t2) / 2 / 60.0) + rng.normal(0, 2, 300)
+    fit = xr_itslive.gp_fit(t1, t2, v, likelihood="gaussian", image_errors=False)
+    assert fit.bounds["length_scale"][0] == MIN_LENGTH_SCALE
+    assert fit.params["length_scale"] == pytest.approx(MIN_LENGTH_SCALE)
+    low, high = np.percentile(v, [1, 99])
+    assert fit.bounds["signal_std"][1] == pytest.approx(high - low)
+    assert fit.at_bounds()["length_scale"] == "lower"
+    assert "length_scale  60 d, at its lower bound" in repr(fit)
+    wider = xr_itslive.gp_fit(
+        t1, t2, v, likelihood="gaussian", image_errors=False, bounds={"length_scale": (10, None)}
+    )
+    assert wider.bounds["length_scale"] == (10.0, fit.bounds["length_scale"][1])
+    with pytest.raises(InvalidParameterError, match=r"bounds has unknown.*\['length'\]"):
+        xr_itslive.gp_fit(t1, t2, v, bounds={"length": (1, 2)})
+    with pytest.raises(InvalidParameterError, match=r"bounds\['signal_std'\] must be a"):
+        xr_itslive.gp_fit(t1, t2, v, bounds={"signal_std": 5.0})
+    with pytest.raises(InvalidParameterError, match=r"0 < lower < upper.*\(5.0, 1.0\)"):
+        xr_itslive.gp_fit(t1, t2, v, bounds={"signal_std": (5.0, 1.0)})
+    with pytest.raises(InvalidParameterError, match="below two cells .8 days at step=4"):
+        xr_itslive.gp_fit(t1, t2, v, bounds={"length_scale": (5.0, None)})
+
+
+def _component_series(rng, n_pairs=500, vx=1.5, vy=-1.0, displacement_error=2.0):
+    """Slow ice (|v| = 1.8 m/yr) seen through pairs whose components carry 1/dt noise; each
+    pair's v is the magnitude of its noisy components, as ITS_LIVE computes it."""
+    start = np.datetime64("2018-01-01", "ns")
+    days = rng.uniform(0, 1000, n_pairs)
+    dt = rng.choice([12.0, 24.0, 48.0, 96.0, 200.0, 365.0], n_pairs)
+    t1 = start + (days * 86400e9).astype("timedelta64[ns]")
+    t2 = t1 + (dt * 86400e9).astype("timedelta64[ns]")
+    sigma = displacement_error * 365.25 / dt
+    obs_x = vx + rng.normal(0, sigma)
+    obs_y = vy + rng.normal(0, sigma)
+    ds = _series_dataset(t1, t2, np.hypot(obs_x, obs_y))
+    ds["vx"] = ("mid_date", obs_x, {"units": "m/yr"})
+    ds["vy"] = ("mid_date", obs_y, {"units": "m/yr"})
+    ds["vx_error"] = ("mid_date", sigma)
+    ds["vy_error"] = ("mid_date", sigma)
+    return ds
+
+
+def test_speed_from_the_components_never_below_zero():
+    rng = np.random.default_rng(12)
+    ds = _component_series(rng)
+    result = xr_itslive.gp_regress(ds, "v", likelihood="gaussian", image_errors=False)
+    assert {"vx", "vx_std", "vy", "vy_std", "v", "v_std", "v_lower", "v_upper"} == set(
+        result.data_vars
+    )
+    assert result.attrs["gp_components"] == "vx vy"
+    assert result.attrs["gp_vx_n_pairs"] == 500 and "gp_vy_length_scale" in result.attrs
+    days = np.diff(result["time"].values) / np.timedelta64(1, "D")
+    assert np.all(days == 1.0)  # daily by default
+    v, lower, upper = (result[n].values for n in ("v", "v_lower", "v_upper"))
+    assert np.all(lower >= 0) and np.all(lower <= v) and np.all(v <= upper)
+    np.testing.assert_allclose(v, np.hypot(result["vx"], result["vy"]))
+    true = np.hypot(1.5, -1.0)
+    assert abs(float(np.median(v)) - true) < 1.0
+    assert np.mean((lower <= true) & (true <= upper)) > 0.9
+    # the pairs' own v: magnitudes of noisy components, biased high; a GP of them inherits it
+    direct = xr_itslive.gp_regress(
+        ds, "v", components=None, likelihood="gaussian", image_errors=False
+    )
+    biased = float(np.median(direct["v"]))
+    assert biased > 2 * true and abs(biased - true) > 2 * abs(float(np.median(v)) - true)
+    assert np.all(direct["v"] >= 0) and np.all(direct["v_lower"] >= 0)
+    with pytest.raises(MissingVariableError, match=r"components \['u'\] not found"):
+        xr_itslive.gp_regress(ds, "v", components=("u", "vy"))
+    with pytest.raises(InvalidParameterError, match="components must be 'auto', None or two"):
+        xr_itslive.gp_regress(ds, "v", components="both")
+    with pytest.raises(InvalidParameterError, match="level must be in"):
+        xr_itslive.gp_regress(ds, "v", level=1.5)
+
+
+def test_a_speed_fitted_directly_is_conditioned_on_being_non_negative():
+    """v alone (a point CSV): the posterior given v >= 0, so that slow ice near zero never
+    gets a negative mean or band, while fast ice is untouched."""
+    rng = np.random.default_rng(13)
+    t1 = np.sort(rng.uniform(0, 800, 300))
+    t2 = t1 + rng.uniform(6, 60, 300)
+    mid = (t1 + t2) / 2
+    slow = np.maximum(3.0 * np.sin(2 * np.pi * mid / 365.25), 0.0) + rng.normal(0, 4, 300)
+    start = np.datetime64("2019-01-01", "ns")
+    dates = [start + (t * 86400e9).astype("timedelta64[ns]") for t in (t1, t2)]
+    ds = _series_dataset(*dates, slow)
+    plain = xr_itslive.gp_regress(ds, "v", nonnegative=False, likelihood="gaussian")
+    kept = xr_itslive.gp_regress(ds, "v", likelihood="gaussian")
+    assert plain["v"].min() < 0 or plain["v_lower"].min() < 0  # the Gaussian posterior does
+    assert kept["v"].min() > 0 and kept["v_lower"].min() >= 0
+    assert np.all(kept["v"] >= plain["v"] - 1e-9)
+    fast = _series_dataset(*dates, slow + 200.0)
+    a = xr_itslive.gp_regress(fast, "v", likelihood="gaussian")
+    b = xr_itslive.gp_regress(fast, "v", nonnegative=False, likelihood="gaussian")
+    np.testing.assert_allclose(a["v"], b["v"], rtol=1e-12)
 
 
 @requires_shared
@@ -305,6 +437,22 @@ def test_real_cube_pixel():
     # a slow pixel: the GP mean sits inside the bulk of the pairs
     low, high = np.nanpercentile(values, [10, 90])
     assert low <= float(result["v"].median()) <= high
+    assert float(result["v"].min()) > 0 and float(result["v_lower"].min()) >= 0
+
+
+@requires_shared
+def test_real_cube_pixel_speed_from_its_components():
+    cube = xr_itslive.open_cube(FIXTURE_3X3, variables=["vx", "vy", "vx_error", "vy_error"])
+    pixel = cube.isel(x=1, y=1)
+    recent = pixel.where(pixel.acquisition_date_img1 >= np.datetime64("2021-01-01"), drop=True)
+    result = recent.compute().itslive.gp("v", step=8.0, em_rounds=1)
+    assert result.attrs["gp_components"] == "vx vy"
+    for name in ("vx", "vy"):
+        assert result.attrs[f"gp_{name}_length_scale"] >= MIN_LENGTH_SCALE * (1 - 1e-6)
+    v, lower, upper = (result[n].values for n in ("v", "v_lower", "v_upper"))
+    assert np.all(np.isfinite(v)) and np.all(lower >= 0) and np.all((lower <= v) & (v <= upper))
+    # slow ice near the margin: a few m/yr, with a band that says how well it is known
+    assert 0 < np.median(v) < 30 and np.median(upper - lower) > 1.0
 
 
 def test_old_spellings_still_work_with_a_deprecation_warning():

@@ -28,7 +28,7 @@ from .io.catalog import CubeEntry, find_cubes, load_catalog
 from .io.cube import decode_cube, demo_cube_path
 from .io.open import open_composite, open_cube, open_cube_at
 from .io.urls import composite_url, to_s3_url
-from .plot import plot_series
+from .plot import plot_composite_map, plot_point_composite, plot_series
 from .synthetic import synthetic_cube
 from .workflows.cluster import get_client, scheduler_context
 from .workflows.composite import composite, composite_mosaic, composite_to_zarr, seasonal
@@ -81,6 +81,8 @@ __all__ = [
     "open_composite",
     "open_cube",
     "open_cube_at",
+    "plot_composite_map",
+    "plot_point_composite",
     "plot_series",
     "point_series",
     "predict",

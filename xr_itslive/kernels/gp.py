@@ -55,6 +55,20 @@ from .series import (
 from .units import DAYS_PER_YEAR, NS_PER_DAY
 
 MIN_PAIRS = 10
+#: The shortest Matérn length scale :func:`gp_fit` considers by default, days. Glacier flow
+#: changes a point series can resolve (the spring speed-up, the phases of a surge) take one to
+#: several months, while the noise of 6-18-day pairs (about 100 m/yr each on the real series
+#: of ``benchmarks/bench_gp.py``) is as large as any real change. Left free, the fit explains
+#: that noise as velocity changes of a few days where pairs are dense: the model's image error
+#: is one per ``step``-day cell, while real images of different days and satellites in a cell
+#: have errors of their own. On that series the free fit takes the 8-day floor with a signal
+#: std of 218 m/yr (its daily mean below zero on 331 days in 30 episodes, down to -329 m/yr;
+#: the long pairs average the wiggles out, so held-out pairs still score well); its sparse
+#: years 2013-2018 alone pick 76 days. With synthetic values on the same pairs (a 90-day
+#: truth, errors per image) the free fit collapses to 8 days too (daily RMSE 183 m/yr, 9.7
+#: with errors per cell as the model has them); a 30-day floor gives 21.6 m/yr, 60 days
+#: 12.7 m/yr (``python benchmarks/bench_gp.py --truth [--min-length-scale 30]``).
+MIN_LENGTH_SCALE = 60.0
 PARAMETER_NAMES = (
     "signal_std",
     "length_scale",
@@ -276,6 +290,8 @@ class GaussianProcessFit:
         Extent of the latent grid (dates, or days when fitted on days).
     uses_errors
         Whether the noise was scaled from per-pair errors (otherwise ``1 / dt``).
+    bounds
+        The ``(lower, upper)`` bounds the fit searched each free hyperparameter within.
     """
 
     params: dict[str, float]
@@ -286,6 +302,7 @@ class GaussianProcessFit:
     start: Any
     end: Any
     uses_errors: bool
+    bounds: dict[str, tuple[float, float]]
     _origin: np.datetime64 | None = field(repr=False)
     _start_day: float = field(repr=False)
     _problem: _Problem = field(repr=False)
@@ -302,11 +319,13 @@ class GaussianProcessFit:
             else (f"{self.start:g}", f"{self.end:g}")
         )
         dof = "gaussian" if not np.isfinite(p["dof"]) else f"student-t dof={p['dof']:.3g}"
+        at = self.at_bounds()
+        note = {name: f", at its {side} bound" for name, side in at.items()}
         return (
             f"<GaussianProcessFit: {self.n_pairs} pairs, {start}..{end}, step={self.step:g} d>\n"
             f"  mean          {p['mean']:.4g}\n"
-            f"  signal_std    {p['signal_std']:.4g}  (Matérn-3/2)\n"
-            f"  length_scale  {p['length_scale']:.4g} d\n"
+            f"  signal_std    {p['signal_std']:.4g}  (Matérn-3/2{note.get('signal_std', '')})\n"
+            f"  length_scale  {p['length_scale']:.4g} d{note.get('length_scale', '')}\n"
             f"  seasonal_std  {p['seasonal_std']:.4g}  ({self._harmonics} harmonic(s))\n"
             f"  noise_floor   {p['noise_floor']:.4g}\n"
             f"  error_scale   {p['error_scale']:.4g}  ({units})\n"
@@ -314,6 +333,28 @@ class GaussianProcessFit:
             f"  noise         {dof}\n"
             f"  log marginal likelihood {self.log_marginal_likelihood:.6g}"
         )
+
+    def at_bounds(self, tolerance: float = 1e-3) -> dict[str, str]:
+        """The hyperparameters the fit left at a bound of its search.
+
+        Parameters
+        ----------
+        tolerance
+            Relative distance to a bound that counts as being at it.
+
+        Returns
+        -------
+        dict
+            ``{name: "lower" or "upper"}``; empty when every fitted value is inside.
+        """
+        out = {}
+        for name, (low, high) in self.bounds.items():
+            value = self.params[name]
+            if value <= low * (1 + tolerance):
+                out[name] = "lower"
+            elif value >= high * (1 - tolerance):
+                out[name] = "upper"
+        return out
 
     # -- helpers
     def _cell_units(self, times: Any, name: str) -> np.ndarray:
@@ -496,6 +537,7 @@ def gp_fit(
     end: Any = None,
     initial: dict[str, float] | None = None,
     fixed: dict[str, float] | None = None,
+    bounds: dict[str, tuple[float | None, float | None]] | None = None,
     max_iterations: int = 60,
 ) -> GaussianProcessFit:
     """Fit a GP to velocities observed as averages over ``[t1, t2]``.
@@ -531,7 +573,19 @@ def gp_fit(
         plus one cell. :meth:`GaussianProcessFit.predict` works inside it.
     initial, fixed
         Starting values, or fixed values, for hyperparameters among ``signal_std``,
-        ``length_scale``, ``seasonal_std``, ``noise_floor``, ``error_scale``.
+        ``length_scale``, ``seasonal_std``, ``noise_floor``, ``error_scale``,
+        ``image_error_std``.
+    bounds
+        ``{name: (lower, upper)}`` for the search of a hyperparameter (None for the default
+        of that end). Defaults: ``length_scale`` from ``MIN_LENGTH_SCALE`` (60 days, or
+        two cells if larger) to ten times the grid's span; ``signal_std`` and
+        ``seasonal_std`` at most the range of the central 98% of the pairs' values (a latent
+        velocity whose std exceeds the range of the observations themselves is not
+        physical); the others from e⁻¹² to e⁸ times the spread of the values. The fit
+        reports where it stopped at a bound (:meth:`GaussianProcessFit.at_bounds`, and its
+        repr): there the data alone would have gone further, and the bound is a choice.
+        ``bounds={"length_scale": (2 * step, None)}`` frees the length scale as earlier
+        releases did.
     em_rounds
         EM rounds of the Student-t noise (each reweights the pairs and refits).
     max_iterations
@@ -615,17 +669,15 @@ def gp_fit(
     }
     start_values.update(_check_names(dict(initial or {}), "initial"))
     free = [name for name in PARAMETER_NAMES if name not in fixed]
-    lower_bounds = {"length_scale": np.log(2.0 * step)}
-    upper_bounds = {"length_scale": np.log(10.0 * (last - first))}
-    bounds = [
-        (lower_bounds.get(name, np.log(spread) - 12), upper_bounds.get(name, np.log(spread) + 8))
-        for name in free
-    ]
-    bounds = [
-        (lo, np.log(1e6 * start_values["error_scale"])) if name == "error_scale" else (lo, hi)
-        for (lo, hi), name in zip(bounds, free, strict=True)
-    ]
-    theta = np.log([start_values[name] for name in free])
+    search = _search_bounds(bounds, values, spread, step, last - first, start_values)
+    search = {name: search[name] for name in free}
+    log_bounds = [(np.log(lo), np.log(hi)) for lo, hi in search.values()]
+    # a start outside the bounds (the defaults on odd data, or a user's initial=) is moved in
+    theta = np.clip(
+        np.log([start_values[name] for name in free]),
+        [lo for lo, _ in log_bounds],
+        [hi for _, hi in log_bounds],
+    )
     scale_weights = np.ones(values.size)
     rounds = em_rounds if robust else 1
 
@@ -646,7 +698,7 @@ def gp_fit(
                     objective,
                     theta,
                     method="L-BFGS-B",
-                    bounds=bounds,
+                    bounds=log_bounds,
                     options={"maxiter": iterations, "ftol": 1e-7},
                 )
                 theta = result.x
@@ -660,7 +712,7 @@ def gp_fit(
             if robust:
                 fit = _assemble_fit(
                     problem, posterior, params, scale_weights, dof, origin, first, last, step,
-                    harmonics, center, errors is not None,
+                    harmonics, center, errors is not None, search,
                 )  # fmt: skip
                 residual = (
                     values
@@ -677,7 +729,7 @@ def gp_fit(
             posterior = _posterior(problem, params, scale_weights)
     return _assemble_fit(
         problem, posterior, params, scale_weights, dof if robust else np.inf, origin, first,
-        last, step, harmonics, center, errors is not None,
+        last, step, harmonics, center, errors is not None, search,
     )  # fmt: skip
 
 
@@ -694,7 +746,7 @@ def _single_threaded_blas():
 
 def _assemble_fit(
     problem, posterior, params, scale_weights, dof, origin, first, last, step, harmonics,
-    center, uses_errors,
+    center, uses_errors, search,
 ) -> GaussianProcessFit:  # fmt: skip
     full = dict(params)
     full["mean"] = center + float(posterior.coefficients[0])
@@ -708,6 +760,7 @@ def _assemble_fit(
         start=_from_days(first, origin),
         end=_from_days(first + problem.n_cells * step, origin),
         uses_errors=uses_errors,
+        bounds=dict(search),
         _origin=origin,
         _start_day=first,
         _problem=problem,
@@ -715,6 +768,54 @@ def _assemble_fit(
         _harmonics=harmonics,
         _center=center,
     )
+
+
+def _search_bounds(
+    bounds: dict | None,
+    values: np.ndarray,
+    spread: float,
+    step: float,
+    span: float,
+    start_values: dict[str, float],
+) -> dict[str, tuple[float, float]]:
+    """``(lower, upper)`` of every hyperparameter: the defaults, then the user's ``bounds``."""
+    low, high = np.percentile(values, [1.0, 99.0])
+    variation = float(high - low) or spread
+    wide = (spread * np.exp(-12.0), spread * np.exp(8.0))
+    search = {name: wide for name in PARAMETER_NAMES}
+    search["length_scale"] = (max(MIN_LENGTH_SCALE, 2.0 * step), 10.0 * span)
+    search["signal_std"] = (wide[0], variation)
+    search["seasonal_std"] = (wide[0], variation)
+    search["error_scale"] = (wide[0], 1e6 * start_values["error_scale"])
+    given = dict(bounds or {})
+    unknown = sorted(set(given) - set(PARAMETER_NAMES))
+    if unknown:
+        raise InvalidParameterError(
+            f"bounds has unknown hyperparameter(s) {unknown}; valid names: {list(PARAMETER_NAMES)}"
+        )
+    for name, pair in given.items():
+        try:
+            lower, upper = pair
+        except (TypeError, ValueError) as err:
+            raise InvalidParameterError(
+                f"bounds[{name!r}] must be a (lower, upper) pair (None for the default), got "
+                f"{pair!r}"
+            ) from err
+        lower = search[name][0] if lower is None else float(lower)
+        upper = search[name][1] if upper is None else float(upper)
+        if not (np.isfinite(lower) and np.isfinite(upper) and 0 < lower < upper):
+            raise InvalidParameterError(
+                f"bounds[{name!r}] must satisfy 0 < lower < upper (finite), got "
+                f"({lower!r}, {upper!r})"
+            )
+        search[name] = (lower, upper)
+    if search["length_scale"][0] < 2.0 * step:
+        raise InvalidParameterError(
+            f"bounds['length_scale'] starts at {search['length_scale'][0]:g} days, below two "
+            f"cells ({2.0 * step:g} days at step={step:g}), which the latent grid cannot "
+            "represent; raise it or pass a smaller step"
+        )
+    return search
 
 
 def _check_names(values: dict[str, float], name: str) -> dict[str, float]:

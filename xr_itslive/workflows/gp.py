@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from scipy.special import ndtri
 
 from ..errors import (
     InvalidParameterError,
@@ -18,6 +19,7 @@ from ..errors import (
 from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM, check_dataset, check_pairs, check_variables
 from ..kernels.gp import GaussianProcessFit, gp_fit
+from ..kernels.speed import nonnegative_summary, speed_band, speed_from_components
 
 __all__ = ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress", "series_arrays"]
 
@@ -116,71 +118,184 @@ def gp_regress(
     variable: Hashable = "v",
     *,
     times: Any = None,
-    freq: str = "6D",
+    freq: str = "1D",
     weights: Hashable | None = "auto",
+    level: float = 0.95,
+    components: str | tuple[Hashable, Hashable] | None = "auto",
+    nonnegative: bool | None = None,
     **kwargs,
 ) -> xr.Dataset:
-    """GP regression of a point series onto a time axis.
+    """GP regression of a point series onto a time axis (daily by default), with its band.
+
+    The speed is never fitted where its components can be: ``variable="v"`` on a series that
+    holds ``vx`` and ``vy`` fits one GP to each component and reports the speed as the
+    magnitude of their posterior means, with the central ``level`` band of the speed under
+    the two posteriors (by sampling; never below zero, and from zero where the vector is not
+    significantly different from zero: ``xr_itslive.kernels.speed.speed_band``).
+    The pairs' own ``v`` are magnitudes of noisy components, biased high where the noise is
+    not small against the speed (short pairs, slow ice), a bias a GP of ``v`` would inherit.
+    A series of ``v`` alone (such as ITS_LIVE's point CSV exports) is fitted as it is, and
+    its posterior is conditioned on ``v >= 0`` pointwise (a truncated normal), so that
+    neither the mean nor the band goes below zero.
 
     Parameters
     ----------
     ds
         One pixel of an ITS_LIVE cube along ``mid_date``.
     variable, weights
-        See :func:`~xr_itslive.gp_fit_series`.
+        See :func:`~xr_itslive.gp_fit_series` (``weights`` applies to each component:
+        ``"auto"`` uses ``vx_error``/``vy_error`` when present).
     times
         Dates to predict at; by default every ``freq`` across the pairs' extent.
     freq
-        A pandas frequency such as ``"6D"``: the spacing of the default ``times``.
+        A pandas frequency such as ``"1D"`` (the default: daily) for the default ``times``.
+    level
+        Probability of the central band (``*_lower``, ``*_upper``), in (0, 1).
+    components
+        The two components to fit for ``variable="v"``: ``"auto"`` takes ``("vx", "vy")``
+        when the series has both, a pair of names, or None to fit ``variable`` itself.
+    nonnegative
+        Condition a directly fitted ``variable`` on being ``>= 0``; by default for ``"v"``.
     **kwargs
-        Passed to :func:`~xr_itslive.gp_fit`.
+        Passed to :func:`~xr_itslive.gp_fit` (for each component).
 
     Returns
     -------
     xarray.Dataset
-        ``{variable}`` (posterior mean) and ``{variable}_std`` along ``time``; the fitted
-        hyperparameters in the attributes (``gp_*``).
+        Along ``time``: ``{variable}`` (posterior mean), ``{variable}_std``,
+        ``{variable}_lower`` and ``{variable}_upper`` (the ``level`` band); with components
+        also each component's mean and ``_std``. The fitted hyperparameters are in the
+        attributes (``gp_*``, or ``gp_vx_*`` and ``gp_vy_*``), with ``gp_at_bounds`` naming
+        any that stopped at a bound of the search.
 
     Examples
     --------
     >>> series = cube.isel(x=1, y=1)  # doctest: +SKIP
     >>> result = xr_itslive.gp_regress(series, "v")  # doctest: +SKIP
     """
-    fit = gp_fit_series(ds, variable, weights=weights, **kwargs)
+    if not 0 < level < 1:
+        raise InvalidParameterError(f"level must be in (0, 1), got level={level!r}")
+    pair = _components(ds, variable, components)
+    names = [str(variable)] if pair is None else [str(c) for c in pair]
+    fits = {name: gp_fit_series(ds, name, weights=weights, **kwargs) for name in names}
     if times is None:
-        first = np.datetime64(fit.start, "D") + np.timedelta64(1, "D")
-        last = np.datetime64(fit.end, "D") - np.timedelta64(1, "D")
+        # where every fit's grid is (the components' pairs may differ by a NaN or two)
+        first = max(np.datetime64(f.start, "D") for f in fits.values()) + np.timedelta64(1, "D")
+        last = min(np.datetime64(f.end, "D") for f in fits.values()) - np.timedelta64(1, "D")
         import pandas as pd
 
         try:
             times = pd.date_range(first, last, freq=freq).to_numpy("datetime64[ns]")
         except ValueError as err:
             raise InvalidParameterError(
-                f"freq={freq!r} is not a pandas frequency; pass e.g. freq='6D' or times=..."
+                f"freq={freq!r} is not a pandas frequency; pass e.g. freq='1D' or times=..."
             ) from err
     times = np.asarray(times, dtype="datetime64[ns]")
-    mean, std = fit.predict(times)
-    attrs = {f"gp_{k}": float(v) for k, v in fit.params.items()}
-    attrs.update(
-        gp_step_days=fit.step,
-        gp_harmonics=fit._harmonics,
-        gp_n_pairs=fit.n_pairs,
-        gp_log_marginal_likelihood=fit.log_marginal_likelihood,
-        gp_uses_errors=int(fit.uses_errors),
-    )
-    units = ds[variable].attrs.get("units")
+    predicted = {name: fit.predict(times) for name, fit in fits.items()}
+    units = ds[names[0]].attrs.get("units")
     var_attrs = {"units": units} if units else {}
+    band = f"central {level:.0%} band"
+    data: dict[str, Any] = {}
+    attrs: dict[str, Any] = {"gp_level": float(level)}
+    if pair is None:
+        mean, std = predicted[names[0]]
+        name = names[0]
+        positive = (name == "v") if nonnegative is None else bool(nonnegative)
+        if positive:
+            mean, std, lower, upper = nonnegative_summary(mean, std, level=level)
+            what = f"GP posterior of {name} given {name} >= 0 (truncated normal)"
+        else:
+            half = float(ndtri(0.5 + level / 2)) * std
+            lower, upper = mean - half, mean + half
+            what = f"GP posterior of {name}"
+        data[name] = (TIME_DIM, mean, {**var_attrs, "long_name": f"mean of the {what}"})
+        data[f"{name}_std"] = (TIME_DIM, std, {**var_attrs, "long_name": f"std of the {what}"})
+        data[f"{name}_lower"] = (TIME_DIM, lower, {**var_attrs, "long_name": f"{band}: lower"})
+        data[f"{name}_upper"] = (TIME_DIM, upper, {**var_attrs, "long_name": f"{band}: upper"})
+        attrs.update(_fit_attributes(fits[name], "gp_"))
+        attrs["gp_nonnegative"] = int(positive)
+    else:
+        (mx, sx), (my, sy) = (predicted[n] for n in names)
+        for name, (mean, std) in zip(names, ((mx, sx), (my, sy)), strict=True):
+            what = f"GP posterior of {name}"
+            data[name] = (TIME_DIM, mean, {**var_attrs, "long_name": f"mean of the {what}"})
+            data[f"{name}_std"] = (TIME_DIM, std, {**var_attrs, "long_name": f"std of the {what}"})
+            attrs.update(_fit_attributes(fits[name], f"gp_{name}_"))
+        speed = speed_from_components(mx, my, sx, sy, level=level)
+        lower, upper = speed_band(mx, my, sx, sy, level=level)
+        name = str(variable)
+        data[name] = (
+            TIME_DIM, speed["v"],
+            {**var_attrs, "long_name": f"speed: magnitude of the GP means of {names}"},
+        )  # fmt: skip
+        data[f"{name}_std"] = (
+            TIME_DIM, speed["v_std"],
+            {**var_attrs, "long_name": "std of the speed, first order (not meaningful near 0)"},
+        )  # fmt: skip
+        for end, values in (("lower", lower), ("upper", upper)):
+            data[f"{name}_{end}"] = (
+                TIME_DIM, values,
+                {**var_attrs, "long_name": f"{band} of the speed under the components' "
+                 f"posteriors (sampled; from 0 where the vector is not significant): {end}"},
+            )  # fmt: skip
+        attrs["gp_components"] = " ".join(names)  # a string: any netCDF writer stores it
+    at_bounds = [
+        f"{prefix}{k} ({side})"
+        for prefix, fit in (("", fits[n]) if pair is None else (f"{n}:", fits[n]) for n in names)
+        for k, side in fit.at_bounds().items()
+    ]
+    attrs["gp_at_bounds"] = ", ".join(at_bounds)
     # the point's place (scalar x, y and the grid mapping of a pixel's series) stays with it
     place = ("x", "y", "mapping", "spatial_ref")
     location = {c: ds[c].variable for c in place if c in ds.coords and ds[c].ndim == 0}
     result = xr.Dataset(
-        {
-            str(variable): (TIME_DIM, mean, {**var_attrs, "long_name": "GP posterior mean"}),
-            f"{variable}_std": (TIME_DIM, std, {**var_attrs, "long_name": "GP posterior std"}),
-        },
+        data,
         coords={TIME_DIM: times, **location},
         attrs=attrs,
     )
     # CF-1.8, and writable by every netCDF writer and zarr (xr_itslive/io/cf.py)
     title = "ITS_LIVE point series by Gaussian-process regression (xr_itslive)"
     return to_cf(result, title=title, history="xr_itslive.gp_regress")
+
+
+def _components(
+    ds: xr.Dataset, variable: Hashable, components: Any
+) -> tuple[Hashable, Hashable] | None:
+    """The two components to fit for ``variable``, or None to fit it directly."""
+    if components is None:
+        return None
+    if isinstance(components, str):
+        if components != "auto":
+            raise InvalidParameterError(
+                f"components must be 'auto', None or two variable names, got {components!r}"
+            )
+        have = "vx" in ds.variables and "vy" in ds.variables
+        return ("vx", "vy") if variable == "v" and have else None
+    try:
+        x, y = components
+    except (TypeError, ValueError) as err:
+        raise InvalidParameterError(
+            f"components must be 'auto', None or two variable names, got {components!r}"
+        ) from err
+    missing = [str(c) for c in (x, y) if c not in ds.variables]
+    if missing:
+        raise MissingVariableError(
+            f"components {missing} not found; the dataset has {sorted(map(str, ds.data_vars))}."
+            " Pass components=None to fit the variable itself"
+        )
+    return x, y
+
+
+def _fit_attributes(fit: GaussianProcessFit, prefix: str) -> dict[str, Any]:
+    attrs = {f"{prefix}{k}": float(v) for k, v in fit.params.items()}
+    attrs.update(
+        {
+            f"{prefix}step_days": fit.step,
+            f"{prefix}harmonics": fit._harmonics,
+            f"{prefix}n_pairs": fit.n_pairs,
+            f"{prefix}log_marginal_likelihood": fit.log_marginal_likelihood,
+            f"{prefix}uses_errors": int(fit.uses_errors),
+            f"{prefix}min_length_scale": float(fit.bounds.get("length_scale", (np.nan,))[0]),
+        }
+    )
+    return attrs

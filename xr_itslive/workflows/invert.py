@@ -791,9 +791,12 @@ def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, st
     edges = grid.edges
     result = xr.Dataset(outputs)
     if "vx" in outputs and "vy" in outputs:
-        speed = np.hypot(outputs["vx"], outputs["vy"])
-        speed.attrs = {"units": outputs["vx"].attrs.get("units", ""), "long_name": "speed"}
-        result["v"] = speed
+        from .speed import speed_variables  # v, and with the stds v_std, v_debiased, ...
+
+        speeds = speed_variables(outputs["vx"], outputs["vy"], outputs.get("vx_std"),
+                                 outputs.get("vy_std"))  # fmt: skip
+        for name, value in speeds.items():
+            result[name] = value
     n_obs.attrs = {"long_name": f"valid pairs of {variables[0]} used per pixel"}
     result["n_obs"] = n_obs
     result = result.assign_coords(
