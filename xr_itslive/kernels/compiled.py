@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
-STRIP = 64  # pixels copied at a time from a pixels-innermost chunk
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
 COLD_CACHE_NOTICE = (
     "xr_itslive: compiling the numba kernels once (a few seconds); later runs load them "
@@ -110,6 +109,12 @@ def _axpy(typingctx, array, offset, alpha, value):
     return sig, codegen
 
 
+def _vector_intrinsic(builder, name):
+    """LLVM's ``llvm.<name>`` of a lanes value (llvmlite cannot name vector overloads)."""
+    function_type = ir.FunctionType(_LANES_IR, [_LANES_IR])
+    return cgutils.get_or_insert_function(builder.module, function_type, f"llvm.{name}.v{BLOCK}f64")
+
+
 def _splat(builder, scalar):
     one = builder.insert_element(ir.Constant(_LANES_IR, ir.Undefined), scalar, ir.IntType(32)(0))
     zeros = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
@@ -148,40 +153,193 @@ _times = _lanes_binary("fmul")
 _over = _lanes_binary("fdiv")
 
 
+@intrinsic
+def _widen(typingctx, array, offset):
+    """``array.flat[offset : offset + BLOCK]`` (float32 or float64) as a float64 lanes value."""
+    if not (
+        isinstance(array, types.Array)
+        and array.dtype in (types.float32, types.float64)
+        and array.layout == "C"
+    ):
+        return None
+    sig = _lanes(array, types.intp)
+    single = array.dtype == types.float32
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        element = ir.FloatType() if single else ir.DoubleType()
+        vector = ir.VectorType(element, BLOCK)
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer())
+        value = builder.load(pointer, align=4 if single else 8)
+        return builder.fpext(value, _LANES_IR) if single else value
+
+    return sig, codegen
+
+
+@intrinsic
+def _any_valid(typingctx, value):
+    """Whether any lane of ``value`` is not NaN."""
+    if value is not _lanes:
+        return None
+    sig = types.boolean(_lanes)
+
+    def codegen(context, builder, sig, args):
+        valid = builder.fcmp_ordered("ord", args[0], args[0])
+        mask = builder.bitcast(valid, ir.IntType(BLOCK))
+        return builder.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(BLOCK), 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def _where_valid(typingctx, value, other):
+    """``other`` where ``value`` is not NaN, else 0."""
+    if value is not _lanes or other is not _lanes:
+        return None
+    sig = _lanes(_lanes, _lanes)
+
+    def codegen(context, builder, sig, args):
+        valid = builder.fcmp_ordered("ord", args[0], args[0])
+        return builder.select(valid, args[1], ir.Constant(_LANES_IR, [0.0] * BLOCK))
+
+    return sig, codegen
+
+
+@intrinsic
+def _absolute(typingctx, value):
+    if value is not _lanes:
+        return None
+    sig = _lanes(_lanes)
+
+    def codegen(context, builder, sig, args):
+        return builder.call(_vector_intrinsic(builder, "fabs"), [args[0]])
+
+    return sig, codegen
+
+
+@intrinsic
+def _root(typingctx, value):
+    if value is not _lanes:
+        return None
+    sig = _lanes(_lanes)
+
+    def codegen(context, builder, sig, args):
+        return builder.call(_vector_intrinsic(builder, "sqrt"), [args[0]])
+
+    return sig, codegen
+
+
+@intrinsic
+def _larger(typingctx, a, b):
+    """Lane-wise ``a if a > b else b`` (``b`` where ``a`` is NaN), like ``max(a, b)``."""
+    if a is not _lanes or b is not _lanes:
+        return None
+    sig = _lanes(_lanes, _lanes)
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def _put_outliers(typingctx, array, offset, size, prior):
+    """``array.flat[offset : offset + BLOCK] = (size > 1) & (prior > 0)`` (a bool array)."""
+    if not (isinstance(array, types.Array) and array.dtype == types.boolean) or array.layout != "C":
+        return None
+    if size is not _lanes or prior is not _lanes:
+        return None
+    sig = types.void(array, types.intp, _lanes, _lanes)
+
+    def codegen(context, builder, sig, args):
+        one = ir.Constant(_LANES_IR, [1.0] * BLOCK)
+        zero = ir.Constant(_LANES_IR, [0.0] * BLOCK)
+        flags = builder.and_(
+            builder.fcmp_ordered(">", args[2], one), builder.fcmp_ordered(">", args[3], zero)
+        )
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        vector = ir.VectorType(ir.IntType(8), BLOCK)
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), vector.as_pointer())
+        builder.store(builder.zext(flags, vector), pointer, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # --------------------------------------------------------------------------- kernels
 @numba.njit(**_JIT)
-def _load_block(values, weights, use_weights, p0, wp0, nb, order, seen, rows, y, w0, wy0, counts):
+def _load_block(
+    values, pairs_first, weights, use_weights, p0, wp0, nb, order, seen, rows, y, w0, wy0,
+    counts,
+):  # fmt: skip
     """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
 
-    Row ``u`` holds pair ``rows[u]``, rows in the order of ``order`` (pairs sorted by first
-    cell, as :func:`_assemble` needs); pairs without a value in the block get no row.
-    Missing observations (and non-positive or NaN weights) get weight 0 and value 0.
-    Weights (when ``weights`` has a row per pixel) are rows ``wp0 .. wp0 + nb``.
+    ``values`` is ``(n_pairs, n_pixels)`` with ``pairs_first`` (a ``(mid_date, pixel)``
+    chunk read in place: a block's pixels are contiguous for every pair), else
+    ``(n_pixels, n_pairs)``. Row ``u`` holds pair ``rows[u]``, rows in the order of ``order``
+    (pairs sorted by first cell, as :func:`_assemble` needs); pairs without a value in the
+    block get no row. Missing observations (and non-positive or NaN weights) get weight 0
+    and value 0. Weights (when ``weights`` has a row per pixel) are rows ``wp0 .. wp0 + nb``.
     Returns the number of rows.
     """
-    n_pairs = values.shape[1]
-    lanes = y.shape[1]
-    # pairs outer, in memory order: reads of a (n_pixels, n_pairs) view of a
-    # (mid_date, y, x) cube run along memory
-    for i in range(n_pairs):
-        hit = False
-        for b in range(nb):
-            v = values[p0 + b, i]
-            hit |= v == v
-        seen[i] = hit
+    lanes = BLOCK
+    n_pairs = values.shape[0] if pairs_first else values.shape[1]
+    per_pixel = weights.shape[0] > 1
+    # a whole block of a pixels-innermost chunk with per-pair weights (the common case):
+    # every pair's lanes are one vector load
+    whole = pairs_first and nb == lanes and not per_pixel
+    width = values.shape[1]
+    if whole:
+        for i in range(n_pairs):
+            seen[i] = _any_valid(_widen(values, i * width + p0))
+    elif pairs_first:
+        for i in range(n_pairs):
+            hit = False
+            for b in range(nb):
+                v = values[i, p0 + b]
+                hit |= v == v
+            seen[i] = hit
+    else:  # pairs outer, in memory order of a (pixel, pair) array
+        for i in range(n_pairs):
+            hit = False
+            for b in range(nb):
+                v = values[p0 + b, i]
+                hit |= v == v
+            seen[i] = hit
     u = 0
     for k in range(n_pairs):
         i = order[k]
         if seen[i]:
             rows[u] = i
             u += 1
-    per_pixel = weights.shape[0] > 1
+    if whole:
+        zero = _fill(0.0)
+        total = zero
+        for m in range(u):
+            i = rows[m]
+            wi = weights[0, i] if use_weights else 1.0
+            v = _widen(values, i * width + p0)
+            if wi > 0:
+                wm = _where_valid(v, _fill(wi))
+                ym = _where_valid(v, v)
+                total = _plus(total, _where_valid(v, _fill(1.0)))
+            else:
+                wm = zero
+                ym = zero
+            _put(w0, m * lanes, wm)
+            _put(y, m * lanes, ym)
+            _put(wy0, m * lanes, _times(wm, ym))
+        tally = np.empty(lanes)
+        _put(tally, 0, total)
+        for b in range(lanes):
+            counts[b] = np.int64(tally[b])
+        return u
     for b in range(lanes):
         counts[b] = 0
     for m in range(u):
         i = rows[m]
         for b in range(nb):  # branch-free: a missing value or weight gives weight 0
-            v = np.float64(values[p0 + b, i])
+            v = np.float64(values[i, p0 + b] if pairs_first else values[p0 + b, i])
             wi = weights[wp0 + b if per_pixel else 0, i] if use_weights else 1.0
             ok = (v == v) & (wi > 0)  # False for NaN
             w0[m, b] = wi if ok else 0.0
@@ -373,7 +531,8 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot):
                 _put(factor, at, _minus(_row(factor, at), _times(entry_q, other)))
         for b in range(lanes):
             pivot = factor[base, b]
-            min_pivot[b] = min(min_pivot[b], pivot)
+            if not pivot > min_pivot[b]:  # a NaN pivot counts as -inf: always singular
+                min_pivot[b] = pivot if pivot == pivot else -np.inf
             root = np.sqrt(pivot) if pivot > 0.0 else np.inf
             factor[base, b] = root
             inv[b] = 1.0 / root
@@ -492,7 +651,10 @@ def _predict(x, index, first, last, first_frac, last_frac, inner, prefix, pred):
 
 
 @numba.njit(**_JIT)
-def _gather_geometry(rows, first, last, first_frac, last_frac, inner, out_int, out_float):
+def _gather_geometry(
+    rows, first, last, first_frac, last_frac, inner, out_int, out_float, w0, root_w0
+):  # fmt: skip
+    """The geometry of the block's rows' pairs, and ``root_w0 = sqrt(w0)``."""
     for u in range(rows.shape[0]):
         i = rows[u]
         out_int[0, u] = first[i]
@@ -500,6 +662,8 @@ def _gather_geometry(rows, first, last, first_frac, last_frac, inner, out_int, o
         out_float[0, u] = first_frac[i]
         out_float[1, u] = last_frac[i]
         out_float[2, u] = inner[i]
+    for u in range(w0.shape[0]):
+        _put(root_w0, u * BLOCK, _root(_row(w0, u * BLOCK)))
 
 
 @numba.njit(**_JIT)
@@ -654,10 +818,11 @@ def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, buffer, w, wy, out
     ``root_w0`` is ``sqrt(w0)``; ``z`` (like ``y``), ``scratch`` ``(lanes, > rows)`` and
     ``buffer`` ``(> rows,)`` are work space.
     """
-    n_used, lanes = y.shape
+    lanes = BLOCK
+    n_used = y.shape[0]
     for u in range(n_used):
-        for b in range(lanes):
-            z[u, b] = (y[u, b] - pred[u, b]) * root_w0[u, b]
+        o = u * lanes
+        _put(z, o, _times(_minus(_row(y, o), _row(pred, o)), _row(root_w0, o)))
     fill = np.zeros(lanes, dtype=np.int64)
     for u in range(n_used):
         for b in range(lanes):  # branch-free compaction of each lane's observations
@@ -671,26 +836,23 @@ def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, buffer, w, wy, out
         if not scale > 0:
             scale = 1e-12
         inv[b] = 1.0 / (tuning * scale)
+    scale = _row(inv, 0)
+    one = _fill(1.0)
+    zero = _fill(0.0)
     for u in range(n_used):
-        for b in range(lanes):
-            t = z[u, b] * inv[b]
-            at = abs(t)
-            if kind == 1:  # Huber
-                factor = 1.0 / max(at, 1.0)
-            else:  # Tukey biweight
-                factor = max(1.0 - t * t, 0.0)
-                factor *= factor
-            wb = w0[u, b] * factor
-            w[u, b] = wb
-            wy[u, b] = wb * y[u, b]
-            outlier[u, b] = (at > 1.0) & (w0[u, b] > 0)
-
-
-@numba.njit(**_JIT)
-def _sqrt(a, out):
-    for u in range(a.shape[0]):
-        for b in range(a.shape[1]):
-            out[u, b] = np.sqrt(a[u, b])
+        o = u * lanes
+        t = _times(_row(z, o), scale)
+        size = _absolute(t)
+        if kind == 1:  # Huber
+            factor = _over(one, _larger(size, one))
+        else:  # Tukey biweight
+            factor = _larger(_minus(one, _times(t, t)), zero)
+            factor = _times(factor, factor)
+        prior = _row(w0, o)
+        wb = _times(prior, factor)
+        _put(w, o, wb)
+        _put(wy, o, _times(wb, _row(y, o)))
+        _put_outliers(outlier, o, size, prior)
 
 
 class CompiledOps:
@@ -752,14 +914,15 @@ class CompiledOps:
         """A new block was loaded: its rows are pairs ``rows``, with prior weights ``w0``."""
         self.rows = rows
         n = rows.shape[0]
-        _gather_geometry(rows, *self.geometry, self._cells_all, self._fracs_all)
+        self._root_w0 = self._root_w0_all[:n]
+        _gather_geometry(
+            rows, *self.geometry, self._cells_all, self._fracs_all, w0, self._root_w0
+        )  # fmt: skip
         self.block_geometry = (
             self._cells_all[0, :n], self._cells_all[1, :n],
             self._fracs_all[0, :n], self._fracs_all[1, :n], self._fracs_all[2, :n],
         )  # fmt: skip
-        self._root_w0 = self._root_w0_all[:n]
         self._z = self._z_all[:n]
-        _sqrt(w0, self._root_w0)
         self._pred = self._pred_all[:n]
         self._w = self._w_all[:n]
         self._wy = self._wy_all[:n]
@@ -839,6 +1002,19 @@ class CompiledOps:
         return w, wy, outlier
 
 
+_order_cache: list = [None, None]  # [first cells, their order]: one problem per cube
+
+
+def _pair_order(first_cell: np.ndarray) -> np.ndarray:
+    """Pairs sorted by first cell (stable), remembered for the last geometry seen: every
+    chunk of a cube shares it, and sorting 25,000 pairs per chunk is not free."""
+    known, order = _order_cache
+    if known is not first_cell:
+        order = np.argsort(first_cell, kind="stable")
+        _order_cache[:] = [first_cell, order]  # one assignment: safe across threads
+    return order
+
+
 _cache_checked = threading.Event()
 _cache_lock = threading.Lock()
 
@@ -848,7 +1024,7 @@ def announce_compilation() -> None:
     on-disk cache (a fresh install, another numba or CPU): the first inversion then spends
     seconds compiling them. A warm cache says nothing.
 
-    The probe is the smallest kernel, called with the arguments the engine itself uses: a
+    The probe is a small kernel, called with the argument types the engine itself uses: a
     miss on it means the cache folder holds none of this file's kernels.
     """
     if _cache_checked.is_set():
@@ -857,10 +1033,9 @@ def announce_compilation() -> None:
         if _cache_checked.is_set():
             return
         try:
-            known = bool(_sqrt.signatures)  # compiled or loaded earlier in this process
-            probe = np.ones((1, BLOCK))
-            _sqrt(probe, probe)
-            stats = getattr(_sqrt, "stats", None)
+            known = bool(_flag_singular.signatures)  # compiled or loaded in this process
+            _flag_singular(np.ones(BLOCK), np.ones(BLOCK), 1e-11, np.empty(BLOCK, np.bool_))
+            stats = getattr(_flag_singular, "stats", None)
             if not known and stats is not None and sum(stats.cache_misses.values()) > 0:
                 _logger.warning(COLD_CACHE_NOTICE)
         finally:
@@ -910,7 +1085,14 @@ def solve_pixels_compiled(
     if options.robust:
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
-    order = np.argsort(geometry[0], kind="stable")  # pairs by first cell, for _assemble
+    order = _pair_order(geometry[0])  # pairs by first cell, for _assemble
+    # A (mid_date, pixel) chunk (what dask hands over, transposed) is read in place: for each
+    # pair a block's pixels are contiguous. Any other layout is made pixels-first.
+    pairs_first = values.ndim == 2 and values.T.flags.c_contiguous and n_pairs > 1
+    if pairs_first:
+        source = values.T
+    else:
+        source = np.ascontiguousarray(values)
 
     def run(start: int, stop: int) -> None:
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
@@ -920,34 +1102,22 @@ def solve_pixels_compiled(
         rows = np.empty(n_pairs, dtype=np.int64)
         seen = np.empty(n_pairs, dtype=np.bool_)
         counts = np.empty(BLOCK, dtype=np.int64)
-        # Pixels innermost in memory (a (mid_date, pixel) chunk): copy STRIP pixels at a
-        # time to pairs-innermost first; reading a block's pixels straight from a wide chunk
-        # costs a cache and TLB miss per pair.
-        strip = None
-        if n_pairs > 1 and values.strides[0] < values.strides[1]:
-            strip = np.empty((min(STRIP, stop - start), n_pairs), dtype=values.dtype)
-        for s0 in range(start, stop, STRIP):
-            ns = min(STRIP, stop - s0)
-            source, offset = values, 0
-            if strip is not None:
-                strip[:ns] = values[s0 : s0 + ns]
-                source, offset = strip, s0
-            for p0 in range(s0, s0 + ns, BLOCK):
-                nb = min(BLOCK, s0 + ns - p0)
-                n_used = _load_block(
-                    source, weights, use_weights, p0 - offset, p0, nb, order, seen, rows,
-                    y, w0, wy0, counts,
-                )  # fmt: skip
-                ops.start_block(rows[:n_used], w0[:n_used])
-                block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
-                sl = slice(p0, p0 + nb)
-                out["solution"][sl] = block["solution"][:, :nb].T
-                out["n_obs"][sl] = counts[:nb]
-                for key in ("std", "lam"):
-                    if key in out:
-                        out[key][sl] = block[key][..., :nb].T
-                if "outlier" in out:
-                    out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
+        for p0 in range(start, stop, BLOCK):
+            nb = min(BLOCK, stop - p0)
+            n_used = _load_block(
+                source, pairs_first, weights, use_weights, p0, p0, nb, order, seen, rows,
+                y, w0, wy0, counts,
+            )  # fmt: skip
+            ops.start_block(rows[:n_used], w0[:n_used])
+            block = run_pipeline(ops, y[:n_used], w0[:n_used], wy0[:n_used], counts, options)
+            sl = slice(p0, p0 + nb)
+            out["solution"][sl] = block["solution"][:, :nb].T
+            out["n_obs"][sl] = counts[:nb]
+            for key in ("std", "lam"):
+                if key in out:
+                    out[key][sl] = block[key][..., :nb].T
+            if "outlier" in out:
+                out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
