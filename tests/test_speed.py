@@ -210,3 +210,17 @@ def test_kernel_runs_on_the_array_api():
     )  # fmt: skip
     assert [float(v) for v in out["v"]] == [5.0, 0.0]
     assert [bool(v) for v in out["v_significant"]] == [True, False]
+
+
+def test_composite_annual_speed_of_slow_ice_is_flagged_and_debiased(slow_result):
+    """The composites' annual v goes through the same primitive: on still ice (true speed 0)
+    the raw annual v is noise, the corrected one is smaller and the flag mostly says so."""
+    cube, _ = slow_result
+    out = xr_itslive.composite(cube, climatology=(2015, 2022), min_obs=30).compute()
+    still, fast = out.isel(y=0, x=0), out.isel(y=0, x=4)  # true 0 and 30 m/yr
+    assert bool((out.v_debiased <= out.v + 1e-4).all())
+    expected = np.sqrt(np.clip(out.v**2 - out.vx_error**2 - out.vy_error**2, 0, None))
+    np.testing.assert_allclose(out.v_debiased, expected, rtol=1e-4, atol=1e-4)
+    assert float(still.v_significant.mean()) < 0.3 < float(fast.v_significant.mean())
+    assert float(still.v_debiased.mean()) < float(still.v.mean())
+    assert abs(float(fast.v.mean()) - 30.0) < 2.0

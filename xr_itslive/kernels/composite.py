@@ -58,6 +58,7 @@ from .banded import reweight
 from .design import interval_fractions
 from .namespace import get_namespace
 from .pipeline import DEFAULT_TUNING, ROBUST_KINDS
+from .speed import speed_from_components
 from .units import DAYS_PER_YEAR
 
 #: Scale from the median absolute residual to a standard deviation (Gaussian noise).
@@ -1191,7 +1192,9 @@ def speed_composite(vx: dict[str, Any], vy: dict[str, Any]) -> dict[str, Any]:
     """The speed's variables from the two components' :func:`finish_composite` outputs.
 
     ``v`` per year and ``v0`` are magnitudes of the component means, errors by first-order
-    propagation (ITS_LIVE's ``sqrt((σx vx)² + (σy vy)²) / v``); the trend and the seasonal
+    propagation (ITS_LIVE's ``sqrt((σx vx)² + (σy vy)²) / v``), through
+    :func:`xr_itslive.kernels.speed.speed_from_components`, which also gives the annual speed
+    corrected for the noise bias and whether it differs from zero at 95%; the trend and the seasonal
     cycle are the components' projected onto the mean flow direction ``(vx0, vy0) / v0``
     (the sinusoids' coefficients are projected, their covariance as independent components).
 
@@ -1203,21 +1206,24 @@ def speed_composite(vx: dict[str, Any], vy: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``mean``, ``error`` ``(P, Y)``; ``offset``, ``offset_error``, ``slope``,
-        ``slope_error``, ``amp``, ``amp_error``, ``phase``, ``phase_error`` ``(P,)``.
+        ``mean``, ``error``, ``debiased``, ``significant`` ``(P, Y)``; ``offset``,
+        ``offset_error``, ``slope``, ``slope_error``, ``amp``, ``amp_error``, ``phase``,
+        ``phase_error`` ``(P,)``.
     """
     xp = get_namespace(vx["mean"])
     nan = xp.nan
 
     def magnitude(x, y, ex, ey):
-        size = xp.sqrt(x * x + y * y)
-        safe = xp.where(size > 0, size, 1.0)
-        spread = xp.sqrt((ex * x) ** 2 + (ey * y) ** 2) / safe
-        return size, xp.where(size > 0, spread, nan)
+        # the one speed primitive of the package (also the inversion's v, v_std ...)
+        speed = speed_from_components(x, y, ex, ey)
+        return speed["v"], speed["v_std"], speed
 
     out = {}
-    out["mean"], out["error"] = magnitude(vx["mean"], vy["mean"], vx["error"], vy["error"])
-    v0, v0_error = magnitude(vx["offset"], vy["offset"], vx["offset_error"], vy["offset_error"])
+    out["mean"], out["error"], annual = magnitude(vx["mean"], vy["mean"], vx["error"], vy["error"])
+    # the annual speed of slow ice is biased up by the components' noise: give the corrected
+    # value and the test of the vector against zero with it (see kernels/speed.py)
+    out["debiased"], out["significant"] = annual["v_debiased"], annual["v_significant"]
+    v0, v0_error, _ = magnitude(vx["offset"], vy["offset"], vx["offset_error"], vy["offset_error"])
     out["offset"], out["offset_error"] = v0, v0_error
     safe = xp.where(v0 > 0, v0, 1.0)
     ux = xp.where(v0 > 0, vx["offset"] / safe, nan)

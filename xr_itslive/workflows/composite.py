@@ -330,6 +330,7 @@ def _output_layout(variables: Sequence[str]) -> list[tuple[str, bool, Any]]:
             layout += [(stem, False, np.float32), (f"{stem}_error", False, np.float32)]
     if _has_speed(variables):
         layout += [("v", True, np.float32), ("v_error", True, np.float32)]
+        layout += [("v_debiased", True, np.float32), ("v_significant", True, np.int32)]
         for stem in ("v0", "dv_dt", "v_amp", "v_phase"):
             layout += [(stem, False, np.float32), (f"{stem}_error", False, np.float32)]
     layout += [
@@ -353,6 +354,8 @@ def _outputs(final: dict[str, dict[str, Any]], variables: Sequence[str], xp: Any
         parts.append(final["v"])
     for part in parts:
         out += [part["mean"], part["error"]]
+        if "debiased" in part:  # the speed's
+            out += [part["debiased"], xp.astype(part["significant"], xp.int32)]
         for value, error in keys:
             out += [part[value], part[error]]
     counts = [xp.astype(final[name]["count"], xp.float64) for name in variables]
@@ -550,8 +553,20 @@ def _assemble(ds, results, variables, setup, options, engine, weights, start, en
         units = str(ds[name].attrs.get("units", "meter/year"))
         attrs.update(_attributes(name, units, setup.window, center))
     if _has_speed(variables):
-        attrs.update(_attributes("v", str(ds["vx"].attrs.get("units", "meter/year")),
-                                 setup.window, center))  # fmt: skip
+        units = str(ds["vx"].attrs.get("units", "meter/year"))
+        attrs.update(_attributes("v", units, setup.window, center))
+        attrs["v_debiased"] = {
+            "units": units,
+            "long_name": "mean annual speed corrected for the noise bias of a magnitude: "
+            "sqrt(max(v^2 - vx_error^2 - vy_error^2, 0))",
+        }
+        attrs["v_significant"] = {
+            "units": "1",
+            "long_name": "1 where the annual velocity vector differs from zero at 95% "
+            "(chi-square test on vx, vy and their errors): read v only there",
+            "flag_values": np.array([0, 1], dtype=np.int32),
+            "flag_meanings": "not_significant significant",
+        }
     clim = f"{setup.window[0]}-{setup.window[1]}"
     first = variables[0]
     attrs["count"] = {

@@ -36,6 +36,7 @@ from ..io.format import PAIR_DIM, TIME_DIM
 from ..io.open import open_cube
 from ..io.outlines import read_any
 from .invert import DEFAULTS, check_cube, invert
+from .speed import speed_variables
 
 #: Variables with components along the grid's x and y axes, rotated between CRSs.
 _COMPONENTS = (("vx", "vy"), ("vx_std", "vy_std"))
@@ -395,7 +396,10 @@ def invert_mosaic(
         best = xr.where(better, other["n_obs"], best)
         source = xr.where(better, index, source)
     if "vx" in out and "vy" in out:
-        out["v"] = np.hypot(out["vx"], out["vy"]).assign_attrs(out["v"].attrs)
+        # from the placed (and, across CRSs, rotated and resampled) components, as invert does
+        stds = (out.get("vx_std"), out.get("vy_std"))
+        for name, value in speed_variables(out["vx"], out["vy"], *stds).items():
+            out[name] = value.assign_attrs(out[name].attrs) if name in out else value
     out["n_obs"] = best.astype("int64").assign_attrs(out["n_obs"].attrs)
     labels = [(name or f"cube_{i}").replace(" ", "_") for i, (_, name) in enumerate(opened)]
     out["source"] = source.astype("int16").assign_attrs(
