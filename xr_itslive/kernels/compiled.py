@@ -441,7 +441,9 @@ def _assemble(
             while fused and factored < n_cells:
                 if min(factored + PANEL - 1 + bandwidth, n_cells - 1) >= done:
                     break
-                factored += _factor_step(gram, factored, n_cells, bandwidth, panel, inv, min_pivot)
+                factored += _factor_step(
+                    gram, factored, n_cells, bandwidth, panel, inv, min_pivot, True, rhs
+                )
         if u == n_used:
             break
         j1 = last[u]
@@ -501,8 +503,11 @@ PANEL = 4  # columns per step of the factorization
 
 
 @numba.njit(**_JIT)
-def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot):
-    """Columns ``j .. j + PANEL - 1`` of the banded Cholesky factorization, in place.
+def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, forward, x):
+    """Columns ``j .. j + PANEL - 1`` of the banded Cholesky factorization, in place; with
+    ``forward``, also their part of the forward substitution ``L z = x`` (in place in ``x``,
+    ``(n_cells, lanes)``, whose rows up to the step's reach must be final), while the
+    columns are in cache: :func:`_solve` then only substitutes backwards.
 
     Each column is pivoted after the earlier columns of the step are subtracted from its
     row; then the rows below get one rank-``PANEL`` update, so every entry of the trailing
@@ -543,6 +548,16 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot):
             _put(panel, i * column + (i + m) * lanes, value)
         for o in range(i + kmax + 1, rows):
             _put(panel, i * column + o * lanes, zero)
+        if forward:  # the same operations, in the same order, as _solve's forward sweep
+            xj = _over(_row(x, (j + i) * lanes), _row(factor, base * lanes))
+            _put(x, (j + i) * lanes, xj)
+            for m in range(1, kmax + 1):
+                at = (j + i + m) * lanes
+                _put(
+                    x,
+                    at,
+                    _minus(_row(x, at), _times(_row(panel, i * column + (i + m) * lanes), xj)),
+                )
     first = j + steps
     if first >= n_cells:  # (a step of fewer than PANEL columns is the last one)
         return steps
@@ -596,24 +611,26 @@ def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, sin
             max_diagonal[b] = max(max_diagonal[b], factor[j * width, b])
     inv = np.empty(lanes)
     for j in range(0, n_cells, PANEL):
-        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot)
+        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, False, factor)
     _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
 
 
 @numba.njit(**_JIT)
-def _solve(factor, rhs, n_cells, bandwidth, x):
+def _solve(factor, rhs, n_cells, bandwidth, forward, x):
+    """``x`` from ``L Lᵀ x = rhs``; without ``forward``, ``rhs`` is already ``L⁻¹ rhs``."""
     lanes = BLOCK
     width = bandwidth + 1
     for j in range(n_cells):
         _put(x, j * lanes, _row(rhs, j * lanes))
-    for j in range(n_cells):
-        base = j * width
-        xj = _over(_row(x, j * lanes), _row(factor, base * lanes))
-        _put(x, j * lanes, xj)
-        kmax = min(bandwidth, n_cells - 1 - j)
-        for k in range(1, kmax + 1):
-            at = (j + k) * lanes
-            _put(x, at, _minus(_row(x, at), _times(_row(factor, (base + k) * lanes), xj)))
+    if forward:
+        for j in range(n_cells):
+            base = j * width
+            xj = _over(_row(x, j * lanes), _row(factor, base * lanes))
+            _put(x, j * lanes, xj)
+            kmax = min(bandwidth, n_cells - 1 - j)
+            for k in range(1, kmax + 1):
+                at = (j + k) * lanes
+                _put(x, at, _minus(_row(x, at), _times(_row(factor, (base + k) * lanes), xj)))
     for j in range(n_cells - 1, -1, -1):
         base = j * width
         kmax = min(bandwidth, n_cells - 1 - j)
@@ -896,6 +913,7 @@ class CompiledOps:
         self._gram = np.empty((size, lanes))
         self._factors = (np.empty((size, lanes)), np.empty((size, lanes)))
         self._turn = 0
+        self._substituted = None  # (factor, rhs) whose forward substitution is done
         self._rhs = np.empty((n_cells, lanes))
         self._pred_all = np.empty((n_pairs, lanes))
         self._w_all = np.empty((n_pairs, lanes))
@@ -930,6 +948,7 @@ class CompiledOps:
 
     def assemble(self, w, wy):
         gram, rhs = self._gram, self._rhs
+        self._substituted = None
         _assemble(
             w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
             self._gpre, self._spre, self._rpre, self._dprev, self._srow, gram, rhs,
@@ -953,6 +972,7 @@ class CompiledOps:
         )  # fmt: skip
         singular = np.empty(self.lanes, dtype=np.bool_)
         _flag_singular(self._min_pivot, self._max_diagonal, self.rel_tol, singular)
+        self._substituted = (factor, rhs)  # solve: backwards only
         return factor, singular, rhs
 
     def factor(self, gram, lam2):
@@ -969,7 +989,9 @@ class CompiledOps:
 
     def solve(self, factor, rhs):
         x = np.empty_like(rhs)
-        _solve(factor, rhs, self.n_cells, self.bandwidth, x)
+        done = self._substituted
+        forward = not (done is not None and done[0] is factor and done[1] is rhs)
+        _solve(factor, rhs, self.n_cells, self.bandwidth, forward, x)
         return x
 
     def predict(self, x):
