@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import xr_itslive
     from xr_itslive.kernels.pipeline import Options
+    from xr_itslive.workflows import common
     from xr_itslive.workflows import invert as winv
 
     side = int(round(args.pixels**0.5))
@@ -91,13 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     cube = xr_itslive.open_cube(args.cube, variables=[name, f"{name}_error"])
     cube = cube.isel(y=slice(args.y0, args.y0 + side), x=slice(args.x0, args.x0 + side))
     started = time.thread_time()
-    cube = winv._drop_duplicated_pairs(cube).compute()
+    cube = common.drop_duplicated_pairs(cube)[0].compute()
     print(f"loaded {side} x {side} pixels x {cube.sizes['mid_date']:,} pairs "
           f"in {time.thread_time() - started:.1f} s")  # fmt: skip
     problem = winv.build_problem(cube, step=12.0)
     kept = np.flatnonzero(problem.geometry.kept)
     cube = cube.isel(mid_date=kept) if kept.size < cube.sizes["mid_date"] else cube
-    weights = winv._resolve_weights(cube, name, "error")
+    weights = common.resolve_weights(cube, name, "error")
     # as apply_ufunc hands them to the kernel: (y, x, mid_date) views of (mid_date, y, x)
     values = cube[name].transpose("y", "x", "mid_date").data
     w = weights.broadcast_like(cube[name]).transpose("y", "x", "mid_date").data
