@@ -354,7 +354,7 @@ def _load_block(
 
 
 @numba.njit(**_JIT)
-def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs):
+def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, racc, gram, rhs):
     """Band row ``r`` (and ``rhs[r]``) from the scatter terms in ring slot ``r & mask``,
     which is zeroed for reuse; ``dprev`` carries the diagonal sums from row ``r - 1``."""
     lanes = BLOCK
@@ -364,21 +364,24 @@ def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, r
     out = r * width * lanes
     slot = (r & mask) * lanes
     zero = _fill(0.0)
+    # backward sums along the row (s_k), and the diagonal sums d_k = s_k + d_{k+1} of the
+    # previous row: descending k, the previous row's d_{k+1} carried in a register; each
+    # scatter slot is zeroed for reuse as it is read
     total = zero
-    for k in range(bandwidth, -1, -1):  # backward sums along the row
+    carry = _row(dprev, width * lanes)
+    for k in range(bandwidth, -1, -1):
         total = _plus(_row(spre, base + k * lanes), total)
-        _put(srow, k * lanes, total)
-    # diagonal sums: the previous row shifted by one (ascending k reads k + 1 before it is
-    # overwritten)
-    for k in range(width):
-        _put(dprev, k * lanes, _plus(_row(srow, k * lanes), _row(dprev, (k + 1) * lanes)))
+        _put(spre, base + k * lanes, zero)
+        previous = _row(dprev, k * lanes)
+        _put(dprev, k * lanes, _plus(total, carry))
+        carry = previous
+    _put(spre, base + (bandwidth + 1) * lanes, zero)
     total = zero
     for k in range(width):  # forward sums along the row
         total = _plus(_row(gpre, base + k * lanes), total)
-        _put(gram, out + k * lanes, _plus(total, _row(dprev, k * lanes)))
-    for k in range(pw):
         _put(gpre, base + k * lanes, zero)
-        _put(spre, base + k * lanes, zero)
+        _put(gram, out + k * lanes, _plus(total, _row(dprev, k * lanes)))
+    _put(gpre, base + (bandwidth + 1) * lanes, zero)
     total = _plus(_row(racc, 0), _row(rpre, slot))
     _put(racc, 0, total)
     _put(rhs, r * lanes, total)
@@ -388,7 +391,7 @@ def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, r
 @numba.njit(**_JIT)
 def _assemble(
     w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth,
-    gpre, spre, rpre, dprev, srow, gram, rhs,
+    gpre, spre, rpre, dprev, gram, rhs,
     fused, lam2, regularization, reg_width, panel, min_pivot, max_diagonal,
 ):  # fmt: skip
     """Upper band of ``AᵀWA`` and ``AᵀWy`` for the block's rows (sorted by first cell).
@@ -428,7 +431,7 @@ def _assemble(
     for u in range(n_used + 1):
         j0 = first[u] if u < n_used else n_cells
         while done < j0:
-            _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, srow, racc, gram, rhs)
+            _finish_row(done, bandwidth, mask, gpre, spre, rpre, dprev, racc, gram, rhs)
             if fused:
                 for k in range(min(reg_width, bandwidth) + 1):
                     at = (done * width + k) * lanes
@@ -911,7 +914,6 @@ class CompiledOps:
         self._spre = _aligned((ring * (bandwidth + 2), lanes), zero=True)
         self._rpre = _aligned((ring, lanes), zero=True)
         self._dprev = _aligned((width + 1, lanes), zero=True)
-        self._srow = _aligned((width + 1, lanes), zero=True)
         if lanes != BLOCK:
             raise ValueError(f"the numba kernels work on blocks of {BLOCK} lanes, not {lanes}")
         self._panel = _aligned(PANEL * (bandwidth + PANEL + 1) * lanes, zero=True)
@@ -968,7 +970,7 @@ class CompiledOps:
         self._substituted = None
         _assemble(
             w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
-            self._gpre, self._spre, self._rpre, self._dprev, self._srow, gram, rhs,
+            self._gpre, self._spre, self._rpre, self._dprev, gram, rhs,
             False, self._no_lam2, self.regularization, self._reg_width, self._panel,
             self._min_pivot, self._max_diagonal,
         )  # fmt: skip
@@ -983,7 +985,7 @@ class CompiledOps:
         self._max_diagonal[:] = 0.0
         _assemble(
             w, wy, *self.block_geometry, self.n_cells, self.bandwidth,
-            self._gpre, self._spre, self._rpre, self._dprev, self._srow, factor, rhs,
+            self._gpre, self._spre, self._rpre, self._dprev, factor, rhs,
             True, np.ascontiguousarray(lam2, dtype=np.float64), self.regularization,
             self._reg_width, self._panel, self._min_pivot, self._max_diagonal,
         )  # fmt: skip
