@@ -57,8 +57,8 @@ def instrument(timers: Timers) -> list:
             saved.append((compiled, name, getattr(compiled, name)))
             setattr(compiled, name, timers.wrap(name.strip("_"), getattr(compiled, name)))
     for name in (
-        "start_block", "assemble", "assemble_factor", "factor", "solve", "predict", "reweight",
-        "selected_inverse", "trace_product", "weighted_rss",
+        "start_block", "assemble", "assemble_factor", "factor", "solve", "predict",
+        "reweight", "reweight_fit", "selected_inverse", "trace_product", "weighted_rss",
     ):  # fmt: skip
         if hasattr(compiled.CompiledOps, name):
             method = getattr(compiled.CompiledOps, name)

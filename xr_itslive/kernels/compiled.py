@@ -831,20 +831,42 @@ def _median(a, n, buf, sample):
 
 
 @numba.njit(**_JIT)
-def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, buffer, w, wy, outlier):
+def _reweight(
+    y, x, first, last, first_frac, last_frac, inner, prefix, w0, root_w0, kind, tuning, z,
+    scratch, buffer, w, wy, outlier,
+):  # fmt: skip
     """IRLS weights from residuals standardized by sqrt(w0) and scaled by 1.4826·MAD.
 
+    The residuals are those of the fit ``x`` (``(n_cells, lanes)``): each row's prediction
+    (the mean of ``x`` over its pair's interval, as :func:`_predict` computes it, from the
+    prefix sums in ``prefix``) is made where it is used instead of passing through memory.
     Rows with ``w0 == 0`` (no observation) keep weight 0 and are never outliers.
     ``root_w0`` is ``sqrt(w0)``; ``z`` (like ``y``), ``scratch`` ``(lanes, > rows)`` and
     ``buffer`` ``(> rows,)`` are work space.
     """
     lanes = BLOCK
     n_used = y.shape[0]
-    for u in range(n_used):
-        o = u * lanes
-        _put(z, o, _times(_minus(_row(y, o), _row(pred, o)), _row(root_w0, o)))
+    n_cells = x.shape[0]
+    zero = _fill(0.0)
+    total = zero
+    _put(prefix, 0, total)
+    for j in range(n_cells):
+        total = _plus(total, _row(x, j * lanes))
+        _put(prefix, (j + 1) * lanes, total)
     fill = np.zeros(lanes, dtype=np.int64)
     for u in range(n_used):
+        j0 = first[u]
+        j1 = last[u]
+        inside = _minus(_row(prefix, j1 * lanes), _row(prefix, (j0 + 1) * lanes))
+        pred = _plus(
+            _plus(
+                _times(_fill(first_frac[u]), _row(x, j0 * lanes)),
+                _times(_fill(last_frac[u]), _row(x, j1 * lanes)),
+            ),
+            _times(_fill(inner[u]), inside),
+        )
+        o = u * lanes
+        _put(z, o, _times(_minus(_row(y, o), pred), _row(root_w0, o)))
         for b in range(lanes):  # branch-free compaction of each lane's observations
             scratch[b, fill[b]] = abs(z[u, b])
             fill[b] += w0[u, b] > 0
@@ -858,7 +880,6 @@ def _reweight(y, pred, w0, root_w0, kind, tuning, z, scratch, buffer, w, wy, out
         inv[b] = 1.0 / (tuning * scale)
     scale = _row(inv, 0)
     one = _fill(1.0)
-    zero = _fill(0.0)
     for u in range(n_used):
         o = u * lanes
         t = _times(_row(z, o), scale)
@@ -1035,11 +1056,12 @@ class CompiledOps:
         _weighted_rss(y, pred, w, out)
         return out
 
-    def reweight(self, y, pred, w0, kind, tuning):
+    def reweight_fit(self, y, x, w0, kind, tuning):
+        """``reweight(y, predict(x), w0, kind, tuning)`` without the predictions in memory."""
         w, wy, outlier = self._w, self._wy, self._outlier
         _reweight(
-            y, pred, w0, self._root_w0, ROBUST_KINDS[kind], tuning, self._z, self._scratch,
-            self._buffer, w, wy, outlier,
+            y, x, *self.block_geometry, self._prefix, w0, self._root_w0, ROBUST_KINDS[kind],
+            tuning, self._z, self._scratch, self._buffer, w, wy, outlier,
         )  # fmt: skip
         return w, wy, outlier
 

@@ -65,6 +65,7 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
     # (``assemble_factor``: the matrix factorized in place while it is assembled).
     keep_gram = options.auto_lam or options.uncertainty
     fused = getattr(ops, "assemble_factor", None)
+    reweight_fit = getattr(ops, "reweight_fit", None)
 
     def fit(w: Any, wy: Any, last: bool) -> tuple:
         if fused is not None and not (last and keep_gram):
@@ -83,9 +84,12 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
 
     if options.robust:
         for k in range(options.iterations):
-            w, wy, outlier = ops.reweight(
-                y, ops.predict(x), w0, options.robust, options.robust_tuning
-            )
+            if reweight_fit is not None:  # the predictions made where they are used
+                w, wy, outlier = reweight_fit(y, x, w0, options.robust, options.robust_tuning)
+            else:
+                w, wy, outlier = ops.reweight(
+                    y, ops.predict(x), w0, options.robust, options.robust_tuning
+                )
             gram, rhs, factor, singular, x = fit(w, wy, k == options.iterations - 1)
         result["outlier"] = outlier
 
