@@ -494,3 +494,29 @@ def test_start_end_is_a_time_window_as_in_invert():
     assert window.params == subset.params
     with pytest.raises(EmptySelectionError, match="no pair lies inside start..end"):
         xr_itslive.gp_fit(t1, t2, v, start=2000.0, end=2100.0)
+
+
+def test_a_speed_fit_never_predicts_a_mean_below_zero():
+    """The GP of ``v`` alone is conditioned on ``v >= 0``: on slow ice whose observed speeds
+    scatter around zero, the raw Gaussian mean dips below zero and the speed fit's does not."""
+    cube = xr_itslive.synthetic_cube(n_pairs=300, ny=1, nx=1, seed=4).isel(y=0, x=0)
+    rng = np.random.default_rng(0)
+    days = (cube.mid_date.values - cube.mid_date.values.min()) / np.timedelta64(1, "D")
+    # a seasonal swing larger than the mean: the observations cross zero every year
+    v = 1.0 + 6.0 * np.sin(2 * np.pi * days / 365.25) + rng.standard_normal(days.size)
+    series = cube.drop_vars(["vx", "vy"]).assign(
+        v=("mid_date", v.astype("float32"), {"units": "m/yr"})
+    )
+    times = np.arange(
+        np.datetime64(str(series.acquisition_date_img1.min().values)[:10]) + 30,
+        np.datetime64(str(series.acquisition_date_img2.max().values)[:10]) - 30,
+    ).astype("datetime64[ns]")
+    speed_fit = xr_itslive.gp_fit_series(series, "v", weights=None)
+    raw_fit = xr_itslive.gp_fit_series(series, "v", weights=None, nonnegative=False)
+    assert speed_fit.nonnegative and not raw_fit.nonnegative
+    raw_mean, _ = raw_fit.predict(times)
+    mean, std = speed_fit.predict(times)
+    assert (raw_mean < 0).any()  # the case the conditioning exists for
+    assert (mean > 0).all() and (std > 0).all()
+    regressed = xr_itslive.gp_regress(series, "v", weights=None, times=times)
+    np.testing.assert_allclose(regressed["v"].values, mean, rtol=1e-6)

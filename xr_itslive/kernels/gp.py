@@ -292,6 +292,9 @@ class GaussianProcessFit:
         Whether the noise was scaled from per-pair errors (otherwise ``1 / dt``).
     bounds
         The ``(lower, upper)`` bounds the fit searched each free hyperparameter within.
+    nonnegative
+        Whether the fitted quantity cannot be negative (a speed): :meth:`predict` then
+        conditions the posterior on it.
     """
 
     params: dict[str, float]
@@ -309,6 +312,8 @@ class GaussianProcessFit:
     _posterior: _Posterior = field(repr=False)
     _harmonics: int = field(repr=False)
     _center: float = field(repr=False)
+    #: a speed fitted directly: :meth:`predict` conditions the posterior on ``v >= 0``
+    nonnegative: bool = False
 
     def __repr__(self) -> str:
         p = self.params
@@ -423,13 +428,20 @@ class GaussianProcessFit:
         Returns
         -------
         mean, std : numpy.ndarray
-            Of the latent velocity (no observation noise), linear between cell centres.
+            Of the latent velocity (no observation noise), linear between cell centres; for a
+            fit marked ``nonnegative`` (a speed, see :func:`~xr_itslive.gp_fit_series`), of
+            the posterior given ``v >= 0``, so the mean is never below zero.
         """
         u = self._cell_units(times, "times")
         rows = Rows.points(u, self._problem.n_cells)
         days = u * self.step + self._start_day
         observation = self._observation(rows, None)
         mean, variance = self._moments(observation, harmonic_columns(days, days, self._harmonics))
+        if self.nonnegative:  # a speed cannot be negative: the truncated normal, pointwise
+            from .speed import nonnegative_summary
+
+            mean, std, _, _ = nonnegative_summary(mean, np.sqrt(variance))
+            return mean, std
         return mean, np.sqrt(variance)
 
     @renamed_parameters(v_error="error")

@@ -89,7 +89,12 @@ def _error_variable(ds: Any, variable: Hashable, weights: Any) -> Hashable | Non
 
 @renamed_parameters(error="weights")
 def gp_fit_series(
-    ds: xr.Dataset, variable: Hashable = "v", *, weights: Hashable | None = "auto", **kwargs
+    ds: xr.Dataset,
+    variable: Hashable = "v",
+    *,
+    weights: Hashable | None = "auto",
+    nonnegative: bool | None = None,
+    **kwargs,
 ) -> GaussianProcessFit:
     """Fit :func:`~xr_itslive.gp_fit` to one point series (a Dataset along ``mid_date``).
 
@@ -105,11 +110,17 @@ def gp_fit_series(
         ``"auto"`` uses it when present, ``None`` fits a ``1 / dt`` noise instead; another
         name picks that error variable. (``error=``, the old spelling, still works for one
         release.)
+    nonnegative
+        Mark the fit as one of a quantity that cannot be negative, so that its
+        :meth:`~xr_itslive.GaussianProcessFit.predict` gives the posterior given ``>= 0``;
+        by default for ``variable="v"`` (a speed fitted directly).
     **kwargs
         Passed to :func:`~xr_itslive.gp_fit`.
     """
     img1, img2, values, errors = series_arrays(ds, variable, weights)
-    return gp_fit(img1, img2, values, errors, **kwargs)
+    fit = gp_fit(img1, img2, values, errors, **kwargs)
+    fit.nonnegative = (str(variable) == "v") if nonnegative is None else bool(nonnegative)
+    return fit
 
 
 @renamed_parameters(error="weights")
@@ -177,7 +188,11 @@ def gp_regress(
         raise InvalidParameterError(f"level must be in (0, 1), got level={level!r}")
     pair = _components(ds, variable, components)
     names = [str(variable)] if pair is None else [str(c) for c in pair]
-    fits = {name: gp_fit_series(ds, name, weights=weights, **kwargs) for name in names}
+    # raw Gaussian posteriors: the conditioning on v >= 0 is done below, with its band
+    fits = {
+        name: gp_fit_series(ds, name, weights=weights, nonnegative=False, **kwargs)
+        for name in names
+    }
     if times is None:
         # where every fit's grid is (the components' pairs may differ by a NaN or two)
         first = max(np.datetime64(f.start, "D") for f in fits.values()) + np.timedelta64(1, "D")
