@@ -30,7 +30,8 @@ from xr_itslive.kernels.namespace import (
 from xr_itslive.kernels.pipeline import Options
 from xr_itslive.synthetic import synthetic_cube
 from xr_itslive.workflows import device
-from xr_itslive.workflows.invert import _choose_engine, build_problem
+from xr_itslive.workflows.common import choose_engine
+from xr_itslive.workflows.invert import build_problem
 from xr_itslive.workflows.invert_to_zarr import invert_to_zarr
 
 xps = pytest.importorskip("array_api_strict")
@@ -115,13 +116,13 @@ def test_missing_cupy_names_the_gpu_extra(no_cupy):
 
 def test_cupy_chunks_choose_the_array_engine(no_cupy):
     # The engine is chosen from the chunk type alone: CuPy is not imported to decide.
-    assert _choose_engine(None, FakeCupyArray()) == "array"
-    assert _choose_engine(None, np.zeros(1)) == "numba"
-    assert _choose_engine(None, xps.zeros(1)) == "array"
+    assert choose_engine(None, FakeCupyArray()) == "array"
+    assert choose_engine(None, np.zeros(1)) == "numba"
+    assert choose_engine(None, xps.zeros(1)) == "array"
     with pytest.raises(InvalidParameterError, match=r"engine='numba'.*CuPy \(GPU\) arrays"):
-        _choose_engine("numba", FakeCupyArray())
+        choose_engine("numba", FakeCupyArray())
     with pytest.raises(InvalidParameterError, match=r"engine='numba'.*array_api_strict arrays"):
-        _choose_engine("numba", xps.zeros(1))
+        choose_engine("numba", xps.zeros(1))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, bool])

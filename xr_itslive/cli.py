@@ -152,23 +152,26 @@ def _pair_filters(args: argparse.Namespace) -> dict[str, Any]:
     return flat | {k: v for k, v in scalars.items() if v is not None}
 
 
-def _open_filtered(args: argparse.Namespace, variables: list[str], **open_kwargs: Any) -> Any:
-    """Open ``args.source`` with ``variables`` and what the pair filters read, filter the
-    pairs, and keep ``variables``: the cube is the same as without filters but for its pairs."""
+def _open_filtered(
+    source: str, args: argparse.Namespace, variables: list[str], **open_kwargs: Any
+) -> Any:
+    """Open ``source`` with ``variables`` and what the pair filters of ``args`` read, filter
+    the pairs, and keep ``variables``: the cube is the same as without filters but for its
+    pairs."""
     from .errors import MissingVariableError
     from .geo.pairs import filter_pairs, filter_variables
     from .io.open import open_cube
 
     filters = _pair_filters(args)
     if not filters:
-        return open_cube(args.source, variables=variables, **open_kwargs)
+        return open_cube(source, variables=variables, **open_kwargs)
     if "min_valid_fraction" in filters:
         filters |= {"variable": variables[0], "mask": getattr(args, "mask", None)}
     keys = ("missions", "satellites", "sensors", "images", "min_valid_fraction", "variable")
     needed = filter_variables(**{k: v for k, v in filters.items() if k in keys})
     extra = [name for name in needed if name not in variables]
     try:
-        cube = open_cube(args.source, variables=[*variables, *extra], **open_kwargs)
+        cube = open_cube(source, variables=[*variables, *extra], **open_kwargs)
     except MissingVariableError as err:
         hint = ""
         if "satellite_img2" in extra:
@@ -177,9 +180,6 @@ def _open_filtered(args: argparse.Namespace, variables: list[str], **open_kwargs
             f"the pair filters need the per-pair variables {needed}: {err}{hint}"
         ) from err
     return filter_pairs(cube, **filters).drop_vars(extra)
-
-
-# --------------------------------------------------------------------------- invert
 
 
 class _Deprecated(argparse.Action):
@@ -201,8 +201,162 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+# --------------------------------------------------------------------------- shared options
+# The options and the running of the subcommands that fit a cube and write a store
+# (invert, composite), defined once.
+
+
+def _none_first_or_last(default: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The choices of a flag that can be 'none': 'none' first when it is the default."""
+    return ("none", *kinds) if default == "none" else (*kinds, "none")
+
+
+def _add_fit_options(group: Any, defaults: Any) -> None:
+    """``--variables``, ``--weights``, ``--robust``, ``--robust-iterations``, ``--engine``,
+    with the defaults of the workflow (its ``DEFAULTS`` mapping; without ``weights`` or
+    ``robust`` there, as the inversion's, they are off by default)."""
+    from .workflows.common import ENGINES
+
+    group.add_argument(
+        "--variables",
+        nargs="+",
+        default=list(defaults["variables"]),
+        metavar="VAR",
+        help=f"({' '.join(defaults['variables'])})",
+    )
+    weights = "error" if defaults.get("weights") == "error" else "none"
+    group.add_argument(
+        "--weights",
+        choices=_none_first_or_last(weights, ("error",)),
+        default=weights,
+        help=f"'error': weight pairs by 1/error² from VAR_error ({weights})",
+    )
+    robust = defaults.get("robust") or "none"
+    robust = "tukey" if robust is True else robust
+    group.add_argument(
+        "--robust",
+        choices=_none_first_or_last(robust, ("tukey", "huber")),
+        default=robust,
+        help=f"reweighting against outliers ({robust})",
+    )
+    # off by default, giving --weights turns the weights on; on by default, name the value
+    weighted = "--weights" if weights == "none" else "--weights error"
+    group.add_argument(
+        "--robust-iterations",
+        type=_positive_int,
+        default=None,
+        help=f"reweighting iterations (default: 2 with {weighted}, 4 without)",
+    )
+    group.add_argument(
+        "--engine", choices=ENGINES, default=None, help="kernel engine (default: automatic)"
+    )
+
+
+def _add_running(parser: argparse.ArgumentParser, *, verb: str, chunk_size: bool) -> None:
+    """The "running" group: chunks, scheduler, workers, GPU, progress, overwrite, storage.
+
+    ``verb`` says what the GPU does (solve, fit); ``chunk_size`` accepts the deprecated
+    ``--chunk-size`` for ``--chunks`` (invert's old spelling).
+    """
+    run = parser.add_argument_group("running")
+    chunks_help = "spatial chunks of N×N pixels, one task each (default: the cube's own chunks"
+    if chunk_size:
+        run.add_argument(
+            "--chunks",
+            "--chunk-size",
+            dest="chunks",
+            action=_Deprecated,
+            old="--chunk-size",
+            type=_positive_int,
+            default=None,
+            metavar="N",
+            help=f"{chunks_help}; --chunk-size is the deprecated spelling)",
+        )
+    else:
+        run.add_argument(
+            "--chunks", type=_positive_int, default=None, metavar="N", help=f"{chunks_help})"
+        )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="'threads' (default), 'local' (a LocalCluster) or a scheduler address",
+    )
+    run.add_argument(
+        "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
+    )
+    run.add_argument(
+        "--gpu",
+        action="store_true",
+        help=f"{verb} on the GPU (CuPy, the 'gpu' extra): each chunk is copied there and back",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
+    run.add_argument(
+        "--storage-option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec option for an output URL (repeatable), e.g. profile=work",
+    )
+
+
+def _weights(args: argparse.Namespace) -> str | None:
+    return None if args.weights == "none" else args.weights
+
+
+def _robust(args: argparse.Namespace) -> bool | str:
+    return False if args.robust == "none" else args.robust
+
+
+def _open_sources(args: argparse.Namespace, sources: Sequence[str]) -> list[Any]:
+    """The cubes ``sources``, with the variables the fit reads, in ``--chunks``, filtered."""
+    from .workflows.common import needed_variables
+
+    wanted = needed_variables(args.variables, _weights(args))
+    chunks = None
+    if args.chunks is not None:
+        chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
+    return [_open_filtered(source, args, wanted, chunks=chunks) for source in sources]
+
+
+def _cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"n_workers": args.workers} if args.scheduler == "local" else {}
+
+
+def _write_store(args: argparse.Namespace, write: Callable[..., Any], cube: Any, **kw: Any) -> int:
+    """``write(cube, args.out, ...)`` (invert_to_zarr, composite_to_zarr) with the running
+    options, on the scheduler of ``--scheduler``; prints what it did."""
+    from .workflows.cluster import scheduler_context
+
+    with scheduler_context(args.scheduler, **_cluster_kwargs(args)) as client:
+        summary = write(
+            cube,
+            args.out,
+            storage_options=dict(args.storage_option) or None,
+            overwrite=args.overwrite,
+            scheduler=client if client is not None else args.scheduler,
+            progress=not args.no_progress,
+            gpu=args.gpu,  # the fit on the device, same writes (see xr_itslive.workflows.device)
+            **kw,
+        )
+    if summary.already_complete:
+        print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")
+    else:
+        resumed = f", {summary.n_skipped} were done before" if summary.n_skipped else ""
+        print(
+            f"wrote {summary.n_written} of {summary.n_chunks} chunks to {summary.store}"
+            f"{resumed}; the store is complete."
+        )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- invert
+
+
 def _add_invert(subparsers: Any) -> None:
-    from .workflows.invert import DEFAULTS, ENGINES
+    from .workflows.invert import DEFAULTS
 
     parser = subparsers.add_parser(
         "invert",
@@ -252,13 +406,6 @@ def _add_invert(subparsers: Any) -> None:
         help=f"fewest valid pairs for a pixel to be solved ({DEFAULTS['min_obs']})",
     )
     group.add_argument(
-        "--variables",
-        nargs="+",
-        default=list(DEFAULTS["variables"]),
-        metavar="VAR",
-        help=f"({' '.join(DEFAULTS['variables'])})",
-    )
-    group.add_argument(
         "--mask",
         "--outline",
         dest="mask",
@@ -270,24 +417,6 @@ def _add_invert(subparsers: Any) -> None:
         "(invert's mask=; --outline is the deprecated spelling)",
     )
     group.add_argument(
-        "--weights",
-        choices=("none", "error"),
-        default="none",
-        help="'error': weight pairs by 1/error² from VAR_error (none)",
-    )
-    group.add_argument(
-        "--robust",
-        choices=("none", "tukey", "huber"),
-        default="none",
-        help="reweighting against outliers (none)",
-    )
-    group.add_argument(
-        "--robust-iterations",
-        type=_positive_int,
-        default=None,
-        help="reweighting iterations (default: 2 with --weights, 4 without)",
-    )
-    group.add_argument(
         "--uncertainty", action="store_true", help="add VAR_std, the posterior standard deviation"
     )
     group.add_argument(
@@ -295,46 +424,8 @@ def _add_invert(subparsers: Any) -> None:
         action="store_true",
         help="with --robust, add VAR_outlier (mid_date, y, x): the pairs rejected",
     )
-    group.add_argument(
-        "--engine", choices=ENGINES, default=None, help="kernel engine (default: automatic)"
-    )
-    run = parser.add_argument_group("running")
-    run.add_argument(
-        "--chunks",
-        "--chunk-size",
-        dest="chunks",
-        action=_Deprecated,
-        old="--chunk-size",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="spatial chunks of N×N pixels, one task each (default: the cube's own chunks; "
-        "--chunk-size is the deprecated spelling)",
-    )
-    run.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="'threads' (default), 'local' (a LocalCluster) or a scheduler address",
-    )
-    run.add_argument(
-        "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
-    )
-    run.add_argument(
-        "--gpu",
-        action="store_true",
-        help="solve on the GPU (CuPy, the 'gpu' extra): each chunk is copied there and back",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
-    run.add_argument(
-        "--storage-option",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fsspec option for an output URL (repeatable), e.g. profile=work",
-    )
+    _add_fit_options(group, DEFAULTS)
+    _add_running(parser, verb="solve", chunk_size=True)
     _add_pair_filters(parser)
     parser.set_defaults(handler=_run_invert)
 
@@ -347,9 +438,7 @@ def _is_netcdf(out: str) -> bool:
     return str(out).lower().endswith(NETCDF_SUFFIXES)
 
 
-def _invert_to_netcdf(
-    cube: Any, args: argparse.Namespace, invert_kwargs: dict, cluster_kwargs: dict
-) -> int:
+def _invert_to_netcdf(cube: Any, args: argparse.Namespace, invert_kwargs: dict) -> int:
     """``--out FILE.nc``: invert, then write one netCDF file. Not resumable: a netCDF file
     cannot be filled region by region by independent tasks the way a zarr store is, so the
     whole result is computed in one go (streamed to the file chunk by chunk by dask)."""
@@ -358,7 +447,7 @@ def _invert_to_netcdf(
 
     from .errors import InvalidParameterError, StoreConflictError
     from .workflows.cluster import local_scheduler_name, scheduler_context
-    from .workflows.device import gpu_engine, to_device, to_host
+    from .workflows.device import call_on_device
     from .workflows.invert import invert
 
     path = str(args.out)
@@ -376,11 +465,7 @@ def _invert_to_netcdf(
             f"{path} exists; a netCDF output is written whole, not resumed: pass --overwrite "
             "to replace it, or write a zarr store (resumable)"
         )
-    if args.gpu:
-        invert_kwargs = invert_kwargs | {"engine": gpu_engine(invert_kwargs.get("engine"))}
-        result = to_host(invert(to_device(cube), **invert_kwargs))
-    else:
-        result = invert(cube, **invert_kwargs)
+    result = call_on_device(invert, cube, gpu=args.gpu, **invert_kwargs)
     # netCDF-4 (compressed, any size) where netCDF4 or h5netcdf is installed, else scipy's
     # netCDF-3 writer: results are CF-1.8 and fit all three (xr_itslive.io.cf)
     engine = next(
@@ -403,7 +488,7 @@ def _invert_to_netcdf(
             if var.ndim >= 2
         }
     partial = f"{path}.partial"  # a killed run leaves no file that looks finished
-    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
+    with scheduler_context(args.scheduler, **_cluster_kwargs(args)) as client:
         delayed = result.to_netcdf(partial, engine=engine, encoding=encoding, compute=False)
         if client is not None:
             client.compute(delayed).result()
@@ -422,18 +507,9 @@ def _invert_to_netcdf(
 
 
 def _run_invert(args: argparse.Namespace) -> int:
-    from .workflows.cluster import scheduler_context
     from .workflows.invert_to_zarr import invert_to_zarr
 
-    weights = None if args.weights == "none" else args.weights
-    wanted = list(args.variables)
-    if weights == "error":
-        wanted += [f"{name}_error" for name in args.variables]
-    chunks = None
-    if args.chunks is not None:
-        chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
-    cube = _open_filtered(args, wanted, chunks=chunks)
-    cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
+    (cube,) = _open_sources(args, [args.source])
     invert_kwargs = dict(
         variables=args.variables,
         step=args.step,
@@ -444,41 +520,22 @@ def _run_invert(args: argparse.Namespace) -> int:
         min_obs=args.min_obs,
         mask=args.mask,
         engine=args.engine,
-        weights=weights,
-        robust=False if args.robust == "none" else args.robust,
+        weights=_weights(args),
+        robust=_robust(args),
         robust_iterations=args.robust_iterations,
         uncertainty=args.uncertainty,
         return_outliers=args.return_outliers,
     )
     if _is_netcdf(args.out):
-        return _invert_to_netcdf(cube, args, invert_kwargs, cluster_kwargs)
-    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
-        summary = invert_to_zarr(
-            cube,
-            args.out,
-            storage_options=dict(args.storage_option) or None,
-            overwrite=args.overwrite,
-            scheduler=client if client is not None else args.scheduler,
-            progress=not args.no_progress,
-            gpu=args.gpu,  # the solve on the device, same writes (see xr_itslive.workflows.device)
-            **invert_kwargs,
-        )
-    if summary.already_complete:
-        print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")
-    else:
-        resumed = f", {summary.n_skipped} were done before" if summary.n_skipped else ""
-        print(
-            f"wrote {summary.n_written} of {summary.n_chunks} chunks to {summary.store}"
-            f"{resumed}; the store is complete."
-        )
-    return EXIT_OK
+        return _invert_to_netcdf(cube, args, invert_kwargs)
+    return _write_store(args, invert_to_zarr, cube, **invert_kwargs)
 
 
 # --------------------------------------------------------------------------- composite
 
 
 def _add_composite(subparsers: Any) -> None:
-    from .workflows.composite import DEFAULTS, ENGINES
+    from .workflows.composite import DEFAULTS
 
     parser = subparsers.add_parser(
         "composite",
@@ -518,31 +575,6 @@ def _add_composite(subparsers: Any) -> None:
         help="centre of the line through the annual means (default: the window's middle)",
     )
     group.add_argument(
-        "--variables",
-        nargs="+",
-        default=list(DEFAULTS["variables"]),
-        metavar="VAR",
-        help=f"({' '.join(DEFAULTS['variables'])})",
-    )
-    group.add_argument(
-        "--weights",
-        choices=("error", "none"),
-        default="error" if DEFAULTS["weights"] == "error" else "none",
-        help=f"'error': weight pairs by 1/error² from VAR_error ({DEFAULTS['weights']})",
-    )
-    group.add_argument(
-        "--robust",
-        choices=("tukey", "huber", "none"),
-        default="tukey" if DEFAULTS["robust"] else "none",
-        help="reweighting against outliers (tukey)",
-    )
-    group.add_argument(
-        "--robust-iterations",
-        type=_positive_int,
-        default=None,
-        help="reweighting iterations (default: 2 with --weights error, 4 without)",
-    )
-    group.add_argument(
         "--min-obs",
         type=_positive_int,
         default=DEFAULTS["min_obs"],
@@ -554,96 +586,32 @@ def _add_composite(subparsers: Any) -> None:
         default=DEFAULTS["min_year_obs"],
         help=f"fewest pairs overlapping a year for its mean ({DEFAULTS['min_year_obs']})",
     )
-    group.add_argument(
-        "--engine", choices=ENGINES, default=None, help="kernel engine (default: automatic)"
-    )
-    run = parser.add_argument_group("running")
-    run.add_argument(
-        "--chunks",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="spatial chunks of N×N pixels, one task each (default: the cube's own chunks)",
-    )
-    run.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="'threads' (default), 'local' (a LocalCluster) or a scheduler address",
-    )
-    run.add_argument(
-        "--workers", type=_positive_int, default=None, help="workers of a 'local' cluster"
-    )
-    run.add_argument(
-        "--gpu",
-        action="store_true",
-        help="fit on the GPU (CuPy, the 'gpu' extra): each chunk is copied there and back",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--overwrite", action="store_true", help="delete STORE first and start again")
-    run.add_argument(
-        "--storage-option",
-        type=_key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fsspec option for an output URL (repeatable), e.g. profile=work",
-    )
+    _add_fit_options(group, DEFAULTS)
+    _add_running(parser, verb="fit", chunk_size=False)
     _add_pair_filters(parser)
     parser.set_defaults(handler=_run_composite)
 
 
 def _run_composite(args: argparse.Namespace) -> int:
-    from .workflows.cluster import scheduler_context
     from .workflows.composite import composite_to_zarr
 
-    weights = None if args.weights == "none" else args.weights
-    wanted = list(args.variables)
-    if weights == "error":
-        wanted += [f"{name}_error" for name in args.variables]
-    chunks = None
-    if args.chunks is not None:
-        chunks = {"mid_date": -1, "y": args.chunks, "x": args.chunks}
-    cubes = [
-        _open_filtered(argparse.Namespace(**{**vars(args), "source": source}), wanted,
-                       chunks=chunks)
-        for source in args.source
-    ]  # fmt: skip
-    cluster_kwargs = {"n_workers": args.workers} if args.scheduler == "local" else {}
-    with scheduler_context(args.scheduler, **cluster_kwargs) as client:
-        summary = composite_to_zarr(
-            cubes[0] if len(cubes) == 1 else cubes,
-            args.out,
-            storage_options=dict(args.storage_option) or None,
-            overwrite=args.overwrite,
-            scheduler=client if client is not None else args.scheduler,
-            progress=not args.no_progress,
-            gpu=args.gpu,
-            start=args.start,
-            end=args.end,
-            climatology=tuple(args.climatology),
-            center_date=args.center_date,
-            weights=weights,
-            robust=False if args.robust == "none" else args.robust,
-            robust_iterations=args.robust_iterations,
-            variables=args.variables,
-            min_obs=args.min_obs,
-            min_year_obs=args.min_year_obs,
-            engine=args.engine,
-        )
-    _say_written(summary)
-    return EXIT_OK
-
-
-def _say_written(summary: Any) -> None:
-    if summary.already_complete:
-        print(f"{summary.store} is already complete ({summary.n_chunks} chunks); nothing to do.")
-    else:
-        resumed = f", {summary.n_skipped} were done before" if summary.n_skipped else ""
-        print(
-            f"wrote {summary.n_written} of {summary.n_chunks} chunks to {summary.store}"
-            f"{resumed}; the store is complete."
-        )
+    cubes = _open_sources(args, args.source)
+    return _write_store(
+        args,
+        composite_to_zarr,
+        cubes[0] if len(cubes) == 1 else cubes,
+        start=args.start,
+        end=args.end,
+        climatology=tuple(args.climatology),
+        center_date=args.center_date,
+        weights=_weights(args),
+        robust=_robust(args),
+        robust_iterations=args.robust_iterations,
+        variables=args.variables,
+        min_obs=args.min_obs,
+        min_year_obs=args.min_year_obs,
+        engine=args.engine,
+    )
 
 
 # --------------------------------------------------------------------------- demo

@@ -71,6 +71,36 @@ def free_device_bytes(sample: Any) -> int | None:
     return int(free + pooled)
 
 
+def fixed_batch_size() -> int | None:
+    """The pixel batch size fixed by ``$XR_ITSLIVE_ARRAY_BATCH``; None when it is not set.
+
+    Every array engine (the inversion's, the composites') reads it before sizing batches
+    from the free device memory.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    InvalidParameterError
+        The variable is set to anything but a positive integer.
+    """
+    fixed = os.environ.get(BATCH_ENV)
+    if not fixed:
+        return None
+    try:
+        value = int(fixed)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidParameterError(
+            f"{BATCH_ENV} must be a positive integer (pixels per batch), got {fixed!r}; "
+            f"unset it to size batches from the free device memory"
+        )
+    return value
+
+
 def pixel_batch_size(
     problem: Any,
     options: Options,
@@ -90,18 +120,9 @@ def pixel_batch_size(
     >>> pixel_batch_size(problem, Options(), free_bytes=80 * 2**30)  # an 80 GiB card
     30477
     """
-    fixed = os.environ.get(BATCH_ENV)
-    if fixed:
-        try:
-            value = int(fixed)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise InvalidParameterError(
-                f"{BATCH_ENV} must be a positive integer (pixels per batch), got {fixed!r}; "
-                f"unset it to size batches from the free device memory"
-            )
-        return value
+    fixed = fixed_batch_size()
+    if fixed is not None:
+        return fixed
     if free_bytes is None:
         return None
     return max(1, math.floor(fraction * free_bytes / bytes_per_pixel(problem, options)))

@@ -20,14 +20,13 @@ real cube and on a synthetic cube with outliers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -37,16 +36,25 @@ from ..errors import EmptySelectionError, InvalidParameterError, MissingVariable
 from ..geo.subset import grid_spacing
 from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM
-from ..io.open import open_cube
 from ..kernels import composite as kc
-from ..kernels.batching import BATCH_ENV, DEVICE_MEMORY_FRACTION, free_device_bytes
-from ..kernels.namespace import empty_like_chunk, get_namespace, is_cupy_array, is_host_numpy
-from .device import gpu_engine, to_device, to_host
+from ..kernels.batching import DEVICE_MEMORY_FRACTION, fixed_batch_size, free_device_bytes
+from ..kernels.namespace import empty_like_chunk, get_namespace, is_host_numpy
+from .common import ENGINES as ENGINES  # the CLI's choices, defined once in common
+from .common import (
+    Engine,
+    check_cube_sequence,
+    choose_engine,
+    drop_duplicated_pairs,
+    input_identity,
+    open_with_name,
+    resolve_weights,
+    robust_kind,
+    shared_key,
+    unwrap_shared,
+)
+from .device import call_on_device
 from .invert import check_cube
 from .store import WriteSummary, write_resumable
-
-Engine = Literal["numba", "array"]
-ENGINES: tuple[str, ...] = ("numba", "array")
 
 #: The composites' defaults, defined once (the accessor and the CLI read them from here).
 #: ``min_obs=30`` is the production code's fewest pairs for a fit.
@@ -130,54 +138,6 @@ def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {name}={value!r}")
     return int(value)
-
-
-def _robust_kind(robust: Any) -> str | None:
-    if robust is None or robust is False:
-        return None
-    if robust is True:
-        return "tukey"
-    if robust in kc.ROBUST_KINDS:
-        return robust
-    raise InvalidParameterError(
-        f"robust must be False, True, 'huber' or 'tukey', got robust={robust!r}"
-    )
-
-
-def _choose_engine(engine: str | None, sample: Any) -> str:
-    on_host = is_host_numpy(sample)
-    if engine is None:
-        return "numba" if on_host else "array"
-    if engine not in ENGINES:
-        raise InvalidParameterError(
-            f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
-        )
-    if engine == "numba" and not on_host:
-        kind = "CuPy (GPU)" if is_cupy_array(sample) else type(sample).__module__.split(".")[0]
-        raise InvalidParameterError(
-            f"engine='numba' runs on the CPU with numpy arrays but the data are {kind} arrays; "
-            "use engine='array' (or None) for GPU chunks, or move the cube to the host"
-        )
-    return engine
-
-
-def _drop_repeated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None]:
-    """``ds`` without repeated pairs (the same ``pair_id`` twice: one would weigh twice), and
-    the positions kept (None when nothing was dropped)."""
-    if "pair_id" not in ds.coords:
-        return ds, None
-    ids = np.asarray(ds["pair_id"].values)
-    _, first = np.unique(ids, return_index=True)
-    if first.size == ids.size:
-        return ds, None
-    warnings.warn(
-        f"{ids.size - first.size} pairs appear more than once (the same pair_id); each is "
-        "used once",
-        UserWarning,
-        stacklevel=3,
-    )
-    first = np.sort(first)
-    return ds.isel({PAIR_DIM: first}), first
 
 
 @dataclass(frozen=True)
@@ -280,44 +240,6 @@ def _date_text(value: float) -> str:
     return str(np.datetime_as_string(_from_decimal(value), "D"))
 
 
-def _weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataArray | None:
-    """``1 / σ²`` for ``name`` (0 where the error is missing or not positive), or None."""
-    if weights is None:
-        return None
-    if isinstance(weights, str):
-        if weights != "error":
-            raise InvalidParameterError(
-                f"weights must be None, 'error' or a DataArray, got weights={weights!r}"
-            )
-        error_name = f"{name}_error"
-        if error_name not in cube.variables:
-            raise MissingVariableError(
-                f"weights='error' needs {error_name!r} for {name!r}, but the cube has "
-                f"{sorted(map(str, cube.data_vars))}. Open the cube with {error_name!r} among "
-                "its variables, or pass weights=None"
-            )
-        error = cube[error_name].astype("float64")
-        weight = 1.0 / error**2
-        return weight.where(np.isfinite(weight) & (error > 0), 0.0)
-    if isinstance(weights, xr.DataArray):
-        if PAIR_DIM not in weights.dims:
-            raise InvalidParameterError(
-                f"weights must vary along 'mid_date', got dims {weights.dims}; pass a "
-                "DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
-            )
-        if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]:
-            raise InvalidParameterError(
-                f"weights has {weights.sizes[PAIR_DIM]} pairs but the cube has "
-                f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (its mid_date)"
-            )
-        if weights.chunks is not None:
-            weights = weights.chunk({PAIR_DIM: -1})
-        return weights.astype("float64")
-    raise InvalidParameterError(
-        f"weights must be None, 'error' or a DataArray, got {type(weights).__name__}"
-    )
-
-
 # --------------------------------------------------------------------------- outputs
 
 
@@ -369,17 +291,9 @@ def _array_batch(n_pairs: int, n_years: int, sample: Any) -> int | None:
     """Pixels per batch of the array engine: ``$XR_ITSLIVE_ARRAY_BATCH``, else what fits
     half the free device memory (CuPy), else everything (host memory is bounded by the
     chunk)."""
-    fixed = os.environ.get(BATCH_ENV)
-    if fixed:
-        try:
-            value = int(fixed)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise InvalidParameterError(
-                f"{BATCH_ENV} must be a positive integer (pixels per batch), got {fixed!r}"
-            )
-        return value
+    fixed = fixed_batch_size()
+    if fixed is not None:
+        return fixed
     free = free_device_bytes(sample)
     if free is None:
         return None
@@ -424,12 +338,11 @@ def composite_block(
         The outputs in the order of the names of :func:`composite`'s result: per-year ones
         ``(..., n_years)``, the others ``(...)``.
     """
-    design = arrays[-1]
-    design = design[()] if isinstance(design, np.ndarray) else design
+    design = unwrap_shared(arrays[-1])
     values = list(arrays[: len(variables)])
     weights = list(arrays[len(variables) : -1])
     xp = get_namespace(values[0])
-    engine = _choose_engine(engine, values[0])
+    engine = choose_engine(engine, values[0])
     lead = values[0].shape[:-1]
     n_pairs = values[0].shape[-1]
     n_years = design.n_years
@@ -486,19 +399,6 @@ def _composite_array(xp, flat, weight, design, options) -> dict[str, Any]:
 
 def _kernel(*arrays, **kwargs):
     return composite_block(*arrays, **kwargs)
-
-
-def _shared(value: Any, lazy: bool) -> xr.DataArray:
-    """``value`` as a 0-d object DataArray: with dask one key every task reads (the rows are
-    ~80 bytes a pair), not a copy pickled into each task."""
-    holder = np.empty((), dtype=object)
-    holder[()] = value
-    if not lazy:
-        return xr.DataArray(holder)
-    import dask
-    import dask.array as da
-
-    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
 
 
 def _trend_units(units: str) -> str:
@@ -746,13 +646,13 @@ def composite(
         )
     min_obs = _positive_int(min_obs, "min_obs")
     min_year_obs = _positive_int(min_year_obs, "min_year_obs")
-    kind = _robust_kind(robust)
+    kind = robust_kind(robust)
     if robust_iterations is None:
         robust_iterations = 2 if weights is not None else 4
     robust_iterations = _positive_int(robust_iterations, "robust_iterations")
     if isinstance(weights, xr.DataArray):  # checked against the cube as given
-        _weights(ds, variables[0], weights)
-    ds, unique = _drop_repeated_pairs(ds)
+        resolve_weights(ds, variables[0], weights, match_pair_id=False)
+    ds, unique = drop_duplicated_pairs(ds)
     setup = _setup(ds, start, end, climatology, center_date)
     n_kept = int(setup.kept.sum())
     if n_kept < min_obs:
@@ -771,7 +671,7 @@ def composite(
     )
     sample = cube[variables[0]].data
     chunk_type = getattr(sample, "_meta", sample)
-    engine = _choose_engine(engine, chunk_type)
+    engine = choose_engine(engine, chunk_type)
     is_dask = cube[variables[0]].chunks is not None
     threads = 1 if is_dask else (os.cpu_count() or 1)
 
@@ -781,13 +681,15 @@ def composite(
         if isinstance(weights, xr.DataArray):  # the user's, over the pairs given: the same ones
             positions = np.flatnonzero(setup.kept)
             positions = positions if unique is None else unique[positions]
-            weight = _weights(cube, name, weights.isel({PAIR_DIM: positions}))
+            weight = resolve_weights(
+                cube, name, weights.isel({PAIR_DIM: positions}), match_pair_id=False
+            )
         else:
-            weight = _weights(cube, name, weights)
+            weight = resolve_weights(cube, name, weights, match_pair_id=False)
         weighted.append(weight is not None)
         if weight is not None:
             args.append(weight)
-    args.append(_shared(setup.design, is_dask))
+    args.append(shared_key(setup.design, is_dask))
     layout = _output_layout(variables)
     core_in = [[PAIR_DIM]] * (len(args) - 1) + [[]]
     core_out = [[TIME_DIM] if per_year else [] for _, per_year, _ in layout]
@@ -944,22 +846,6 @@ def seasonal(
 # --------------------------------------------------------------------------- several cubes
 
 
-def _open_cube(cube: Any, variables: Sequence[str], weights: Any) -> tuple[xr.Dataset, str]:
-    if isinstance(cube, xr.Dataset):
-        name = cube.attrs.get("url") or cube.attrs.get("catalog_url") or ""
-        return cube, str(name).rstrip("/").rsplit("/", 1)[-1]
-    wanted = list(variables)
-    if isinstance(weights, str) and weights == "error":
-        wanted += [f"{v}_error" for v in variables]
-    if hasattr(cube, "zarr_url") and hasattr(cube, "open"):  # a catalog entry
-        return cube.open(wanted), cube.name
-    if isinstance(cube, str | os.PathLike):
-        return open_cube(cube, wanted), str(cube).rstrip("/").rsplit("/", 1)[-1]
-    raise InvalidParameterError(
-        f"cubes must hold Datasets, paths, URLs or catalog entries, got {type(cube).__name__}"
-    )
-
-
 def _lattice(ds: xr.Dataset) -> tuple[float, float]:
     dx, dy = (grid_spacing(np.asarray(ds[d].values, float)) for d in ("x", "y"))
     return dx or 120.0, dy or 120.0
@@ -1007,17 +893,11 @@ def composite_mosaic(
         them together with :func:`xr_itslive.invert_mosaic`), or grids off each other's
         lattice.
     """
-    if isinstance(cubes, xr.Dataset | str | os.PathLike) or not isinstance(cubes, Sequence):
-        raise InvalidParameterError(
-            "composite_mosaic takes a sequence of cubes (a list of Datasets, paths or URLs); "
-            "for one cube use xr_itslive.composite"
-        )
-    if len(cubes) == 0:
-        raise InvalidParameterError("cubes is empty; pass the cubes a glacier spans")
+    check_cube_sequence(cubes, "composite_mosaic", "xr_itslive.composite")
     variables = composite_kwargs.get("variables", DEFAULTS["variables"])
     variables = [variables] if isinstance(variables, str) else [str(v) for v in variables]
-    opened = [_open_cube(c, variables, composite_kwargs.get("weights", DEFAULTS["weights"]))
-              for c in cubes]  # fmt: skip
+    weights = composite_kwargs.get("weights", DEFAULTS["weights"])
+    opened = [open_with_name(c, variables, weights) for c in cubes]
     keys = {crs_key(cube_crs(ds)) if cube_crs(ds) is not None else None for ds, _ in opened}
     if len(keys) > 1:
         raise InvalidParameterError(
@@ -1102,20 +982,6 @@ def composite_mosaic(
 # --------------------------------------------------------------------------- writing
 
 
-def _input_identity(cube: Any) -> Any:
-    """Where the cube comes from, its sizes and a digest of its pairs' dates: a resume on an
-    updated or another cube is refused."""
-    digest = hashlib.sha256()
-    for name in ("acquisition_date_img1", "acquisition_date_img2"):
-        if name in cube.variables:
-            digest.update(np.ascontiguousarray(np.asarray(cube[name].values)).tobytes())
-    return {
-        "source": str(cube.attrs.get("url") or cube.encoding.get("source") or ""),
-        "sizes": {str(k): int(v) for k, v in cube.sizes.items()},
-        "pairs": digest.hexdigest()[:16],
-    }
-
-
 def composite_to_zarr(
     cube: xr.Dataset | Sequence[Any],
     store: str | os.PathLike,
@@ -1164,31 +1030,19 @@ def composite_to_zarr(
         result = composite_mosaic(cube, chunks=chunks, **composite_kwargs)
         parameters = dict(result.attrs)
         parameters["input"] = [
-            _input_identity(c) if isinstance(c, xr.Dataset) else str(c) for c in cube
+            input_identity(c) if isinstance(c, xr.Dataset) else str(c) for c in cube
         ]
-        return write_resumable(
-            result,
-            store,
-            storage_options=storage_options,
-            parameters=parameters,
-            overwrite=overwrite,
-            scheduler=scheduler,
-            progress=progress,
-        )
-    if chunks is not None:
-        cube = cube.chunk({PAIR_DIM: -1, **chunks})
-    if gpu:
-        composite_kwargs["engine"] = gpu_engine(composite_kwargs.get("engine"))
-        result = to_host(composite(to_device(cube), **composite_kwargs))
     else:
-        result = composite(cube, **composite_kwargs)
-    parameters = dict(result.attrs)
-    user_weights = composite_kwargs.get("weights")
-    if isinstance(user_weights, xr.DataArray):
-        from dask.base import tokenize
+        if chunks is not None:
+            cube = cube.chunk({PAIR_DIM: -1, **chunks})
+        result = call_on_device(composite, cube, gpu=gpu, **composite_kwargs)
+        parameters = dict(result.attrs)
+        user_weights = composite_kwargs.get("weights")
+        if isinstance(user_weights, xr.DataArray):
+            from dask.base import tokenize
 
-        parameters["weights"] = {"DataArray": tokenize(user_weights)}
-    parameters["input"] = _input_identity(cube)
+            parameters["weights"] = {"DataArray": tokenize(user_weights)}
+        parameters["input"] = input_identity(cube)
     return write_resumable(
         result,
         store,

@@ -69,3 +69,31 @@ def gpu_engine(engine: str | None) -> str:
             "leave the engine out (CLI: drop --engine) or run without --gpu"
         )
     return "array"
+
+
+def call_on_device(function: Any, cube: xr.Dataset, *, gpu: bool, **kwargs: Any) -> xr.Dataset:
+    """``function(cube, **kwargs)``; with ``gpu``, on the GPU and back.
+
+    Parameters
+    ----------
+    function
+        A workflow of one cube (:func:`xr_itslive.invert`, :func:`xr_itslive.composite`)
+        with an ``engine`` parameter.
+    cube
+        Its cube.
+    gpu
+        Run it on :func:`to_device`'s copy of ``cube`` with the ``array`` engine
+        (:func:`gpu_engine`) and return the result through :func:`to_host`: each chunk is
+        copied there and back when it is computed.
+    **kwargs
+        Passed to ``function``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``function``'s result, on the host.
+    """
+    if not gpu:
+        return function(cube, **kwargs)
+    kwargs["engine"] = gpu_engine(kwargs.get("engine"))
+    return to_host(function(to_device(cube), **kwargs))

@@ -16,7 +16,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -25,7 +25,6 @@ from ..crs import cube_crs
 from ..errors import (
     ChunkingError,
     InvalidParameterError,
-    MissingVariableError,
     NotAnITSLiveCubeError,
     UnsolvedPixelsWarning,
 )
@@ -39,14 +38,21 @@ from ..kernels.batching import solve_pixels_batched
 from ..kernels.namespace import (
     empty_like_chunk,
     get_namespace,
-    is_cupy_array,
     is_host_numpy,
     put_rows,
 )
-from ..kernels.pipeline import ROBUST_KINDS, Options
-
-Engine = Literal["numba", "array"]
-ENGINES: tuple[str, ...] = ("numba", "array")
+from ..kernels.pipeline import Options
+from .common import ENGINES as ENGINES  # the CLI's choices, defined once in common
+from .common import (
+    Engine,
+    check_aligned,
+    choose_engine,
+    drop_duplicated_pairs,
+    resolve_weights,
+    robust_kind,
+    shared_key,
+    unwrap_shared,
+)
 
 #: The inversion's defaults, defined once: invert, design_matrix, the accessor, the CLI and
 #: invert_to_zarr read them from here.
@@ -220,39 +226,6 @@ def _lam_grid(lam: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _robust_kind(robust: Any) -> str | None:
-    if robust is None or robust is False:
-        return None
-    if robust is True:
-        return "tukey"
-    if robust in ROBUST_KINDS:
-        return robust
-    raise InvalidParameterError(
-        f"robust must be False, True, 'huber' or 'tukey', got robust={robust!r}"
-    )
-
-
-def _choose_engine(engine: str | None, sample: Any) -> str:
-    """``engine``, or by default "numba" for numpy chunks and "array" for any other chunk
-    type (CuPy on a GPU, or another array-API library); ``sample`` is a chunk or dask's
-    ``_meta``."""
-    on_host_numpy = is_host_numpy(sample)
-    if engine is None:
-        return "numba" if on_host_numpy else "array"
-    if engine not in ENGINES:
-        raise InvalidParameterError(
-            f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
-        )
-    if engine == "numba" and not on_host_numpy:
-        kind = "CuPy (GPU)" if is_cupy_array(sample) else type(sample).__module__.split(".")[0]
-        raise InvalidParameterError(
-            f"engine='numba' runs on the CPU with numpy arrays but the data are {kind} arrays; "
-            "use engine='array' (or None) for GPU chunks, or move the cube to the host "
-            "(e.g. ds.map_blocks(lambda b: b.as_numpy()) or cupy.asnumpy)"
-        )
-    return engine
-
-
 def output_names(options: Options) -> list[str]:
     """The per-pixel outputs :func:`solve_block` returns for ``options``, in order."""
     names = ["solution", "n_obs"]
@@ -281,7 +254,7 @@ def solve_block(
     Pixels where ``mask`` is False are not solved (NaN, n_obs 0).
     """
     xp = get_namespace(values)
-    engine = _choose_engine(engine, values)
+    engine = choose_engine(engine, values)
     lead_shape = values.shape[:-1]
     n_pairs = values.shape[-1]
     flat = xp.reshape(values, (-1, n_pairs))
@@ -378,24 +351,6 @@ def _warn_unsolved(xp: Any, solution: Any, keep: Any, options: Options) -> None:
     )
 
 
-def _drop_duplicated_pairs(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` without repeated pairs (the same ``pair_id`` twice), with a warning that counts
-    them: a pair seen twice would weigh twice."""
-    if "pair_id" not in ds.coords:
-        return ds
-    ids = np.asarray(ds["pair_id"].values)
-    _, first = np.unique(ids, return_index=True)
-    if first.size == ids.size:
-        return ds
-    warnings.warn(
-        f"{ids.size - first.size} pairs appear more than once (the same pair_id); each is "
-        "used once. Check how the cube was assembled (a concat or rechunk that repeated pairs)",
-        UserWarning,
-        stacklevel=3,
-    )
-    return ds.isel({PAIR_DIM: np.sort(first)})
-
-
 def _finite_or_nan(xp: Any, flat: Any, weights: Any) -> Any:
     """Observations that cannot be trusted as missing: infinite values, and those whose weight
     is not finite (NaN, inf). Without any, ``flat`` itself (no copy)."""
@@ -417,31 +372,6 @@ def _finite_or_nan(xp: Any, flat: Any, weights: Any) -> Any:
     return xp.where(bad, xp.asarray(float("nan"), dtype=flat.dtype), flat)
 
 
-def _check_aligned(what: str, array: xr.DataArray, ds: xr.Dataset, fix: str) -> None:
-    """Refuse ``array`` when its coordinates along the cube's dims are not the cube's own.
-
-    xarray would raise a bare ``AlignmentError`` at apply time (or, with another join,
-    silently drop or NaN-fill pixels): say which dimension differs and how to build it.
-    """
-    for dim in array.dims:
-        if dim not in ds.dims or dim == PAIR_DIM:  # pairs are matched by pair_id elsewhere
-            continue
-        if array.sizes[dim] != ds.sizes[dim]:
-            raise InvalidParameterError(
-                f"{what} has {array.sizes[dim]} values along {dim!r} but the cube has "
-                f"{ds.sizes[dim]}; {fix}"
-            )
-        if dim in array.coords and dim in ds.coords:
-            theirs, ours = np.asarray(array[dim].values), np.asarray(ds[dim].values)
-            first = (theirs[:1].tolist() + [None])[0], (ours[:1].tolist() + [None])[0]
-            if not np.array_equal(theirs, ours):
-                differ = int(np.count_nonzero(theirs != ours))
-                raise InvalidParameterError(
-                    f"{what}'s {dim!r} coordinate differs from the cube's at {differ} of "
-                    f"{ours.size} positions (first: {first[0]} vs {first[1]}); {fix}"
-                )
-
-
 def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
     if mask is None:
         return None
@@ -457,7 +387,7 @@ def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
             raise InvalidParameterError(
                 f"mask has dims {mask.dims} not in the cube ({list(ds.dims)}); pass a (y, x) mask"
             )
-        _check_aligned(
+        check_aligned(
             "mask",
             mask,
             ds,
@@ -569,13 +499,13 @@ def invert(
     options = Options(
         min_obs=int(min_obs),
         lams=lams,
-        robust=_robust_kind(robust),
+        robust=robust_kind(robust),
         iterations=int(robust_iterations),
         uncertainty=bool(uncertainty),
     )
     if return_outliers and not options.robust:
         raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
-    ds = _drop_duplicated_pairs(ds)
+    ds, _ = drop_duplicated_pairs(ds)
     problem = build_problem(ds, step, derivative, start, end)
     if weights is None and not options.auto_lam:
         _check_lam_fits(problem, options.lams[0])
@@ -584,11 +514,11 @@ def invert(
     mask_da = _resolve_mask(ds, mask)
     sample = ds[variables[0]].data
     chunk_type = getattr(sample, "_meta", sample)
-    engine = _choose_engine(engine, chunk_type)
+    engine = choose_engine(engine, chunk_type)
     is_dask = ds[variables[0]].chunks is not None
     threads = 1 if is_dask else (os.cpu_count() or 1)
     names = output_names(options)
-    shared_problem = _shared(problem, is_dask)
+    shared_problem = shared_key(problem, is_dask)
     core_out = {
         "solution": [TIME_DIM],
         "std": [TIME_DIM],
@@ -608,7 +538,7 @@ def invert(
         var = cube[name]
         args = [var]
         core = [[PAIR_DIM]]
-        pair_weights = _resolve_weights(cube, name, weights)
+        pair_weights = resolve_weights(cube, name, weights)
         if pair_weights is not None:
             args.append(pair_weights)
             core.append([PAIR_DIM])
@@ -687,39 +617,24 @@ def invert(
     )
 
 
-# The shared problem travels as the last argument, a 0-d object array: with dask it is one
-# key of the graph that every task reads, not a copy pickled into each task (~1 MB per 4,000
-# pairs), which would make the graph and worker memory grow with the number of chunks.
+# The shared problem travels as the last argument, a 0-d object array (common.shared_key):
+# with dask it is one key of the graph that every task reads, not a copy pickled into each
+# task (~1 MB per 4,000 pairs), which would make the graph and worker memory grow with the
+# number of chunks.
 def _kernel_plain(values, problem, **kw):
-    return solve_block(values, None, _unwrap(problem), **kw)
+    return solve_block(values, None, unwrap_shared(problem), **kw)
 
 
 def _kernel_mask(values, mask, problem, **kw):
-    return solve_block(values, mask, _unwrap(problem), **kw)
+    return solve_block(values, mask, unwrap_shared(problem), **kw)
 
 
 def _kernel_weights(values, weights, problem, **kw):
-    return solve_block(values, None, _unwrap(problem), weights=weights, **kw)
+    return solve_block(values, None, unwrap_shared(problem), weights=weights, **kw)
 
 
 def _kernel_weights_mask(values, weights, mask, problem, **kw):
-    return solve_block(values, mask, _unwrap(problem), weights=weights, **kw)
-
-
-def _shared(value: Any, lazy: bool) -> xr.DataArray:
-    """``value`` as a 0-d object DataArray; one dask key when ``lazy``."""
-    holder = np.empty((), dtype=object)
-    holder[()] = value
-    if not lazy:
-        return xr.DataArray(holder)
-    import dask
-    import dask.array as da
-
-    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
-
-
-def _unwrap(holder: Any) -> Any:
-    return holder[()] if isinstance(holder, np.ndarray) else holder
+    return solve_block(values, mask, unwrap_shared(problem), weights=weights, **kw)
 
 
 _KERNELS = {
@@ -728,62 +643,6 @@ _KERNELS = {
     (True, False): _kernel_weights,
     (True, True): _kernel_weights_mask,
 }
-
-
-def _resolve_weights(cube: xr.Dataset, name: Hashable, weights: Any) -> xr.DataArray | None:
-    """Per-pair (or per-observation) weights for variable ``name``, or None."""
-    if weights is None:
-        return None
-    if isinstance(weights, str):
-        if weights != "error":
-            raise InvalidParameterError(
-                f"weights must be None, 'error' or a DataArray, got weights={weights!r}"
-            )
-        error_name = f"{name}_error"
-        if error_name not in cube.variables:
-            raise MissingVariableError(
-                f"weights='error' needs {error_name!r} for {name!r}, but the cube has "
-                f"{sorted(map(str, cube.data_vars))}. Open the cube with {error_name!r} among "
-                "variables=(...), or pass weights=None or a DataArray."
-            )
-        error = cube[error_name].astype("float64")
-        # A missing or non-positive error gets no weight rather than an infinite one.
-        weight = 1.0 / error**2
-        return weight.where(np.isfinite(weight) & (error > 0), 0.0)
-    if isinstance(weights, xr.DataArray):
-        if PAIR_DIM not in weights.dims:
-            raise InvalidParameterError(
-                f"weights must vary along 'mid_date', got dims {weights.dims}; "
-                "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
-            )
-        _check_aligned(
-            "weights",
-            weights,
-            cube,
-            "pass weights on the cube's grid (the same y and x), e.g. computed from the "
-            "cube itself or weights.reindex_like(cube, method='nearest')",
-        )
-        aligned = (
-            weights.isel({PAIR_DIM: _kept_positions(cube, weights)})
-            if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]
-            else weights
-        )
-        if aligned.chunks is not None:
-            aligned = aligned.chunk({PAIR_DIM: -1})
-        return aligned.astype("float64")
-    raise InvalidParameterError(
-        f"weights must be None, 'error' or a DataArray, got {type(weights).__name__}"
-    )
-
-
-def _kept_positions(cube: xr.Dataset, weights: xr.DataArray) -> np.ndarray:
-    if "pair_id" in weights.coords and "pair_id" in cube.coords:
-        lookup = {int(p): i for i, p in enumerate(weights["pair_id"].values)}
-        return np.asarray([lookup[int(p)] for p in cube["pair_id"].values])
-    raise InvalidParameterError(
-        f"weights has {weights.sizes[PAIR_DIM]} pairs but the inverted cube has "
-        f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (same mid_date length)"
-    )
 
 
 def _assemble_result(ds, outputs, n_obs, problem, variables, options, engine, start, end, weights):
@@ -860,7 +719,7 @@ def _grid_of(result: xr.Dataset) -> design.TimeGrid:
 
 def _predict_block(solution, shared, threads=1):
     """``A @ x`` for every series of a block: (..., n_cells) → (..., n_pairs), NaN outside."""
-    rows, geometry, n_out = _unwrap(shared)
+    rows, geometry, n_out = unwrap_shared(shared)
     lead = solution.shape[:-1]
     if is_host_numpy(solution):
         from ..kernels.compiled import predict_series_compiled
@@ -936,7 +795,7 @@ def predict(
     out = {}
     for name in variables:
         lazy = result[name].chunks is not None
-        shared = _shared((rows, geometry.arrays, n_all), lazy)
+        shared = shared_key((rows, geometry.arrays, n_all), lazy)
         predicted = xr.apply_ufunc(
             _predict_block,
             result[name],

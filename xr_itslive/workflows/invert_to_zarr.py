@@ -7,11 +7,11 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import xarray as xr
 
 from ..errors import InvalidParameterError
-from .device import gpu_engine, to_device, to_host
+from .common import input_identity
+from .device import call_on_device
 from .invert import invert
 from .mosaic import invert_mosaic
 from .store import WriteSummary, write_resumable
@@ -51,21 +51,13 @@ def _is_file(value: Any) -> bool:
 
 
 def _input_identity(cube: Any) -> Any:
-    """What identifies an input cube cheaply: where it comes from, its sizes, and a digest of
-    every pair's dates (a cube updated with new pairs, or another cube, differs)."""
+    """What identifies the input cubes cheaply (:func:`~.common.input_identity` of a Dataset;
+    a path or URL as :func:`_describe` gives it: the mosaic opens it)."""
     if isinstance(cube, list | tuple):
         return [_input_identity(c) for c in cube]
     if not isinstance(cube, xr.Dataset):
-        return _describe(cube)  # a path or URL: the mosaic opens it
-    digest = hashlib.sha256()
-    for name in ("acquisition_date_img1", "acquisition_date_img2"):
-        if name in cube.variables:
-            digest.update(np.ascontiguousarray(np.asarray(cube[name].values)).tobytes())
-    return {
-        "source": str(cube.attrs.get("url") or cube.encoding.get("source") or ""),
-        "sizes": {str(k): int(v) for k, v in cube.sizes.items()},
-        "pairs": digest.hexdigest()[:16],
-    }
+        return _describe(cube)
+    return input_identity(cube)
 
 
 def invert_to_zarr(
@@ -124,11 +116,7 @@ def invert_to_zarr(
                     "stays whole): pass e.g. chunks={'y': 20, 'x': 20}"
                 )
             cube = cube.chunk({"mid_date": -1, **chunks})
-        if gpu:
-            invert_kwargs["engine"] = gpu_engine(invert_kwargs.get("engine"))
-            result = to_host(invert(to_device(cube), **invert_kwargs))
-        else:
-            result = invert(cube, **invert_kwargs)
+        result = call_on_device(invert, cube, gpu=gpu, **invert_kwargs)
     parameters = dict(result.attrs)
     # Settings that leave no trace in the result's attributes (or only a word, such as
     # weights="user") still tell runs apart: their content, and the input's identity.

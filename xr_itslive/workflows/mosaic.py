@@ -33,35 +33,13 @@ from ..geo.masks import glacier_mask
 from ..geo.subset import grid_spacing
 from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM
-from ..io.open import open_cube
 from ..io.outlines import read_any
+from .common import check_cube_sequence, open_with_name
 from .invert import DEFAULTS, check_cube, invert
 from .speed import speed_variables
 
 #: Variables with components along the grid's x and y axes, rotated between CRSs.
 _COMPONENTS = (("vx", "vy"), ("vx_std", "vy_std"))
-
-
-def _needed_variables(variables: Sequence[Hashable], weights: Any) -> list[str]:
-    names = [str(v) for v in variables]
-    if isinstance(weights, str) and weights == "error":
-        names += [f"{v}_error" for v in variables]
-    return names
-
-
-def _open(cube: Any, variables: Sequence[Hashable], weights: Any) -> tuple[xr.Dataset, str]:
-    """A cube (Dataset, path, URL or catalog entry) and a name for it."""
-    if isinstance(cube, xr.Dataset):
-        name = cube.attrs.get("url") or cube.attrs.get("catalog_url") or ""
-        return cube, str(name).rstrip("/").rsplit("/", 1)[-1]
-    if hasattr(cube, "zarr_url") and hasattr(cube, "open"):  # a catalog entry (CubeEntry)
-        return cube.open(_needed_variables(variables, weights)), cube.name
-    if isinstance(cube, str | os.PathLike):
-        ds = open_cube(cube, _needed_variables(variables, weights))
-        return ds, str(cube).rstrip("/").rsplit("/", 1)[-1]
-    raise InvalidParameterError(
-        f"cubes must hold Datasets, paths, URLs or catalog entries, got {type(cube).__name__}"
-    )
 
 
 def _pair_window(cubes: Sequence[xr.Dataset]) -> tuple[np.datetime64, np.datetime64]:
@@ -303,20 +281,14 @@ def invert_mosaic(
     InvalidParameterError
         No cube is given, or an argument has no meaning for a mosaic.
     """
-    if isinstance(cubes, xr.Dataset | str | os.PathLike) or not isinstance(cubes, Sequence):
-        raise InvalidParameterError(
-            "invert_mosaic takes a sequence of cubes (a list of Datasets, paths or URLs); for "
-            "one cube use xr_itslive.invert"
-        )
-    if len(cubes) == 0:
-        raise InvalidParameterError("cubes is empty; pass the cubes a glacier spans")
+    check_cube_sequence(cubes, "invert_mosaic", "xr_itslive.invert")
     if invert_kwargs.get("return_outliers"):
         raise InvalidParameterError(
             "return_outliers=True has no meaning for a mosaic (each cube has its own pairs); "
             "invert the cubes one by one with xr_itslive.invert to get their outliers"
         )
     variables = [variables] if isinstance(variables, str) else list(variables)
-    opened = [_open(cube, variables, weights) for cube in cubes]
+    opened = [open_with_name(cube, variables, weights) for cube in cubes]
     for ds, _ in opened:
         check_cube(ds, variables)
     window = _pair_window([ds for ds, _ in opened])

@@ -1,0 +1,439 @@
+"""What the workflows share: one implementation each, used by the inversion, the composites,
+the mosaics and the resumable jobs.
+
+- :func:`shared_key` / :func:`unwrap_shared`: a value every dask task reads as one key;
+- :func:`choose_engine` and :func:`robust_kind`: the kernel engine and the reweighting;
+- :func:`drop_duplicated_pairs`: each ``pair_id`` once;
+- :func:`resolve_weights` (with :func:`check_aligned`): ``weights=`` as per-pair weights;
+- :func:`needed_variables`, :func:`open_with_name`, :func:`check_cube_sequence`: the inputs
+  of a job or a mosaic;
+- :func:`input_identity`: what tells one input cube from another when a store is resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from ..errors import InvalidParameterError, MissingVariableError
+from ..io.format import PAIR_DIM
+from ..io.open import open_cube
+from ..kernels.namespace import is_cupy_array, is_host_numpy
+from ..kernels.pipeline import ROBUST_KINDS
+
+Engine = Literal["numba", "array"]
+#: The kernel engines of the inversion and of the composites.
+ENGINES: tuple[str, ...] = ("numba", "array")
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "check_aligned",
+    "check_cube_sequence",
+    "choose_engine",
+    "drop_duplicated_pairs",
+    "input_identity",
+    "needed_variables",
+    "open_with_name",
+    "resolve_weights",
+    "robust_kind",
+    "shared_key",
+    "unwrap_shared",
+]
+
+
+# --------------------------------------------------------------------------- shared key
+
+
+def shared_key(value: Any, lazy: bool) -> xr.DataArray:
+    """``value`` as a 0-d object DataArray; with dask, one key of the graph.
+
+    Every task reads the one key instead of a copy of ``value`` pickled into it (the
+    inversion's problem is ~1 MB per 4,000 pairs, the composites' rows ~80 bytes a pair),
+    which would make the graph and worker memory grow with the number of chunks.
+
+    Parameters
+    ----------
+    value
+        Anything: the kernel gets it back with :func:`unwrap_shared`.
+    lazy
+        Make it a dask array (one key) for a dask-backed cube; else a numpy 0-d array.
+
+    Returns
+    -------
+    xarray.DataArray
+        0-d, dtype object; pass it with no core dimensions to :func:`xarray.apply_ufunc`.
+
+    Examples
+    --------
+    >>> unwrap_shared(shared_key({"a": 1}, lazy=False).values)
+    {'a': 1}
+    """
+    holder = np.empty((), dtype=object)
+    holder[()] = value
+    if not lazy:
+        return xr.DataArray(holder)
+    import dask
+    import dask.array as da
+
+    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
+
+
+def unwrap_shared(holder: Any) -> Any:
+    """The value of a :func:`shared_key` as a kernel receives it (or the value itself).
+
+    Parameters
+    ----------
+    holder
+        A 0-d object array, or the value itself.
+
+    Returns
+    -------
+    Any
+    """
+    return holder[()] if isinstance(holder, np.ndarray) else holder
+
+
+# --------------------------------------------------------------------------- engine, robust
+
+
+def choose_engine(engine: str | None, sample: Any) -> str:
+    """The kernel engine for chunks like ``sample``.
+
+    Parameters
+    ----------
+    engine
+        ``"numba"``, ``"array"``, or None: "numba" for numpy chunks and "array" for any
+        other chunk type (CuPy on a GPU, or another array-API library).
+    sample
+        A chunk, or dask's ``_meta``.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown engine, or "numba" for chunks that are not numpy arrays on the host.
+    """
+    on_host_numpy = is_host_numpy(sample)
+    if engine is None:
+        return "numba" if on_host_numpy else "array"
+    if engine not in ENGINES:
+        raise InvalidParameterError(
+            f"engine must be one of {list(ENGINES)} or None, got {engine!r}"
+        )
+    if engine == "numba" and not on_host_numpy:
+        kind = "CuPy (GPU)" if is_cupy_array(sample) else type(sample).__module__.split(".")[0]
+        raise InvalidParameterError(
+            f"engine='numba' runs on the CPU with numpy arrays but the data are {kind} arrays; "
+            "use engine='array' (or None) for GPU chunks, or move the cube to the host "
+            "(e.g. ds.map_blocks(lambda b: b.as_numpy()) or cupy.asnumpy)"
+        )
+    return engine
+
+
+def robust_kind(robust: Any) -> str | None:
+    """``robust=`` as the kernels' reweighting: None, ``"tukey"`` or ``"huber"``.
+
+    Parameters
+    ----------
+    robust
+        False or None (none), True (Tukey's biweight), ``"tukey"`` or ``"huber"``.
+
+    Returns
+    -------
+    str or None
+    """
+    if robust is None or robust is False:
+        return None
+    if robust is True:
+        return "tukey"
+    if robust in ROBUST_KINDS:
+        return robust
+    raise InvalidParameterError(
+        f"robust must be False, True, 'huber' or 'tukey', got robust={robust!r}"
+    )
+
+
+# --------------------------------------------------------------------------- pairs, weights
+
+
+def drop_duplicated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None]:
+    """``ds`` without repeated pairs (the same ``pair_id`` twice), with a warning that counts
+    them: a pair seen twice would weigh twice.
+
+    Parameters
+    ----------
+    ds
+        A cube; without a ``pair_id`` coordinate it is returned as it is.
+
+    Returns
+    -------
+    ds : xarray.Dataset
+        Each pair once, the first of each, in the cube's order.
+    kept : numpy.ndarray or None
+        The positions along ``mid_date`` kept; None when nothing was dropped.
+    """
+    if "pair_id" not in ds.coords:
+        return ds, None
+    ids = np.asarray(ds["pair_id"].values)
+    _, first = np.unique(ids, return_index=True)
+    if first.size == ids.size:
+        return ds, None
+    warnings.warn(
+        f"{ids.size - first.size} pairs appear more than once (the same pair_id); each is "
+        "used once. Check how the cube was assembled (a concat or rechunk that repeated pairs)",
+        UserWarning,
+        stacklevel=3,  # the caller of invert or composite
+    )
+    first = np.sort(first)
+    return ds.isel({PAIR_DIM: first}), first
+
+
+def check_aligned(what: str, array: xr.DataArray, ds: xr.Dataset, fix: str) -> None:
+    """Refuse ``array`` when its coordinates along the cube's dims are not the cube's own.
+
+    xarray would raise a bare ``AlignmentError`` at apply time (or, with another join,
+    silently drop or NaN-fill pixels): say which dimension differs and how to build it.
+    ``mid_date`` is not compared (pairs are matched by ``pair_id`` or position elsewhere).
+
+    Parameters
+    ----------
+    what
+        The argument's name in the message (``"mask"``, ``"weights"``).
+    array
+        The argument.
+    ds
+        The cube.
+    fix
+        How to build a matching argument, the end of the message.
+
+    Raises
+    ------
+    InvalidParameterError
+    """
+    for dim in array.dims:
+        if dim not in ds.dims or dim == PAIR_DIM:
+            continue
+        if array.sizes[dim] != ds.sizes[dim]:
+            raise InvalidParameterError(
+                f"{what} has {array.sizes[dim]} values along {dim!r} but the cube has "
+                f"{ds.sizes[dim]}; {fix}"
+            )
+        if dim in array.coords and dim in ds.coords:
+            theirs, ours = np.asarray(array[dim].values), np.asarray(ds[dim].values)
+            first = (theirs[:1].tolist() + [None])[0], (ours[:1].tolist() + [None])[0]
+            if not np.array_equal(theirs, ours):
+                differ = int(np.count_nonzero(theirs != ours))
+                raise InvalidParameterError(
+                    f"{what}'s {dim!r} coordinate differs from the cube's at {differ} of "
+                    f"{ours.size} positions (first: {first[0]} vs {first[1]}); {fix}"
+                )
+
+
+def resolve_weights(
+    cube: xr.Dataset, name: Hashable, weights: Any, *, match_pair_id: bool = True
+) -> xr.DataArray | None:
+    """``weights=`` as per-pair (or per-observation) weights ``1 / σ²`` for variable ``name``.
+
+    Parameters
+    ----------
+    cube
+        The cube whose pairs are fitted.
+    name
+        The variable weighted (``weights="error"`` reads ``<name>_error``).
+    weights
+        None, ``"error"`` (``1 / <name>_error²``, 0 where the error is missing or not
+        positive) or a DataArray along ``mid_date`` (optionally also y, x, on the cube's
+        grid).
+    match_pair_id
+        A DataArray for more pairs than ``cube`` (given for the cube before some pairs were
+        dropped) is matched to the cube's pairs by ``pair_id``, as the inversion does; False:
+        it must hold the cube's pairs (the composites pick them by position first).
+
+    Returns
+    -------
+    xarray.DataArray or None
+        float64, ``mid_date`` in one chunk; None without weights.
+
+    Raises
+    ------
+    InvalidParameterError
+        Weights of another kind, without ``mid_date``, on another grid or for other pairs.
+    MissingVariableError
+        ``weights="error"`` without ``<name>_error`` in the cube.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        if weights != "error":
+            raise InvalidParameterError(
+                f"weights must be None, 'error' or a DataArray, got weights={weights!r}"
+            )
+        error_name = f"{name}_error"
+        if error_name not in cube.variables:
+            raise MissingVariableError(
+                f"weights='error' needs {error_name!r} for {name!r}, but the cube has "
+                f"{sorted(map(str, cube.data_vars))}. Open the cube with {error_name!r} among "
+                "variables=(...), or pass weights=None or a DataArray."
+            )
+        error = cube[error_name].astype("float64")
+        # A missing or non-positive error gets no weight rather than an infinite one.
+        weight = 1.0 / error**2
+        return weight.where(np.isfinite(weight) & (error > 0), 0.0)
+    if isinstance(weights, xr.DataArray):
+        if PAIR_DIM not in weights.dims:
+            raise InvalidParameterError(
+                f"weights must vary along 'mid_date', got dims {weights.dims}; "
+                "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')"
+            )
+        check_aligned(
+            "weights",
+            weights,
+            cube,
+            "pass weights on the cube's grid (the same y and x), e.g. computed from the "
+            "cube itself or weights.reindex_like(cube, method='nearest')",
+        )
+        aligned = weights
+        if weights.sizes[PAIR_DIM] != cube.sizes[PAIR_DIM]:
+            if not match_pair_id:
+                raise InvalidParameterError(
+                    f"weights has {weights.sizes[PAIR_DIM]} pairs but the cube has "
+                    f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (its mid_date)"
+                )
+            aligned = weights.isel({PAIR_DIM: _pair_id_positions(cube, weights)})
+        if aligned.chunks is not None:
+            aligned = aligned.chunk({PAIR_DIM: -1})
+        return aligned.astype("float64")
+    raise InvalidParameterError(
+        f"weights must be None, 'error' or a DataArray, got {type(weights).__name__}"
+    )
+
+
+def _pair_id_positions(cube: xr.Dataset, weights: xr.DataArray) -> np.ndarray:
+    if "pair_id" in weights.coords and "pair_id" in cube.coords:
+        lookup = {int(p): i for i, p in enumerate(weights["pair_id"].values)}
+        return np.asarray([lookup[int(p)] for p in cube["pair_id"].values])
+    raise InvalidParameterError(
+        f"weights has {weights.sizes[PAIR_DIM]} pairs but the inverted cube has "
+        f"{cube.sizes[PAIR_DIM]}; pass weights for the cube's pairs (same mid_date length)"
+    )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def needed_variables(variables: Sequence[Hashable], weights: Any) -> list[str]:
+    """The variables to open: ``variables``, and their ``*_error`` with ``weights="error"``.
+
+    Parameters
+    ----------
+    variables
+        The variables fitted.
+    weights
+        As for :func:`resolve_weights`.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> needed_variables(("vx", "vy"), "error")
+    ['vx', 'vy', 'vx_error', 'vy_error']
+    """
+    names = [str(v) for v in variables]
+    if isinstance(weights, str) and weights == "error":
+        names += [f"{v}_error" for v in variables]
+    return names
+
+
+def open_with_name(
+    cube: Any, variables: Sequence[Hashable], weights: Any
+) -> tuple[xr.Dataset, str]:
+    """A cube of a mosaic (Dataset, path, URL or catalog entry), opened, and a name for it.
+
+    Parameters
+    ----------
+    cube
+        A Dataset (kept as it is), a path or URL (:func:`xr_itslive.open_cube`), or a catalog
+        entry (its ``open``).
+    variables, weights
+        What to open (:func:`needed_variables`).
+
+    Returns
+    -------
+    ds : xarray.Dataset
+    name : str
+        The last part of its path or URL (a Dataset's ``url`` attribute), the entry's name;
+        ``""`` when unknown.
+    """
+    if isinstance(cube, xr.Dataset):
+        name = cube.attrs.get("url") or cube.attrs.get("catalog_url") or ""
+        return cube, str(name).rstrip("/").rsplit("/", 1)[-1]
+    if hasattr(cube, "zarr_url") and hasattr(cube, "open"):  # a catalog entry (CubeEntry)
+        return cube.open(needed_variables(variables, weights)), cube.name
+    if isinstance(cube, str | os.PathLike):
+        ds = open_cube(cube, needed_variables(variables, weights))
+        return ds, str(cube).rstrip("/").rsplit("/", 1)[-1]
+    raise InvalidParameterError(
+        f"cubes must hold Datasets, paths, URLs or catalog entries, got {type(cube).__name__}"
+    )
+
+
+def check_cube_sequence(cubes: Any, function: str, single: str) -> None:
+    """Refuse ``cubes`` unless it is a non-empty sequence of cubes.
+
+    Parameters
+    ----------
+    cubes
+        The argument of a mosaic.
+    function
+        The mosaic's name in the message (``"invert_mosaic"``).
+    single
+        What to call for one cube instead (``"xr_itslive.invert"``).
+
+    Raises
+    ------
+    InvalidParameterError
+    """
+    if isinstance(cubes, xr.Dataset | str | os.PathLike) or not isinstance(cubes, Sequence):
+        raise InvalidParameterError(
+            f"{function} takes a sequence of cubes (a list of Datasets, paths or URLs); for "
+            f"one cube use {single}"
+        )
+    if len(cubes) == 0:
+        raise InvalidParameterError("cubes is empty; pass the cubes a glacier spans")
+
+
+def input_identity(cube: xr.Dataset) -> dict[str, Any]:
+    """What identifies an input cube cheaply, for a resumed store to refuse another input.
+
+    Parameters
+    ----------
+    cube
+        The cube a job reads.
+
+    Returns
+    -------
+    dict
+        ``source`` (its URL or path), ``sizes``, and ``pairs``: a digest of every pair's
+        dates (a cube updated with new pairs, or another cube, differs).
+    """
+    digest = hashlib.sha256()
+    for name in ("acquisition_date_img1", "acquisition_date_img2"):
+        if name in cube.variables:
+            digest.update(np.ascontiguousarray(np.asarray(cube[name].values)).tobytes())
+    return {
+        "source": str(cube.attrs.get("url") or cube.encoding.get("source") or ""),
+        "sizes": {str(k): int(v) for k, v in cube.sizes.items()},
+        "pairs": digest.hexdigest()[:16],
+    }
