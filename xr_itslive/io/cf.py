@@ -264,9 +264,19 @@ def _referenced(ds: xr.Dataset, key: str) -> set[str]:
     return names
 
 
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a numpy dtype, from any array-API namespace (array_api_strict's print as
+    ``array_api_strict.float32``; CuPy's are numpy's)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
 def _int_dtype(var: xr.Variable) -> np.dtype | None:
     """The dtype a 64-bit integer variable is written as (CF-1.8 has no int64), or None."""
-    if var.dtype.kind not in "iu" or var.dtype.itemsize < 8:
+    dtype = _numpy_dtype(var.dtype)
+    if dtype.kind not in "iu" or dtype.itemsize < 8:
         return None
     if isinstance(var.data, np.ndarray) and var.size:
         low, high = int(var.data.min()), int(var.data.max())
@@ -373,18 +383,19 @@ def to_cf(
             # discouraged
             for k in ("long_name", "standard_name", "units", "axis", "calendar"):
                 attrs.pop(k, None)
-        if var.dtype.kind == "M":
+        kind = _numpy_dtype(var.dtype).kind
+        if kind == "M":
             encoding.update(units=TIME_UNITS, dtype="float64")
             encoding.setdefault("calendar", CALENDAR)
-        elif var.dtype.kind == "m":
+        elif kind == "m":
             encoding.update(units="days", dtype="float64")
         elif (wide := _int_dtype(var)) is not None:
             encoding["dtype"] = wide
-        elif var.dtype.kind == "b":
+        elif kind == "b":
             attrs.setdefault("flag_values", np.array([0, 1], dtype=np.int8))
             attrs.setdefault("flag_meanings", "false true")
         flags = "flag_values" in attrs or "flag_masks" in attrs
-        if var.dtype.kind in "iu" and not is_coord and not flags:
+        if kind in "iu" and not is_coord and not flags:
             attrs.setdefault("units", "1")  # counts (n_obs): dimensionless, CF's "1"
         if is_coord or name in bounds:
             encoding["_FillValue"] = None  # CF-1.8 §2.5.1: no fill value on coordinates
@@ -414,7 +425,7 @@ def to_cf(
         ):
             attrs["grid_mapping"] = GRID_MAPPING
         encoded = _encode_attrs(attrs, "variable")
-        on_disk = np.dtype(encoding.get("dtype", var.dtype))
+        on_disk = _numpy_dtype(encoding.get("dtype", var.dtype))
         if on_disk.kind == "b":
             on_disk = np.dtype(np.int8)  # xarray writes booleans as int8
         for k in _TYPED_ATTRIBUTES:

@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InvalidParameterError, MissingVariableError
-from ..kernels.namespace import empty_like_chunk, is_host_numpy
+from ..kernels.namespace import empty_like_chunk, get_namespace, is_host_numpy
 from ..kernels.speed import chi2_2_quantile, speed_from_components
 
 __all__ = ["SPEED_NAMES", "flow_and_noise", "speed", "speed_variables"]
@@ -64,7 +64,10 @@ def speed_variables(
     units = str(vx.attrs.get("units", ""))
     plain = vx_std is None or vy_std is None
     arrays = (vx, vy) if plain else (vx, vy, vx_std, vy_std)
-    dtype = np.result_type(*(a.dtype for a in arrays))
+    if vx.chunks is not None:  # dask needs the output dtypes; eager arrays bring their own
+        dtype = np.result_type(*(a.dtype for a in arrays))
+    else:  # any array-API namespace (numpy's result_type knows only numpy's dtypes)
+        dtype = get_namespace(vx.data).result_type(*(a.dtype for a in arrays))
     dtypes = [dtype] if plain else [dtype, dtype, dtype, np.dtype(bool)]
     output_dtypes: list | None = dtypes
     gufunc_kwargs: dict[str, Any] = {}
