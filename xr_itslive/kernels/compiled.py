@@ -21,6 +21,8 @@ from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
+# kernels called only from other kernels: no CPython wrapper to build (compile time)
+_INNER = {**_JIT, "no_cpython_wrapper": True}
 COLD_CACHE_NOTICE = (
     "xr_itslive: compiling the numba kernels once (a few seconds); later runs load them "
     "from the cache"
@@ -353,7 +355,7 @@ def _load_block(
     return u
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INNER)
 def _finish_row(r, bandwidth, mask, gpre, spre, rpre, dprev, racc, gram, rhs):
     """Band row ``r`` (and ``rhs[r]``) from the scatter terms in ring slot ``r & mask``,
     which is zeroed for reuse; ``dprev`` carries the diagonal sums from row ``r - 1``."""
@@ -445,7 +447,7 @@ def _assemble(
                 if min(factored + PANEL - 1 + bandwidth, n_cells - 1) >= done:
                     break
                 factored += _factor_step(
-                    gram, factored, n_cells, bandwidth, panel, inv, min_pivot, True, rhs
+                    gram, factored, n_cells, bandwidth, panel, inv, min_pivot, fused, rhs
                 )
         if u == n_used:
             break
@@ -505,7 +507,7 @@ def _assemble(
 PANEL = 4  # columns per step of the factorization
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INNER)
 def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, forward, x):
     """Columns ``j .. j + PANEL - 1`` of the banded Cholesky factorization, in place; with
     ``forward``, also their part of the forward substitution ``L z = x`` (in place in ``x``,
@@ -614,7 +616,8 @@ def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, sin
             max_diagonal[b] = max(max_diagonal[b], factor[j * width, b])
     inv = np.empty(lanes)
     for j in range(0, n_cells, PANEL):
-        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, False, factor)
+        # (np.bool_: a literal False would compile _factor_step once more)
+        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, np.bool_(False), factor)
     _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
 
 
@@ -689,32 +692,27 @@ def _gather_geometry(
 @numba.njit(**_JIT)
 def _selected_inverse(factor, n_cells, bandwidth, z):
     """Entries of G⁻¹ inside the band (Takahashi recurrences), upper band layout."""
-    lanes = factor.shape[1]
+    lanes = BLOCK
     width = bandwidth + 1
-    acc = np.empty(lanes)
+    zero = _fill(0.0)
+    minus_one = _fill(-1.0)
     for j in range(n_cells - 1, -1, -1):
         base = j * width
         kmax = min(bandwidth, n_cells - 1 - j)
+        d = _row(factor, base * lanes)
         for i in range(kmax, 0, -1):
-            for b in range(lanes):
-                acc[b] = 0.0
+            acc = zero
             for k in range(1, kmax + 1):
                 if k >= i:
                     idx = (j + i) * width + (k - i)
                 else:
                     idx = (j + k) * width + (i - k)
-                for b in range(lanes):
-                    acc[b] += z[idx, b] * factor[base + k, b]
-            for b in range(lanes):
-                z[base + i, b] = -acc[b] / factor[base, b]
-        for b in range(lanes):
-            acc[b] = 0.0
+                acc = _plus(acc, _times(_row(z, idx * lanes), _row(factor, (base + k) * lanes)))
+            _put(z, (base + i) * lanes, _times(minus_one, _over(acc, d)))
+        acc = zero
         for k in range(1, kmax + 1):
-            for b in range(lanes):
-                acc[b] += z[base + k, b] * factor[base + k, b]
-        for b in range(lanes):
-            d = factor[base, b]
-            z[base, b] = 1.0 / (d * d) - acc[b] / d
+            acc = _plus(acc, _times(_row(z, (base + k) * lanes), _row(factor, (base + k) * lanes)))
+        _put(z, base * lanes, _minus(_over(_fill(1.0), _times(d, d)), _over(acc, d)))
 
 
 @numba.njit(**_JIT)
@@ -744,7 +742,7 @@ def _weighted_rss(y, pred, w, out):
             out[b] += w[u, b] * r * r
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_INNER)
 def _select(a, n, k):
     """``a[:n]`` reordered in place so that ``a[k]`` is its k-th smallest value; returns it."""
     lo = 0
@@ -1042,7 +1040,7 @@ class CompiledOps:
         return self._pred
 
     def selected_inverse(self, factor):
-        z = np.empty_like(factor)
+        z = _aligned(factor.shape)
         _selected_inverse(factor, self.n_cells, self.bandwidth, z)
         return z
 
