@@ -7,9 +7,9 @@ encoding), then, in one run:
    value (the count of valid values), with the threaded scheduler: the time it takes merely to
    read, decompress and decode the cube, and the peak memory of this process;
 2. **invert**: ``xr-itslive invert CUBE --out STORE --weights error --robust tukey --step 12``
-   in a subprocess (the command a user runs), its wall time and the peak resident memory of its
-   process tree (sampled every 50 ms), on dask's threads and, with the options below, on
-   clusters (peak memory of each worker process);
+   in a subprocess (the command a user runs), its wall time and the peak resident memory and
+   CPU seconds of its process tree (sampled every 50 ms), on dask's threads and, with the
+   options below, on clusters (each worker process's too);
 3. the ratio and the pixels per second (all pixels of the cube, and those with data).
 
 Cluster runs (each one more run of the same command, its own output store):
@@ -20,6 +20,7 @@ Cluster runs (each one more run of the same command, its own output store):
   started here on 127.0.0.1, the CLI with ``--scheduler tcp://127.0.0.1:PORT``;
 - ``--kill-worker``: the same on a fresh remote cluster, one worker SIGKILLed once a third of
   the chunks are written: the run must still finish (the scheduler reruns the lost tasks);
+  it also counts the chunks the killed worker had finished that the survivor wrote again;
 - ``--resume``: the threaded command SIGKILLed once 40% of the chunks are written, then run
   again: the second run must write exactly the chunks without a marker;
 - ``--compare``: every store written is checked against the threaded one
@@ -79,6 +80,7 @@ class TreePeak:
         self.interval = interval
         self.peak_total = 0
         self.peak_each: dict[int, int] = {}
+        self.cpu_each: dict[int, float] = {}  # user + system seconds, at the last sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -97,9 +99,11 @@ class TreePeak:
             for pid, proc in procs.items():
                 try:
                     rss = proc.memory_info().rss
+                    cpu = proc.cpu_times()
                 except psutil.Error:
                     continue
                 total += rss
+                self.cpu_each[pid] = cpu.user + cpu.system
                 self.peak_each[pid] = max(self.peak_each.get(pid, 0), rss)
             self.peak_total = max(self.peak_total, total)
             time.sleep(self.interval)
@@ -288,6 +292,19 @@ def marker_pids(store: Path) -> Counter:
     return Counter(json.loads(p.read_text())["pid"] for p in folder.glob("*.json"))
 
 
+def marker_writers(store: Path) -> dict[str, int]:
+    """Chunk → pid of the process that wrote its marker (the last one, if written twice)."""
+    from xr_itslive.workflows.store import MARKER_GROUP
+
+    writers = {}
+    for path in (Path(store) / MARKER_GROUP / "done").glob("*.json"):
+        try:
+            writers[path.stem] = json.loads(path.read_text())["pid"]
+        except (OSError, ValueError):  # being written
+            pass
+    return writers
+
+
 def killer(store: Path, at: int, victim, event: dict, timeout: float = 3600):
     """A ``during`` callback: SIGKILL ``victim`` (a Popen, or ``None`` for the CLI itself)
     once ``at`` chunks of ``store`` are marked done."""
@@ -304,6 +321,8 @@ def killer(store: Path, at: int, victim, event: dict, timeout: float = 3600):
                 else:
                     target.send_signal(signal.SIGKILL)
                 event.update(done_at_kill=n, seconds_at_kill=time.monotonic() - started)
+                if victim is not None:  # whose chunks were done when it died
+                    event["writers_at_kill"] = marker_writers(store)
                 return
             time.sleep(0.1)
 
@@ -340,16 +359,24 @@ def parse_wrote(output: str) -> tuple[int, int, int] | None:
 
 
 def describe_memory(peak: TreePeak, cli_pid: int, labels: dict[int, str]) -> str:
-    parts = [f"CLI process {peak.peak_each.get(cli_pid, 0) / GiB:.2f}"]
-    for pid, label in labels.items():
-        parts.append(f"{label} {peak.peak_each.get(pid, 0) / GiB:.2f}")
+    """Peak RSS of every process, then their CPU seconds (as sampled)."""
+
+    def each(pid: int) -> str:
+        return f"{peak.peak_each.get(pid, 0) / GiB:.2f} GiB, {peak.cpu_each.get(pid, 0):.0f} s"
+
+    parts = [f"CLI process {each(cli_pid)}"]
+    parts += [f"{label} {each(pid)}" for pid, label in labels.items()]
     others = sorted(
-        (rss for pid, rss in peak.peak_each.items() if pid != cli_pid and pid not in labels),
-        reverse=True,
+        (pid for pid in peak.peak_each if pid != cli_pid and pid not in labels),
+        key=lambda pid: -peak.peak_each[pid],
     )
     if others:
-        parts.append("child processes " + ", ".join(f"{rss / GiB:.2f}" for rss in others[:3]))
-    return f"peak RSS {peak.peak_total / GiB:.2f} GiB in all ({'; '.join(parts)} GiB)"
+        parts.append("child processes " + ", ".join(each(pid) for pid in others[:3]))
+    cpu = sum(peak.cpu_each.values())
+    return (
+        f"peak RSS {peak.peak_total / GiB:.2f} GiB in all, {cpu:.0f} CPU s in all (peak RSS, "
+        f"CPU s: {'; '.join(parts)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -415,10 +442,12 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{side * side / seconds:,.0f} pixels/s ({with_data / seconds:,.0f} with data); "
                 f"{memory}{note}"
             )
+            name = (labels or {}).get
             figures["runs"][label] = {
                 "seconds": seconds, "peak_total": peak.peak_total,
-                "peak_each": {(labels or {}).get(pid, str(pid)): rss
-                              for pid, rss in peak.peak_each.items()},
+                "peak_each": {name(pid, str(pid)): rss for pid, rss in peak.peak_each.items()},
+                "cpu_each": {name(pid, str(pid)): cpu for pid, cpu in peak.cpu_each.items()},
+                "cpu_total": sum(peak.cpu_each.values()),
             }  # fmt: skip
 
         def fresh(name: str) -> Path:
@@ -461,17 +490,26 @@ def main(argv: list[str] | None = None) -> dict:
                 by_pid = marker_pids(store)
                 survivor = cluster.workers[0].pid
                 complete = done_count(store)
+                # chunks the victim had finished, written again by the survivor after the kill
+                before = event.get("writers_at_kill", {})
+                by_victim = [c for c, p in before.items() if p == victim.pid]
+                final = marker_writers(store)
+                redone = sum(final.get(c) == survivor for c in by_victim)
                 note = (
                     f"; worker w1 SIGKILLed (exit {code}) at {event.get('done_at_kill')} of "
-                    f"{n_chunks} chunks done, {event.get('seconds_at_kill', float('nan')):.1f} s "
-                    f"in; the run finished with {complete} of {n_chunks} chunks marked "
-                    f"(w0 wrote {by_pid.get(survivor, 0)}, w1 {by_pid.get(victim.pid, 0)})"
+                    f"{n_chunks} chunks done ({len(by_victim)} of them by w1), "
+                    f"{event.get('seconds_at_kill', float('nan')):.1f} s in; the run finished "
+                    f"with {complete} of {n_chunks} chunks marked (markers last written by w0: "
+                    f"{by_pid.get(survivor, 0)}, by w1: {by_pid.get(victim.pid, 0)}); "
+                    f"{redone} of w1's {len(by_victim)} finished chunks computed and written "
+                    f"again by w0 after the kill"
                 )
                 report("remote, a worker killed", seconds, peak, labels, note)
                 figures["runs"]["remote, a worker killed"] |= {
                     "killed_exit": code, "done_at_kill": event.get("done_at_kill"),
                     "complete": complete, "w0_wrote": by_pid.get(survivor, 0),
-                    "w1_wrote": by_pid.get(victim.pid, 0),
+                    "w1_wrote": by_pid.get(victim.pid, 0), "w1_done_at_kill": len(by_victim),
+                    "w1_chunks_redone": redone,
                 }  # fmt: skip
 
         if args.resume:

@@ -45,6 +45,8 @@ def test_cluster_runs_kill_and_resume_give_the_threaded_store(tmp_path):
     killed = runs["remote, a worker killed"]
     assert killed["done_at_kill"] is not None and killed["killed_exit"] == -9
     assert killed["complete"] == 16  # every chunk written although a worker died
+    assert 0 <= killed["w1_chunks_redone"] <= killed["w1_done_at_kill"] <= 16
+    assert killed["cpu_each"]["worker w0"] > 0
     resume = runs["resume"]
     assert resume["first_exit"] == -9 and resume["consistent"]
     assert resume["second_written"] == 16 - resume["done_before"] and resume["done_before"] > 0
