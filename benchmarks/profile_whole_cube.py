@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     valid = ~np.isnan(flat)
     own = valid.sum(axis=1)
     solved = own >= options.min_obs
+    if not solved.any():
+        raise SystemExit("no pixel of this window has enough pairs; pick another --y0/--x0")
     print(f"cells {problem.n_cells}, band {problem.bandwidth}; pixels solved "
           f"{solved.sum():,} of {flat.shape[0]:,}; pairs per solved pixel: mean "
           f"{own[solved].mean():,.0f} ({own[solved].mean() / flat.shape[1]:.1%})")  # fmt: skip

@@ -312,3 +312,24 @@ def test_cold_numba_cache_is_announced_once_and_warm_one_is_silent(tmp_path):
     cold = run()
     assert cold.count(COLD_CACHE_NOTICE) == 1
     assert COLD_CACHE_NOTICE not in run()
+
+
+def test_profile_benchmark_runs_on_a_tiny_cube(tmp_path):
+    """benchmarks/profile_whole_cube.py (the per-primitive timings of docs/scaling.md) runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    from make_cube import make_cube
+
+    cube = tmp_path / "cube.zarr"
+    make_cube(cube, ny=20, nx=20, n_pairs=2_000, chunk_pairs=1_000, workers=1, seed=1)
+    out = subprocess.run(
+        [sys.executable, str(bench / "profile_whole_cube.py"), "--cube", str(cube),
+         "--pixels", "100", "--y0", "5", "--x0", "5", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "solve_block:" in out.stdout and "assemble_factor" in out.stdout
