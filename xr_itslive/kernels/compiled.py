@@ -1064,16 +1064,17 @@ class CompiledOps:
         return w, wy, outlier
 
 
-_order_cache: list = [None, None]  # [first cells, their order]: one problem per cube
+_order_cache: tuple = (None, None)  # (first cells, their order): one problem per cube
 
 
 def _pair_order(first_cell: np.ndarray) -> np.ndarray:
     """Pairs sorted by first cell (stable), remembered for the last geometry seen: every
     chunk of a cube shares it, and sorting 25,000 pairs per chunk is not free."""
+    global _order_cache
     known, order = _order_cache
     if known is not first_cell:
         order = np.argsort(first_cell, kind="stable")
-        _order_cache[:] = [first_cell, order]  # one assignment: safe across threads
+        _order_cache = (first_cell, order)  # one tuple, replaced whole: safe across threads
     return order
 
 

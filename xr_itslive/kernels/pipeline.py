@@ -3,6 +3,10 @@
 ``ops`` supplies the primitives for one backend: :class:`.compiled.CompiledOps` (numba,
 blocks of pixels on the CPU) or :class:`.banded.ArrayOps` (numpy, cupy or any array-API
 namespace, all pixels of a chunk at once). Arrays are ``(rows, lanes)``: one lane a pixel.
+A backend may also offer fused primitives, used where present: ``assemble_factor(w, wy,
+lam2)`` (``factor(*assemble(w, wy), lam2)`` in one pass, for fits whose normal matrix is
+not needed afterwards) and ``reweight_fit(y, x, w0, kind, tuning)`` (``reweight`` from the
+fit ``x`` itself, without its predictions in memory).
 
 Steps: weighted least squares; optional robust reweighting (IRLS with Huber or Tukey
 weights on residuals standardized by the prior weights and scaled by 1.4826·MAD); optional
