@@ -932,12 +932,17 @@ def _compute(tasks: list[Any], scheduler: Any, bar: Any) -> None:
         from distributed import as_completed
 
         futures = client.compute(tasks)
+        pending = set(futures)
         try:
             for future in as_completed(futures):
                 future.result()  # raises the task's error here
                 bar.update(1)
+                # Release it: a finished chunk is on disk with its marker, and a future the
+                # client still holds is recomputed (and rewritten) when its worker dies.
+                pending.discard(future)
+                future.release()
         finally:
-            client.cancel([f for f in futures if not f.done()])
+            client.cancel([f for f in pending if not f.done()])
 
 
 def write_resumable(
