@@ -1145,7 +1145,7 @@ def solve_pixels_compiled(
         out["std"] = np.empty((n_pixels, n_cells))
     if options.auto_lam:
         out["lam"] = np.empty(n_pixels)
-    if options.robust:
+    if options.robust and options.outliers:
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
     order = _pair_order(geometry[0])  # pairs by first cell, for _assemble

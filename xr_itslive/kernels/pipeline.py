@@ -38,6 +38,9 @@ class Options:
     iterations: int = 2
     tuning: float | None = None
     uncertainty: bool = False
+    #: with ``robust``, return the (n_pixels, n_pairs) outlier flags (a chunk-sized array that
+    #: the inversion builds only when the caller keeps it: ``return_outliers``)
+    outliers: bool = True
 
     @property
     def auto_lam(self) -> bool:

@@ -233,7 +233,7 @@ def output_names(options: Options) -> list[str]:
         names.append("std")
     if options.auto_lam:
         names.append("lam")
-    if options.robust:
+    if options.robust and options.outliers:
         names.append("outlier")
     return names
 
@@ -502,6 +502,7 @@ def invert(
         robust=robust_kind(robust),
         iterations=int(robust_iterations),
         uncertainty=bool(uncertainty),
+        outliers=bool(return_outliers),
     )
     if return_outliers and not options.robust:
         raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
