@@ -459,10 +459,11 @@ def open_error(source: str, store: Any, err: BaseException) -> ITSLiveError | No
 
     Returns
     -------
-    NotAnITSLiveCubeError, DataAccessError or None
-        :class:`NotAnITSLiveCubeError` when no zarr metadata is there (an empty folder, a folder
-        above or inside the cube); :class:`DataAccessError` when the storage failed, a metadata
-        document is damaged or a coordinate chunk cannot be decoded; None otherwise.
+    ~xr_itslive.errors.NotAnITSLiveCubeError, ~xr_itslive.errors.DataAccessError or None
+        :class:`~xr_itslive.errors.NotAnITSLiveCubeError` when no zarr metadata is there (an
+        empty folder, a folder above or inside the cube);
+        :class:`~xr_itslive.errors.DataAccessError` when the storage failed, a metadata document
+        is damaged or a coordinate chunk cannot be decoded; None otherwise.
     """
     from zarr.errors import NodeNotFoundError
 

@@ -998,7 +998,8 @@ class CompiledOps:
     def assemble_factor(self, w, wy, lam2):
         """``factor(*assemble(w, wy), lam2)`` in one pass, for when the normal matrix itself
         is not needed afterwards: returns ``factor, singular, rhs``. The factor lives in the
-        buffer :meth:`assemble` returns its matrix in (valid until the next call of either)."""
+        buffer ``assemble`` returns its matrix in (valid until the next call of
+        either)."""
         factor, rhs = self._gram, self._rhs
         self._min_pivot[:] = np.inf
         self._max_diagonal[:] = 0.0

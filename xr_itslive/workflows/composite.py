@@ -9,8 +9,8 @@ climatology window (``v_amp``, ``v_phase``). The arithmetic is in
 namespace such as CuPy on the GPU); this module builds the shared rows once per cube, maps
 the kernel over the cube's spatial chunks with :func:`xarray.apply_ufunc` and names the
 outputs as ITS_LIVE's composites do. :func:`seasonal` fits the same model to an inverted
-series, :func:`composite_mosaic` places the composites of several cubes of one CRS on one grid,
-and :func:`composite_to_zarr` (``xr-itslive composite``) writes either resumably.
+series, :func:`~xr_itslive.composite_mosaic` places the composites of several cubes of one
+CRS on one grid, and :func:`composite_to_zarr` (``xr-itslive composite``) writes either resumably.
 
 Outliers: instead of the production code's 15-point moving median and ``2 × 6 × 1.4826 ×
 MAD`` cut, ``robust=True`` reweights the fit itself (Tukey's biweight, as
@@ -1005,7 +1005,7 @@ def composite_to_zarr(
     cube
         An ITS_LIVE cube, ``mid_date`` in one chunk, chunked in space (one task a chunk); or
         a list of cubes of one CRS (Datasets, paths or URLs), composited as one mosaic
-        (:func:`composite_mosaic`).
+        (:func:`~xr_itslive.composite_mosaic`).
     store, storage_options, overwrite, scheduler, progress
         As for :func:`~xr_itslive.write_resumable`.
     chunks
