@@ -337,6 +337,24 @@ CASES = [
         "start",
     ),
     Case(
+        "invert: start not a date",
+        lambda: xi.invert(CUBE, start="next spring"),
+        InvalidParameterError,
+        "start='next spring' as a date; pass an ISO date",
+    ),
+    Case(
+        "composite: center_date not a date",
+        lambda: xi.composite(CUBE, center_date="mid"),
+        InvalidParameterError,
+        "center_date='mid' as a date; pass an ISO date",
+    ),
+    Case(
+        "filter: end not a date",
+        lambda: xi.filter_pairs(CUBE, end=object()),
+        InvalidParameterError,
+        "as a date; pass an ISO date",
+    ),
+    Case(
         "invert: window without pairs",
         lambda: xi.invert(CUBE, start="1990-01-01", end="1991-01-01"),
         EmptySelectionError,

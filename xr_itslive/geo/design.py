@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,13 +20,28 @@ from ..kernels.design import interval_fractions
 from ..kernels.units import NS_PER_DAY
 
 
-def _to_datetime64(value) -> np.datetime64:
+def to_datetime64(value: Any, name: str = "date") -> np.datetime64 | None:
+    """A user's date parameter as ``datetime64[ns]`` (None stays None), or a clear error.
+
+    Parameters
+    ----------
+    value
+        An ISO date text, a ``datetime64``, a ``datetime``... or None.
+    name
+        The parameter's name, for the message.
+
+    Returns
+    -------
+    numpy.datetime64 or None
+    """
+    if value is None:
+        return None
     try:
         return np.datetime64(value, "ns")
     except (TypeError, ValueError) as err:
         raise InvalidParameterError(
-            f"could not read {value!r} as a date; pass an ISO date such as '2015-01-01' "
-            "or a numpy.datetime64"
+            f"could not read {name}={value!r} as a date; pass an ISO date such as "
+            "'2015-01-01' or a numpy.datetime64"
         ) from err
 
 
@@ -93,9 +109,11 @@ def time_grid(img1: np.ndarray, img2: np.ndarray, step: float, start=None, end=N
             "missing or equal); check the cube's acquisition dates"
         )
     first = (
-        _to_datetime64(start) if start is not None else img1[valid].min().astype("datetime64[D]")
+        to_datetime64(start, "start")
+        if start is not None
+        else img1[valid].min().astype("datetime64[D]")
     )
-    last = _to_datetime64(end) if end is not None else img2[valid].max()
+    last = to_datetime64(end, "end") if end is not None else img2[valid].max()
     first = np.datetime64(first, "ns")
     if last <= first:
         raise InvalidParameterError(
@@ -163,7 +181,7 @@ def pair_geometry(
     u2 = grid.days(img2) / grid.step
     inside = ~reversed_pairs & (u1 >= -1e-9) & (grid.days(img2) <= grid.days(grid.end) + 1e-9)
     if end is not None:
-        inside &= img2 <= _to_datetime64(end)
+        inside &= img2 <= to_datetime64(end, "end")
     if not inside.any():
         raise EmptySelectionError(
             f"no image pair lies inside {np.datetime_as_string(grid.start, 'D')}.."

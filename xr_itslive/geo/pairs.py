@@ -28,6 +28,7 @@ from ..errors import (
     renamed_parameters,
 )
 from ..io.format import PAIR_DIM
+from .design import to_datetime64
 from .masks import glacier_mask
 
 _SATELLITE_VARS = ("satellite_img1", "satellite_img2")
@@ -470,17 +471,6 @@ def select_platforms(
     return ds.isel({PAIR_DIM: np.flatnonzero(keep)}) if not keep.all() else ds
 
 
-def _to_datetime64(value: Any, name: str) -> np.datetime64 | None:
-    if value is None:
-        return None
-    try:
-        return np.datetime64(value, "ns")
-    except (TypeError, ValueError) as err:
-        raise InvalidParameterError(
-            f"{name} must be a date (e.g. '2018-01-01' or numpy.datetime64), got {name}={value!r}"
-        ) from err
-
-
 def select_dates(
     ds: xr.Dataset,
     start: Any = None,
@@ -498,7 +488,7 @@ def select_dates(
         ``"mid_date"``: the pair's middle date is in the range; ``"acquisition"``: both images
         were acquired in it.
     """
-    t0, t1 = _to_datetime64(start, "start"), _to_datetime64(end, "end")
+    t0, t1 = to_datetime64(start, "start"), to_datetime64(end, "end")
     if t0 is not None and t1 is not None and t0 > t1:
         raise InvalidParameterError(f"start={start!r} is after end={end!r}; swap them")
     if by == "mid_date":

@@ -33,6 +33,7 @@ import xarray as xr
 
 from ..crs import crs_key, cube_crs
 from ..errors import EmptySelectionError, InvalidParameterError, MissingVariableError
+from ..geo.design import to_datetime64
 from ..geo.subset import grid_spacing
 from ..io.cf import to_cf
 from ..io.format import PAIR_DIM, TIME_DIM
@@ -109,16 +110,6 @@ def _year_start(year: int) -> np.datetime64:
     return np.datetime64(f"{year:04d}-01-01", "ns")
 
 
-def _to_date(value: Any, name: str) -> np.datetime64:
-    try:
-        return np.datetime64(value, "ns")
-    except (TypeError, ValueError) as err:
-        raise InvalidParameterError(
-            f"could not read {name}={value!r} as a date; pass an ISO date such as "
-            "'2019-07-02' or a numpy.datetime64"
-        ) from err
-
-
 def _check_climatology(climatology: Any) -> tuple[int, int]:
     try:
         first, last = climatology
@@ -168,8 +159,8 @@ def _setup(ds: xr.Dataset, start: Any, end: Any, climatology: Any, center_date: 
             UserWarning,
             stacklevel=3,
         )
-    lo = _to_date(start, "start") if start is not None else None
-    hi = _to_date(end, "end") if end is not None else None
+    lo = to_datetime64(start, "start") if start is not None else None
+    hi = to_datetime64(end, "end") if end is not None else None
     if lo is not None and hi is not None and hi <= lo:
         raise InvalidParameterError(
             f"start must be before end, got start={start!r} and end={end!r}; swap them"
@@ -204,7 +195,7 @@ def _setup(ds: xr.Dataset, start: Any, end: Any, climatology: Any, center_date: 
     if center_date is None:
         center = 0.5 * (window[0] + window[1] + 1)  # the middle of the window
     else:
-        center = float(decimal_years(_to_date(center_date, "center_date")))
+        center = float(decimal_years(to_datetime64(center_date, "center_date")))
         span = (float(t1.min()), float(t2.max()))
         inside_window = window[0] <= center < window[1] + 1
         if not (inside_window and span[0] <= center <= span[1]):
