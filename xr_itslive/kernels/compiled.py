@@ -742,9 +742,25 @@ def _weighted_rss(y, pred, w, out):
             out[b] += w[u, b] * r * r
 
 
-@numba.njit(**_INNER)
-def _select(a, n, k):
-    """``a[:n]`` reordered in place so that ``a[k]`` is its k-th smallest value; returns it."""
+@numba.njit(**_INNER)  # called by kernels only (here and kernels/composite.py)
+def select_kth(a, n, k):
+    """``a[:n]`` reordered in place so that ``a[k]`` is its k-th smallest value (the values
+    before it not larger); returns it. Quickselect, for the engines' exact medians.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Values (1-D), reordered in place.
+    n : int
+        How many of them count.
+    k : int
+        The rank wanted, ``0 <= k < n``.
+
+    Returns
+    -------
+    float
+        The k-th smallest of ``a[:n]``.
+    """
     lo = 0
     hi = n - 1
     while hi > lo:
@@ -802,7 +818,7 @@ def _median(a, n, buf, sample):
             sample[i + 1] = v
         lo = sample[ns // 2 - 8]
         hi = sample[ns // 2 + 8]
-        below = np.int64(0)  # (not a literal 0: _select is compiled once)
+        below = np.int64(0)  # (not a literal 0: select_kth is compiled once)
         m = np.int64(0)
         for i in range(n):
             v = a[i]
@@ -810,7 +826,7 @@ def _median(a, n, buf, sample):
             m += (v >= lo) & (v <= hi)
             below += v < lo
         if below <= k_low and k < below + m:
-            upper = _select(buf, m, k - below)
+            upper = select_kth(buf, m, k - below)
             if k_low == k:
                 return upper
             lower = buf[0]
@@ -819,7 +835,7 @@ def _median(a, n, buf, sample):
             return 0.5 * (lower + upper)
     for i in range(n):  # few values, or the bracket missed: select among all
         buf[i] = a[i]
-    upper = _select(buf, n, k)
+    upper = select_kth(buf, n, k)
     if k_low == k:
         return upper
     lower = buf[0]

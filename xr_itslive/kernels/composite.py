@@ -55,6 +55,7 @@ import numba
 import numpy as np
 
 from .banded import reweight
+from .compiled import select_kth
 from .design import interval_fractions
 from .namespace import get_namespace
 from .pipeline import DEFAULT_TUNING, ROBUST_KINDS
@@ -514,45 +515,10 @@ def _fit(idx, n, y, w, geometry, n_years, rel_tol, normal, rhs, counts, present,
 
 
 @numba.njit(**_JIT)
-def _select(a, n, k):
-    """``a[:n]`` reordered in place so that ``a[k]`` is its k-th smallest value, the values
-    before it not larger; returns it."""
-    lo = 0
-    hi = n - 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return a[k]
-
-
-@numba.njit(**_JIT)
 def _median(a, n):
     """The median of ``a[:n]`` (reordered), the mean of the two middle values for even n."""
     k = n // 2
-    upper = _select(a, n, k)
+    upper = select_kth(a, n, k)
     if n % 2:
         return upper
     lower = a[0]
