@@ -36,17 +36,26 @@ def _describe_store(store: Any) -> str:
     return text if len(text) <= 200 and " object at 0x" not in text else type(store).__name__
 
 
+def _chunked(ds: xr.Dataset, chunks: Any, reader: dict) -> xr.Dataset:
+    """``ds`` (opened without dask) chunked by ``chunks(ds)``, when ``chunks`` is a function of
+    the opened dataset: the chunking is chosen from the store's own layout without opening the
+    store a second time."""
+    return ds.chunk(chunks(ds), from_array_kwargs=reader)
+
+
 def _open_zarr(store: Any, chunks: Any, source: str) -> xr.Dataset:
     # Every lazy block read goes through block_reader: a failure names the URL and chunk key.
     reader = {"getitem": block_reader(source)}
+    given = None if callable(chunks) else chunks
     try:
         # Real cubes are zarr v2 with consolidated metadata: 6 requests to open instead of ~70.
         try:
-            return xr.open_zarr(
-                store, consolidated=True, zarr_format=2, chunks=chunks, from_array_kwargs=reader
+            ds = xr.open_zarr(
+                store, consolidated=True, zarr_format=2, chunks=given, from_array_kwargs=reader
             )
         except (KeyError, FileNotFoundError, ValueError):
-            return xr.open_zarr(store, chunks=chunks, from_array_kwargs=reader)
+            ds = xr.open_zarr(store, chunks=given, from_array_kwargs=reader)
+        return _chunked(ds, chunks, reader) if callable(chunks) else ds
     except PASS_THROUGH:
         raise
     except Exception as err:
@@ -73,8 +82,10 @@ def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: A
     storage_options : mapping, optional
         s3fs options (anonymous reads with bounded timeouts and retries by default; a
         ``config_kwargs`` given here is merged into the default one).
-    chunks : mapping
-        Dask chunks, as :func:`xarray.open_zarr` takes them.
+    chunks : mapping or callable
+        Dask chunks, as :func:`xarray.open_zarr` takes them, or a function of the dataset
+        opened without dask that returns them (e.g. :func:`inversion_chunks`): the store is
+        then opened once and chunked by its own layout.
 
     Returns
     -------
@@ -98,9 +109,10 @@ def open_store(source: Any, storage_options: Mapping[str, Any] | None, chunks: A
                 "path, an s3:// URL, or a catalog URL (see xr_itslive.find_cubes)."
             )
         if source.endswith((".nc", ".nc4", ".h5")):
-            return xr.open_dataset(
-                source, chunks=chunks, from_array_kwargs={"getitem": block_reader(source)}
-            )
+            reader = {"getitem": block_reader(source)}
+            if callable(chunks):
+                return _chunked(xr.open_dataset(source, chunks=None), chunks, reader)
+            return xr.open_dataset(source, chunks=chunks, from_array_kwargs=reader)
         return _open_zarr(source, chunks, source)
 
     from .s3 import s3_filesystem
@@ -258,24 +270,14 @@ def open_source(
     storage_options : mapping, optional
         s3fs options for URLs (anonymous reads with bounded retries by default).
     chunks : mapping, optional
-        Dask chunks; default: the store's, with ``mid_date`` in one chunk.
+        Dask chunks; default: :func:`inversion_chunks` of the store (``mid_date`` in one
+        chunk, the stored spatial chunks unless a task would exceed ``TASK_BYTES``).
     """
-    ds = open_store(source, storage_options, chunks={} if chunks is None else chunks)
-    if chunks is None:
-        target = inversion_chunks(ds)
-        cubes = [v for v in ds.data_vars.values() if v.dims == ("mid_date", "y", "x")]
-        opened = (
-            (len(cubes[0].chunks[0]), cubes[0].chunks[1][0], cubes[0].chunks[2][0])
-            if cubes and cubes[0].chunks
-            else None
-        )
-        if "y" in target and opened != (1, target["y"], target["x"]):
-            # Re-open with the target chunks (consolidated metadata: one more request) so that
-            # each task reads its pixel columns straight from the store; a dask rechunk of the
-            # stored chunks would add a layer of tasks holding them until merged.
-            ds = open_store(source, storage_options, chunks=target)
-        # One mid_date chunk, so that sorting permutes within chunks only.
-        ds = ds.chunk({"mid_date": -1})
+    # By default the chunks come from the store's layout (inversion_chunks): every task reads
+    # its pixel columns straight from the stored chunks (one mid_date chunk, so that sorting
+    # permutes within chunks only); a dask rechunk of the stored chunks would add a layer of
+    # tasks holding them until merged.
+    ds = open_store(source, storage_options, chunks=inversion_chunks if chunks is None else chunks)
     return decode_cube(ds, variables)
 
 
