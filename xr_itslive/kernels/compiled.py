@@ -270,42 +270,103 @@ def _put_outliers(typingctx, array, offset, size, prior):
 
 # --------------------------------------------------------------------------- kernels
 @numba.njit(**_JIT)
+def _count_valid(values, pairs_first, counts):
+    """Add each pixel's values that are not NaN to ``counts``; whether any value is ±inf.
+
+    ``values`` as for :func:`_load_block`: ``(n_pairs, n_pixels)`` with ``pairs_first``, else
+    ``(n_pixels, n_pairs)``; one pass in memory order.
+    """
+    bad = False
+    if pairs_first:
+        for i in range(values.shape[0]):
+            for p in range(values.shape[1]):
+                v = values[i, p]
+                counts[p] += v == v
+                bad |= abs(v) == np.inf
+    else:
+        for p in range(values.shape[0]):
+            n = 0
+            for i in range(values.shape[1]):
+                v = values[p, i]
+                n += v == v
+                bad |= abs(v) == np.inf
+            counts[p] += n
+    return bad
+
+
+def _in_memory_order(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``values`` (``(n_pixels, n_pairs)``) as the kernels read it, and whether pairs first.
+
+    A (mid_date, pixel) chunk (what dask hands over, transposed) is read in place: for each
+    pair a block's pixels are contiguous. Any other layout is made pixels-first.
+    """
+    if values.ndim == 2 and values.T.flags.c_contiguous and values.shape[1] > 1:
+        return values.T, True
+    return np.ascontiguousarray(values), False
+
+
+def count_valid(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Per pixel, the observations that are not NaN, and whether any value is ±inf.
+
+    One pass over ``values`` in its memory order, without temporaries: what
+    :func:`solve_pixels_compiled` needs to know before it solves.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(n_pixels, n_pairs)``, float32 or float64, in any memory layout.
+
+    Returns
+    -------
+    counts : numpy.ndarray
+        ``(n_pixels,)`` int64.
+    has_inf : bool
+        Whether any value is infinite.
+    """
+    source, pairs_first = _in_memory_order(values)
+    counts = np.zeros(values.shape[0], dtype=np.int64)
+    has_inf = _count_valid(source, pairs_first, counts)
+    return counts, bool(has_inf)
+
+
+@numba.njit(**_JIT)
 def _load_block(
-    values, pairs_first, weights, use_weights, p0, wp0, nb, order, seen, rows, y, w0, wy0,
+    values, pairs_first, weights, use_weights, pixels, p0, nb, order, seen, rows, y, w0, wy0,
     counts,
 ):  # fmt: skip
-    """Load pixels ``p0 .. p0 + nb`` into the block's rows: one row per pair with data.
+    """Load pixels ``pixels[p0 .. p0 + nb]`` into the block's rows: one row per pair with data.
 
     ``values`` is ``(n_pairs, n_pixels)`` with ``pairs_first`` (a ``(mid_date, pixel)``
     chunk read in place: a block's pixels are contiguous for every pair), else
     ``(n_pixels, n_pairs)``. Row ``u`` holds pair ``rows[u]``, rows in the order of ``order``
     (pairs sorted by first cell, as :func:`_assemble` needs); pairs without a value in the
     block get no row. Missing observations (and non-positive or NaN weights) get weight 0
-    and value 0. Weights (when ``weights`` has a row per pixel) are rows ``wp0 .. wp0 + nb``.
-    Returns the number of rows.
+    and value 0. Weights with a row per pixel are indexed by pixel too. Returns the number of
+    rows.
     """
     lanes = BLOCK
     n_pairs = values.shape[0] if pairs_first else values.shape[1]
     per_pixel = weights.shape[0] > 1
-    # a whole block of a pixels-innermost chunk with per-pair weights (the common case):
-    # every pair's lanes are one vector load
-    whole = pairs_first and nb == lanes and not per_pixel
+    # a whole block of neighbouring pixels of a pixels-innermost chunk with per-pair weights
+    # (the common case): every pair's lanes are one vector load
+    base = pixels[p0]
+    whole = pairs_first and nb == lanes and not per_pixel and pixels[p0 + nb - 1] - base == nb - 1
     width = values.shape[1]
     if whole:
         for i in range(n_pairs):
-            seen[i] = _any_valid(_widen(values, i * width + p0))
+            seen[i] = _any_valid(_widen(values, i * width + base))
     elif pairs_first:
         for i in range(n_pairs):
             hit = False
             for b in range(nb):
-                v = values[i, p0 + b]
+                v = values[i, pixels[p0 + b]]
                 hit |= v == v
             seen[i] = hit
     else:  # pairs outer, in memory order of a (pixel, pair) array
         for i in range(n_pairs):
             hit = False
             for b in range(nb):
-                v = values[p0 + b, i]
+                v = values[pixels[p0 + b], i]
                 hit |= v == v
             seen[i] = hit
     u = 0
@@ -320,7 +381,7 @@ def _load_block(
         for m in range(u):
             i = rows[m]
             wi = weights[0, i] if use_weights else 1.0
-            v = _widen(values, i * width + p0)
+            v = _widen(values, i * width + base)
             if wi > 0:
                 wm = _where_valid(v, _fill(wi))
                 ym = _where_valid(v, v)
@@ -341,8 +402,9 @@ def _load_block(
     for m in range(u):
         i = rows[m]
         for b in range(nb):  # branch-free: a missing value or weight gives weight 0
-            v = np.float64(values[i, p0 + b] if pairs_first else values[p0 + b, i])
-            wi = weights[wp0 + b if per_pixel else 0, i] if use_weights else 1.0
+            pixel = pixels[p0 + b]
+            v = np.float64(values[i, pixel] if pairs_first else values[pixel, i])
+            wi = weights[pixel if per_pixel else 0, i] if use_weights else 1.0
             ok = (v == v) & (wi > 0)  # False for NaN
             w0[m, b] = wi if ok else 0.0
             y[m, b] = v if ok else 0.0
@@ -1132,23 +1194,29 @@ def solve_pixels_compiled(
     options: Options,
     threads: int = 1,
     rel_tol: float = 1e-11,
+    pixels: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first).
+    """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first), or those of
+    ``pixels`` (indices into ``values``, in place of a copy of their rows).
 
     ``geometry`` is ``(first_cell, last_cell, first_frac, last_frac, inner)`` per pair
-    (:class:`xr_itslive.geo.design.PairGeometry`). Returns a dict of arrays with pixels first:
-    ``solution`` ``(n_pixels, n_cells)``, ``n_obs``, and, as ``options`` ask, ``std``,
-    ``lam``, ``outlier`` ``(n_pixels, n_pairs)``. Pixels with fewer than
-    ``options.min_obs`` observations or a singular system are NaN.
+    (:class:`xr_itslive.geo.design.PairGeometry`). Returns a dict of arrays with one row per
+    solved pixel: ``solution`` ``(n, n_cells)``, ``n_obs``, and, as ``options`` ask, ``std``,
+    ``lam``, ``outlier`` ``(n, n_pairs)``. Pixels with fewer than ``options.min_obs``
+    observations or a singular system are NaN.
     """
     announce_compilation()
-    n_pixels, n_pairs = values.shape
+    n_values, n_pairs = values.shape
+    if pixels is None:
+        pixels = np.arange(n_values, dtype=np.int64)
+    pixels = np.ascontiguousarray(pixels, dtype=np.int64)
+    n_pixels = pixels.shape[0]
     use_weights = weights is not None
     if weights is None:
         weights = np.ones((1, 1))
     else:
         weights = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float64)
-        if weights.shape[0] not in (1, n_pixels) or weights.shape[1] != n_pairs:
+        if weights.shape[0] not in (1, n_values) or weights.shape[1] != n_pairs:
             raise ValueError(
                 f"weights of shape {weights.shape} do not match values {values.shape}; "
                 "pass (n_pixels, n_pairs) or (1, n_pairs)"
@@ -1166,13 +1234,7 @@ def solve_pixels_compiled(
         out["outlier"] = np.zeros((n_pixels, n_pairs), dtype=np.bool_)
 
     order = _pair_order(geometry[0])  # pairs by first cell, for _assemble
-    # A (mid_date, pixel) chunk (what dask hands over, transposed) is read in place: for each
-    # pair a block's pixels are contiguous. Any other layout is made pixels-first.
-    pairs_first = values.ndim == 2 and values.T.flags.c_contiguous and n_pairs > 1
-    if pairs_first:
-        source = values.T
-    else:
-        source = np.ascontiguousarray(values)
+    source, pairs_first = _in_memory_order(values)
 
     def run(start: int, stop: int) -> None:
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
@@ -1185,7 +1247,7 @@ def solve_pixels_compiled(
         for p0 in range(start, stop, BLOCK):
             nb = min(BLOCK, stop - p0)
             n_used = _load_block(
-                source, pairs_first, weights, use_weights, p0, p0, nb, order, seen, rows,
+                source, pairs_first, weights, use_weights, pixels, p0, nb, order, seen, rows,
                 y, w0, wy0, counts,
             )  # fmt: skip
             ops.start_block(rows[:n_used], w0[:n_used])

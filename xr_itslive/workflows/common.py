@@ -2,6 +2,7 @@
 the mosaics and the resumable jobs.
 
 - :func:`shared_key` / :func:`unwrap_shared`: a value every dask task reads as one key;
+- :func:`apply_per_pixel`: a kernel over the pixels of a cube, lazily, without copying its input;
 - :func:`choose_engine` and :func:`robust_kind`: the kernel engine and the reweighting;
 - :func:`drop_duplicated_pairs`: each ``pair_id`` once;
 - :func:`resolve_weights` (with :func:`check_aligned`): ``weights=`` as per-pair weights;
@@ -34,6 +35,7 @@ ENGINES: tuple[str, ...] = ("numba", "array")
 __all__ = [
     "ENGINES",
     "Engine",
+    "apply_per_pixel",
     "check_aligned",
     "check_cube_sequence",
     "choose_engine",
@@ -98,6 +100,140 @@ def unwrap_shared(holder: Any) -> Any:
     Any
     """
     return holder[()] if isinstance(holder, np.ndarray) else holder
+
+
+# --------------------------------------------------------------------------- per pixel
+
+
+def apply_per_pixel(
+    func: Any,
+    *args: Any,
+    input_core_dims: Sequence[Sequence[Hashable]],
+    output_core_dims: Sequence[Sequence[Hashable]],
+    output_dtypes: Sequence[Any],
+    output_sizes: dict[Hashable, int] | None = None,
+    meta: Sequence[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> tuple:
+    """``xarray.apply_ufunc(func, *args, dask="parallelized")`` for kernels whose core
+    dimensions are each in one chunk, handing the kernel every block as it is.
+
+    ``apply_ufunc`` builds its dask graph with ``blockwise(concatenate=True)``, which passes
+    the chunks of the core dimensions through ``concatenate3``; that copies a block even when
+    it is the only one: 10 MB per variable and task of a 25,000-pair cube, ~9% of the
+    inversion's CPU time. Here the graph is the same without the copy.
+
+    Parameters
+    ----------
+    func
+        Called on numpy (or CuPy) blocks, core dimensions last, as with ``apply_ufunc``;
+        returns one array per output.
+    *args
+        DataArrays (or Variables) as for ``apply_ufunc``.
+    input_core_dims, output_core_dims
+        As for ``apply_ufunc``; a core dimension of a lazy input must be in one chunk.
+    output_dtypes
+        The dtype of each output.
+    output_sizes
+        Sizes of the output core dimensions that no input has.
+    meta
+        One empty array per output, for dask to know the chunk type (default numpy).
+    kwargs
+        Keyword arguments for ``func``.
+
+    Returns
+    -------
+    tuple of xarray.DataArray
+        One per output, as ``apply_ufunc`` returns them.
+    """
+    import dask.array as da
+
+    kwargs = dict(kwargs or {})
+    if not any(isinstance(getattr(a, "data", None), da.Array) for a in args):
+        return xr.apply_ufunc(
+            func, *args, input_core_dims=input_core_dims, output_core_dims=output_core_dims,
+            kwargs=kwargs, keep_attrs=False,
+        )  # fmt: skip
+
+    def lazy(*arrays: Any) -> tuple:
+        return _blockwise_outputs(
+            func, arrays, input_core_dims, output_core_dims, output_dtypes,
+            dict(output_sizes or {}), meta, kwargs,
+        )  # fmt: skip
+
+    return xr.apply_ufunc(
+        lazy, *args, input_core_dims=input_core_dims, output_core_dims=output_core_dims,
+        dask="allowed", keep_attrs=False,
+    )  # fmt: skip
+
+
+def _single_blocks(value: Any) -> Any:
+    """A block as blockwise(concatenate=False) hands it: in a list per core dimension."""
+    while isinstance(value, list):
+        (value,) = value  # one chunk per core dimension (checked when the graph is built)
+    return value
+
+
+def _call_on_blocks(*blocks: Any, kernel: Any, kernel_kwargs: dict) -> tuple:
+    return tuple(kernel(*(_single_blocks(b) for b in blocks), **kernel_kwargs))
+
+
+def _blockwise_outputs(func, arrays, core_in, core_out, dtypes, sizes, meta, kwargs) -> tuple:
+    """The dask side of :func:`apply_per_pixel`: one task per block of the loop dimensions,
+    then one array per output (its part of each task's tuple), as dask's apply_gufunc."""
+    from operator import getitem
+
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    n_loop = max(np.ndim(a) - len(c) for a, c in zip(arrays, core_in, strict=True))
+    loop = tuple(f"loop{i}" for i in range(n_loop))
+    arginds: list[Any] = []
+    for array, core in zip(arrays, core_in, strict=True):
+        array = da.asarray(array)
+        for dim, chunks in zip(core, array.chunks[array.ndim - len(core) :], strict=True):
+            if len(chunks) > 1:
+                raise ValueError(
+                    f"core dimension {dim!r} has {len(chunks)} chunks; rechunk it into one "
+                    f"(e.g. cube.chunk({{{str(dim)!r}: -1}})) first"
+                )
+            sizes.setdefault(dim, chunks[0])
+        own_loop = loop[n_loop - (array.ndim - len(core)) :]
+        arginds += [array, own_loop + tuple(f"core-{d}" for d in core)]
+    if meta is None:
+        meta = tuple(
+            np.empty((0,) * (n_loop + len(c)), dtype=dtype)
+            for c, dtype in zip(core_out, dtypes, strict=True)
+        )
+    name = f"{getattr(func, '__name__', 'kernel').strip('_')}-{tokenize(func, arrays, kwargs)}"
+    tmp = da.blockwise(
+        _call_on_blocks, loop, *arginds, name=name, concatenate=False, meta=tuple(meta),
+        kernel=func, kernel_kwargs=kwargs,
+    )  # fmt: skip
+    keys = list(_flatten_keys(tmp.__dask_keys__()))
+    outputs = []
+    for i, (core, out_meta) in enumerate(zip(core_out, meta, strict=True)):
+        core_shape = tuple(sizes[d] for d in core)
+        leaf = f"{name}-{i}"
+        graph = {(leaf, *key[1:], *(0,) * len(core)): (getitem, key, i) for key in keys}
+        outputs.append(
+            da.Array(
+                HighLevelGraph.from_collections(leaf, graph, dependencies=[tmp]),
+                leaf,
+                chunks=tmp.chunks + tuple((n,) for n in core_shape),
+                meta=out_meta,
+            )
+        )
+    return tuple(outputs)
+
+
+def _flatten_keys(keys: Any):
+    if isinstance(keys, list):
+        for item in keys:
+            yield from _flatten_keys(item)
+    else:
+        yield keys
 
 
 # --------------------------------------------------------------------------- engine, robust

@@ -45,6 +45,7 @@ from ..kernels.pipeline import Options
 from .common import ENGINES as ENGINES  # the CLI's choices, defined once in common
 from .common import (
     Engine,
+    apply_per_pixel,
     check_aligned,
     choose_engine,
     drop_duplicated_pairs,
@@ -275,13 +276,23 @@ def solve_block(
                 f"weights must be >= 0, found {int(xp.sum(xp.astype(weights < 0, xp.int64)))} "
                 "negative value(s); pass 1 / error² (or weights='error') or clip them at 0"
             )
-    flat = _finite_or_nan(xp, flat, weights)
+    compiled = engine == "numba" and is_host_numpy(flat)
+    n_obs = None
+    if compiled and not (weights is not None and not bool(np.all(np.abs(weights) < np.inf))):
+        from ..kernels.compiled import count_valid
+
+        # one pass in the chunk's memory order; ±inf (rare) is turned into NaN below
+        n_obs, has_inf = count_valid(flat)
+        if has_inf:
+            n_obs = None
+    if n_obs is None:
+        flat = _finite_or_nan(xp, flat, weights)
+        if is_host_numpy(flat):
+            n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
+        else:
+            n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
     out = {}
     # Solve only the pixels that can be solved: masked-in, with at least min_obs pairs.
-    if is_host_numpy(flat):
-        n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
-    else:
-        n_obs = xp.sum(xp.astype(~xp.isnan(flat), xp.int64), axis=1)
     if mask is not None:
         inside = xp.reshape(xp.asarray(mask, dtype=xp.bool), (-1,))
         n_obs = xp.where(inside, n_obs, 0)
@@ -290,18 +301,19 @@ def solve_block(
     index = None
     if not bool(xp.all(keep)):
         index = xp.nonzero(keep)[0]
-        flat = xp.take(flat, index, axis=0)
+        if not compiled:  # the compiled engine reads the kept pixels in place
+            flat = xp.take(flat, index, axis=0)
     if weights is not None:
         weights = xp.where(xp.isnan(weights) | (weights == float("inf")), 0.0, weights)
-        if weights.shape[0] > 1 and index is not None:
+        if weights.shape[0] > 1 and index is not None and not compiled:
             weights = xp.take(weights, index, axis=0)
-    if flat.shape[0]:
-        if engine == "numba":
+    if n_pix and (index is None or index.shape[0]):
+        if compiled:
             from ..kernels.compiled import solve_pixels_compiled
 
             solved = solve_pixels_compiled(
-                np.asarray(flat), weights, problem.geometry_arrays(),
-                problem.regularization, n_cells, problem.bandwidth, options, threads=threads,
+                flat, weights, problem.geometry_arrays(), problem.regularization, n_cells,
+                problem.bandwidth, options, threads=threads, pixels=index,
             )  # fmt: skip
         else:
             # pixel batches sized to the device's free memory (one batch on the host)
@@ -549,25 +561,22 @@ def invert(
         args.append(shared_problem)
         core.append([])
         kernel = _KERNELS[(pair_weights is not None, mask_da is not None)]
-        gufunc_kwargs: dict[str, Any] = {"output_sizes": {TIME_DIM: problem.n_cells}}
-        output_dtypes: list | None = [dtypes[n] for n in names]
+        meta = None
         if is_dask and not is_host_numpy(chunk_type):
             # dask learns the chunk type from meta: CuPy chunks in, CuPy chunks (and _meta) out
-            gufunc_kwargs["meta"] = tuple(
+            meta = tuple(
                 empty_like_chunk(chunk_type, var.ndim - 1 + len(core_out[n]), dtypes[n])
                 for n in names
             )
-            output_dtypes = None
-        results = xr.apply_ufunc(
+        results = apply_per_pixel(
             kernel,
             *args,
             input_core_dims=core,
             output_core_dims=[core_out[n] for n in names],
-            dask="parallelized",
-            output_dtypes=output_dtypes,
-            dask_gufunc_kwargs=gufunc_kwargs,
+            output_dtypes=[dtypes[n] for n in names],
+            output_sizes={TIME_DIM: problem.n_cells},
+            meta=meta,
             kwargs={"options": options, "engine": engine, "threads": threads},
-            keep_attrs=False,
         )
         return results
 
