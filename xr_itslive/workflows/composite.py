@@ -43,6 +43,7 @@ from ..kernels.namespace import empty_like_chunk, get_namespace, is_host_numpy
 from .common import ENGINES as ENGINES  # the CLI's choices, defined once in common
 from .common import (
     Engine,
+    apply_per_pixel,
     check_cube_sequence,
     choose_engine,
     drop_duplicated_pairs,
@@ -684,23 +685,21 @@ def composite(
     layout = _output_layout(variables)
     core_in = [[PAIR_DIM]] * (len(args) - 1) + [[]]
     core_out = [[TIME_DIM] if per_year else [] for _, per_year, _ in layout]
-    gufunc_kwargs: dict[str, Any] = {"output_sizes": {TIME_DIM: setup.design.n_years}}
-    output_dtypes: list | None = [dtype for _, _, dtype in layout]
+    meta = None
     if is_dask and not is_host_numpy(chunk_type):
         # dask learns the chunk type from meta: CuPy chunks in, CuPy chunks out
         ndim = cube[variables[0]].ndim - 1
-        gufunc_kwargs["meta"] = tuple(
+        meta = tuple(
             empty_like_chunk(chunk_type, ndim + per_year, dtype) for _, per_year, dtype in layout
         )
-        output_dtypes = None
-    results = xr.apply_ufunc(
+    results = apply_per_pixel(
         _kernel,
         *args,
         input_core_dims=core_in,
         output_core_dims=core_out,
-        dask="parallelized",
-        output_dtypes=output_dtypes,
-        dask_gufunc_kwargs=gufunc_kwargs,
+        output_dtypes=[dtype for _, _, dtype in layout],
+        output_sizes={TIME_DIM: setup.design.n_years},
+        meta=meta,
         kwargs={
             "variables": variables,
             "weighted": weighted,
@@ -708,7 +707,6 @@ def composite(
             "engine": engine,
             "threads": threads,
         },
-        keep_attrs=False,
     )
     title = "ITS_LIVE annual and climatological composites (xr_itslive)"
     return _assemble(cube, results, variables, setup, options, engine, weights, start, end, title)
