@@ -26,6 +26,10 @@ Cluster runs (each one more run of the same command, its own output store):
 - ``--compare``: every store written is checked against the threaded one
   (``xarray.testing.assert_identical`` of the whole store, and exact equality of vx, vy, n_obs).
 
+``--composite`` also runs ``xr-itslive composite CUBE --out STORE --weights error --robust
+tukey`` (ITS_LIVE's annual composites of vx and vy) on dask's threads: its wall time, ratio to
+the read, peak memory and CPU seconds.
+
 Run::
 
     python benchmarks/bench_whole_cube.py --size 1/16     # 208 x 208 x 25,000
@@ -63,6 +67,7 @@ sys.path.insert(0, str(HERE))
 GiB = 2**30
 DASK = str(Path(sys.executable).with_name("dask"))
 INVERT_FLAGS = ["--weights", "error", "--robust", "tukey", "--step", "12", "--no-progress"]
+COMPOSITE_FLAGS = ["--weights", "error", "--robust", "tukey", "--no-progress"]
 
 
 class TreePeak:
@@ -146,9 +151,12 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **(extra or {}))
 
 
-def cli_command(path: str | Path, store: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "xr_itslive", "invert", str(path), "--out", str(store),
-            *INVERT_FLAGS, *extra]  # fmt: skip
+def cli_command(
+    path: str | Path, store: Path, extra: list[str], command: str = "invert"
+) -> list[str]:
+    flags = INVERT_FLAGS if command == "invert" else COMPOSITE_FLAGS
+    return [sys.executable, "-m", "xr_itslive", command, str(path), "--out", str(store),
+            *flags, *extra]  # fmt: skip
 
 
 def run_cli(
@@ -159,6 +167,7 @@ def run_cli(
     watch: list[int] | None = None,
     during=None,
     check: bool = True,
+    command: str = "invert",
 ) -> tuple[float, TreePeak, str, int]:
     """Run the CLI; (seconds, memory peaks, output, exit code).
 
@@ -167,7 +176,8 @@ def run_cli(
     """
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cli_command(path, store, extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cli_command(path, store, extra, command), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True, env=subprocess_env(env), start_new_session=True,
     )  # fmt: skip
     helper = None
@@ -397,6 +407,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the stores and logs in this folder")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    parser.add_argument(
+        "--composite", action="store_true", help="also the annual composites (xr-itslive composite)"
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run (for the tests)")
     args = parser.parse_args(argv)
 
@@ -407,6 +420,9 @@ def main(argv: list[str] | None = None) -> dict:
     chunk_pairs = 20_000
     if args.quick:  # two mid_date chunks, as a full cube has; 16 spatial chunks
         side, n_pairs, chunk_pairs = 40, 2_500, 2_000
+        # the CLI's tasks as stored (10 x 10), not 2 x 2 of them: 16 chunks, so that a worker
+        # killed or a run stopped once a few are written stops mid-run
+        args.chunks = args.chunks or 10
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="whole_cube_"))
@@ -464,6 +480,15 @@ def main(argv: list[str] | None = None) -> dict:
             seconds, peak, _, _ = run_cli(cube, fresh(label.split("(")[0].lower()), flags)
             report(label, seconds, peak)
         n_chunks = done_count(stores["threads"])
+        if args.composite:
+            seconds, peak, _, _ = run_cli(cube, fresh("composite"), extra, command="composite")
+            memory = describe_memory(peak, peak.roots[0].pid, {})
+            print(f"composite (threads): {seconds:.1f} s = {seconds / read_s:.2f}x read; "
+                  f"{side * side / seconds:,.0f} pixels/s; {memory}")  # fmt: skip
+            figures["runs"]["composite"] = {
+                "seconds": seconds, "peak_total": peak.peak_total,
+                "cpu_total": sum(peak.cpu_each.values()),
+            }  # fmt: skip
 
         if args.remote:
             with RemoteCluster(work) as cluster:

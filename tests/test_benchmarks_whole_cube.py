@@ -49,10 +49,16 @@ def test_generated_cube_has_todays_format(tmp_path):
 
 def test_whole_cube_benchmark_runs():
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_whole_cube.py"), "--quick"],
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_whole_cube.py"),
+            "--quick",
+            "--composite",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "read + decode vx, vy:" in done.stdout and "invert (threads):" in done.stdout
+    assert "composite (threads):" in done.stdout

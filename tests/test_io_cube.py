@@ -163,7 +163,7 @@ def test_open_cube_reads_whole_pixel_columns_from_several_mid_date_chunks(tmp_pa
     ds = xr_itslive.open_cube(path, variables=["vx", "vy"])
     (pairs,), ys, xs = ds.vx.data.chunks
     assert pairs == 3_000  # one task holds every pair of its pixels
-    assert ys[0] == 10 and xs[0] == 10  # the stored chunks: within budget, never split
+    assert ys[0] == 20 and xs[0] == 20  # 2 x 2 stored chunks: within budget, never split
     assert 3_000 * ys[0] * xs[0] * 4 <= TASK_BYTES
     layers = ds.vx.data.__dask_graph__().layers
     # reading is one task per output chunk, straight from the store (no rechunk layers, which
@@ -188,6 +188,8 @@ def test_task_memory_is_flat_in_the_number_of_pairs(tmp_path):
         ds.vx.encoding["chunks"] = (20_000, 10, 10)
         chunks = inversion_chunks(ds, task_bytes=64 * 2**20)
         sizes[n_pairs] = n_pairs * chunks["y"] * chunks["x"] * 4
+        # whole stored chunks: four to a task at 10,000 pairs, one at 50,000
+        assert chunks["y"] == chunks["x"] == (20 if n_pairs == 10_000 else 10)
     assert all(size <= 64 * 2**20 for size in sizes.values())
     # an older cube's 100 x 100 stored chunks of every pair are over budget: split evenly
     path = _multichunk_cube(tmp_path / "old.zarr", n_pairs=2_000, chunk_pairs=250, chunk=40)
