@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from ..errors import InvalidParameterError, MissingVariableError
+from ..errors import ChunkingError, InvalidParameterError, MissingVariableError
 from ..io.format import PAIR_DIM
 from ..io.open import open_cube
 from ..kernels.namespace import is_cupy_array, is_host_numpy
@@ -149,22 +149,31 @@ def apply_per_pixel(
     import dask.array as da
 
     kwargs = dict(kwargs or {})
+    single = len(output_core_dims) == 1  # apply_ufunc then wants one array, not a tuple
     if not any(isinstance(getattr(a, "data", None), da.Array) for a in args):
-        return xr.apply_ufunc(
-            func, *args, input_core_dims=input_core_dims, output_core_dims=output_core_dims,
+
+        def eager(*arrays: Any, **kw: Any) -> Any:
+            outputs = tuple(func(*arrays, **kw))
+            return outputs[0] if single else outputs
+
+        results = xr.apply_ufunc(
+            eager, *args, input_core_dims=input_core_dims, output_core_dims=output_core_dims,
             kwargs=kwargs, keep_attrs=False,
         )  # fmt: skip
+        return (results,) if single else results
 
-    def lazy(*arrays: Any) -> tuple:
-        return _blockwise_outputs(
+    def lazy(*arrays: Any) -> Any:
+        outputs = _blockwise_outputs(
             func, arrays, input_core_dims, output_core_dims, output_dtypes,
             dict(output_sizes or {}), meta, kwargs,
         )  # fmt: skip
+        return outputs[0] if single else outputs
 
-    return xr.apply_ufunc(
+    results = xr.apply_ufunc(
         lazy, *args, input_core_dims=input_core_dims, output_core_dims=output_core_dims,
         dask="allowed", keep_attrs=False,
     )  # fmt: skip
+    return (results,) if single else results
 
 
 def _single_blocks(value: Any) -> Any:
@@ -175,6 +184,7 @@ def _single_blocks(value: Any) -> Any:
 
 
 def _call_on_blocks(*blocks: Any, kernel: Any, kernel_kwargs: dict) -> tuple:
+    """One task: ``kernel`` on the task's blocks, its outputs as a tuple."""
     return tuple(kernel(*(_single_blocks(b) for b in blocks), **kernel_kwargs))
 
 
@@ -185,6 +195,7 @@ def _blockwise_outputs(func, arrays, core_in, core_out, dtypes, sizes, meta, kwa
 
     import dask.array as da
     from dask.base import tokenize
+    from dask.core import flatten
     from dask.highlevelgraph import HighLevelGraph
 
     n_loop = max(np.ndim(a) - len(c) for a, c in zip(arrays, core_in, strict=True))
@@ -194,7 +205,7 @@ def _blockwise_outputs(func, arrays, core_in, core_out, dtypes, sizes, meta, kwa
         array = da.asarray(array)
         for dim, chunks in zip(core, array.chunks[array.ndim - len(core) :], strict=True):
             if len(chunks) > 1:
-                raise ValueError(
+                raise ChunkingError(
                     f"core dimension {dim!r} has {len(chunks)} chunks; rechunk it into one "
                     f"(e.g. cube.chunk({{{str(dim)!r}: -1}})) first"
                 )
@@ -211,7 +222,7 @@ def _blockwise_outputs(func, arrays, core_in, core_out, dtypes, sizes, meta, kwa
         _call_on_blocks, loop, *arginds, name=name, concatenate=False, meta=tuple(meta),
         kernel=func, kernel_kwargs=kwargs,
     )  # fmt: skip
-    keys = list(_flatten_keys(tmp.__dask_keys__()))
+    keys = list(flatten(tmp.__dask_keys__()))
     outputs = []
     for i, (core, out_meta) in enumerate(zip(core_out, meta, strict=True)):
         core_shape = tuple(sizes[d] for d in core)
@@ -226,14 +237,6 @@ def _blockwise_outputs(func, arrays, core_in, core_out, dtypes, sizes, meta, kwa
             )
         )
     return tuple(outputs)
-
-
-def _flatten_keys(keys: Any):
-    if isinstance(keys, list):
-        for item in keys:
-            yield from _flatten_keys(item)
-    else:
-        yield keys
 
 
 # --------------------------------------------------------------------------- engine, robust
