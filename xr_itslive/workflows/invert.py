@@ -277,8 +277,9 @@ def solve_block(
                 "negative value(s); pass 1 / error² (or weights='error') or clip them at 0"
             )
     compiled = engine == "numba" and is_host_numpy(flat)
+    finite_weights = weights is None or bool(xp.all(xp.abs(weights) < float("inf")))
     n_obs = None
-    if compiled and not (weights is not None and not bool(np.all(np.abs(weights) < np.inf))):
+    if compiled and finite_weights:
         from ..kernels.compiled import count_valid
 
         # one pass in the chunk's memory order; ±inf (rare) is turned into NaN below
