@@ -62,3 +62,15 @@ def test_whole_cube_benchmark_runs():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "read + decode vx, vy:" in done.stdout and "invert (threads):" in done.stdout
     assert "composite (threads):" in done.stdout
+
+
+def test_task_size_benchmark_runs(tmp_path, capsys):
+    from bench_task_size import main
+
+    path = tmp_path / "cube.zarr"
+    make_cube(path, ny=20, nx=20, n_pairs=1_200, chunk_pairs=1_000, workers=1, seed=3)
+    figures = main(["--cube", str(path), "--repeat", "1"])
+    assert set(figures) == {10, 20}
+    assert all(len(f["invert"]) == 1 and f["invert"][0] > 0 for f in figures.values())
+    out = capsys.readouterr().out
+    assert "10 x 10 tasks: read + decode" in out and "20 x 20 tasks" in out
