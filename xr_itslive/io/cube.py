@@ -324,7 +324,7 @@ def inversion_chunks(ds: xr.Dataset, task_bytes: int = TASK_BYTES) -> dict[str, 
     if cy * cx <= pixels:
         # whole stored chunks, each read by one task; four to a task where they fit: a task's
         # reads, dask's scheduling and the output chunk's write cost time in Python whatever
-        # the task's size (20 x 20 took 9% less wall time than 10 x 10 on the 1/16 cube)
+        # the task's size (benchmarks/bench_task_size.py)
         merge = 2 if 4 * cy * cx <= pixels else 1
         sy, sx = merge * cy, merge * cx
     else:

@@ -120,8 +120,8 @@ def apply_per_pixel(
 
     ``apply_ufunc`` builds its dask graph with ``blockwise(concatenate=True)``, which passes
     the chunks of the core dimensions through ``concatenate3``; that copies a block even when
-    it is the only one: 10 MB per variable and task of a 25,000-pair cube, ~9% of the
-    inversion's CPU time. Here the graph is the same without the copy.
+    it is the only one (10 MB per variable and task of a 25,000-pair cube). Here the graph is
+    the same without the copy.
 
     Parameters
     ----------

@@ -871,8 +871,8 @@ def _write_chunk(
 
 
 #: Per process, the zarr arrays and stored encodings of the stores this process writes, keyed
-#: by store and run (the lock's token): opening them is most of the cost of writing a small
-#: chunk through ``to_zarr(region=...)`` (~15 ms: metadata reads and checks each time).
+#: by store and run (the lock's token): ``to_zarr(region=...)`` re-opened the store, read its
+#: metadata and checked the region for every chunk.
 _STORED: dict[tuple[str, str], tuple[dict[str, tuple[Any, dict]], int]] = {}
 _STORED_LOCK = threading.Lock()
 
