@@ -58,7 +58,7 @@ def instrument(timers: Timers) -> list:
             setattr(compiled, name, timers.wrap(name.strip("_"), getattr(compiled, name)))
     for name in (
         "start_block", "assemble", "assemble_factor", "factor", "solve", "predict",
-        "reweight", "reweight_fit", "selected_inverse", "trace_product", "weighted_rss",
+        "reweight", "reweight_fit", "selected_inverse", "penalty_trace", "weighted_rss",
     ):  # fmt: skip
         if hasattr(compiled.CompiledOps, name):
             method = getattr(compiled.CompiledOps, name)

@@ -211,12 +211,35 @@ def selected_inverse(factor, n_cells: int, bandwidth: int, width: int | None = N
     return xp.reshape(xp.permute_dims(out, (1, 2, 0)), (n_cells * pad, lanes))
 
 
-def trace_product(z, gram, n_cells: int, bandwidth: int):
-    """``Σ (Z ∘ G)`` over the full symmetric band, per lane."""
+def penalty_trace(z, regularization, lam2, n_cells: int, bandwidth: int, reg_width: int):
+    """``lam2 · Σ (Z ∘ R)`` over the full symmetric band of ``R`` (``reg_width + 1`` wide),
+    per lane: ``trace(G⁻¹ lam2 R)``.
+
+    Parameters
+    ----------
+    z
+        ``(n_cells * (bandwidth + 1), lanes)``: the band of ``G⁻¹`` (:func:`selected_inverse`).
+    regularization
+        ``(n_cells * (bandwidth + 1),)``: the band of ``R`` for ``lam = 1``.
+    lam2
+        ``(lanes,)``: each lane's ``lam²``.
+    n_cells, bandwidth
+        The band's size and bandwidth.
+    reg_width
+        The largest offset at which ``R`` has entries.
+
+    Returns
+    -------
+    array
+        ``(lanes,)``.
+    """
     xp = get_namespace(z)
     width = bandwidth + 1
-    product = xp.reshape(z * gram, (n_cells, width, z.shape[1]))
-    return 2.0 * xp.sum(product, axis=(0, 1)) - xp.sum(product[:, 0, :], axis=0)
+    used = reg_width + 1
+    band = xp.reshape(z, (n_cells, width, z.shape[1]))[:, :used, :]
+    weights = xp.reshape(regularization, (n_cells, width))[:, :used]
+    product = band * weights[:, :, None]
+    return lam2 * (2.0 * xp.sum(product, axis=(0, 1)) - xp.sum(product[:, 0, :], axis=0))
 
 
 def reweight(y, pred, w0, kind: str, tuning: float):
@@ -256,6 +279,9 @@ class ArrayOps:
         self.terms = terms
         self.geometry = geometry
         self.regularization = regularization  # (size,)
+        # the offsets at which the regularization's narrow band has entries
+        used = xp.any(xp.reshape(regularization != 0, (n_cells, bandwidth + 1)), axis=0)
+        self.reg_width = max((k for k in range(bandwidth + 1) if bool(used[k])), default=0)
         self.n_cells = n_cells
         self.bandwidth = bandwidth
         self.rel_tol = rel_tol
@@ -276,8 +302,10 @@ class ArrayOps:
     def selected_inverse(self, factor):
         return selected_inverse(factor, self.n_cells, self.bandwidth)
 
-    def trace_product(self, z, gram):
-        return trace_product(z, gram, self.n_cells, self.bandwidth)
+    def penalty_trace(self, z, lam2):
+        return penalty_trace(
+            z, self.regularization, lam2, self.n_cells, self.bandwidth, self.reg_width
+        )
 
     def weighted_rss(self, y, pred, w):
         xp = self.xp

@@ -8,6 +8,7 @@ They release the GIL: :func:`solve_pixels_compiled` runs pixel ranges in threads
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -240,6 +241,41 @@ def _larger(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def _pivot_root(typingctx, pivot):
+    """Lane-wise ``sqrt(pivot)`` where ``pivot > 0``, else ``inf`` (a column of zeros)."""
+    if pivot is not _lanes:
+        return None
+    sig = _lanes(_lanes)
+
+    def codegen(context, builder, sig, args):
+        positive = builder.fcmp_ordered(">", args[0], ir.Constant(_LANES_IR, [0.0] * BLOCK))
+        root = builder.call(_vector_intrinsic(builder, "sqrt"), [args[0]])
+        return builder.select(positive, root, ir.Constant(_LANES_IR, [math.inf] * BLOCK))
+
+    return sig, codegen
+
+
+@intrinsic
+def _lowest_pivot(typingctx, pivot, lowest):
+    """Lane-wise ``lowest`` where ``pivot > lowest``, else ``pivot`` (``-inf`` for NaN: a NaN
+    pivot is always singular)."""
+    if pivot is not _lanes or lowest is not _lanes:
+        return None
+    sig = _lanes(_lanes, _lanes)
+
+    def codegen(context, builder, sig, args):
+        pivot, lowest = args
+        below = builder.select(
+            builder.fcmp_ordered("ord", pivot, pivot),
+            pivot,
+            ir.Constant(_LANES_IR, [-math.inf] * BLOCK),
+        )
+        return builder.select(builder.fcmp_ordered(">", pivot, lowest), lowest, below)
 
     return sig, codegen
 
@@ -486,7 +522,6 @@ def _assemble(
     for k in range(bandwidth + 2):
         _put(dprev, k * lanes, zero)
     racc = np.zeros(lanes)
-    inv = np.empty(lanes)
     scale = _row(lam2, 0)
     width = bandwidth + 1
     # (np.int64: a plain 0 would make numba compile the callees once more for a literal 0)
@@ -509,7 +544,7 @@ def _assemble(
                 if min(factored + PANEL - 1 + bandwidth, n_cells - 1) >= done:
                     break
                 factored += _factor_step(
-                    gram, factored, n_cells, bandwidth, panel, inv, min_pivot, fused, rhs
+                    gram, factored, n_cells, bandwidth, panel, min_pivot, fused, rhs
                 )
         if u == n_used:
             break
@@ -570,7 +605,7 @@ PANEL = 4  # columns per step of the factorization
 
 
 @numba.njit(**_INNER)
-def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, forward, x):
+def _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, forward, x):
     """Columns ``j .. j + PANEL - 1`` of the banded Cholesky factorization, in place; with
     ``forward``, also their part of the forward substitution ``L z = x`` (in place in ``x``,
     ``(n_cells, lanes)``, whose rows up to the step's reach must be final), while the
@@ -601,14 +636,11 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, forward, 
                 at = (base + m) * lanes
                 other = _row(panel, q * column + (i + m) * lanes)
                 _put(factor, at, _minus(_row(factor, at), _times(entry_q, other)))
-        for b in range(lanes):
-            pivot = factor[base, b]
-            if not pivot > min_pivot[b]:  # a NaN pivot counts as -inf: always singular
-                min_pivot[b] = pivot if pivot == pivot else -np.inf
-            root = np.sqrt(pivot) if pivot > 0.0 else np.inf
-            factor[base, b] = root
-            inv[b] = 1.0 / root
-        scale = _row(inv, 0)
+        pivot = _row(factor, base * lanes)
+        _put(min_pivot, 0, _lowest_pivot(pivot, _row(min_pivot, 0)))
+        root = _pivot_root(pivot)
+        _put(factor, base * lanes, root)
+        scale = _over(_fill(1.0), root)
         for m in range(1, kmax + 1):
             value = _times(_row(factor, (base + m) * lanes), scale)
             _put(factor, (base + m) * lanes, value)
@@ -629,24 +661,48 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, forward, 
     if first >= n_cells:  # (a step of fewer than PANEL columns is the last one)
         return steps
     last = min(j + PANEL - 1 + bandwidth, n_cells - 1)  # the last row the step reaches
-    for row in range(first, last + 1):
+    # Two rows at a time: row r's entry (r, r + d) and row r + 1's entry (r + 1, r + d) take
+    # the same panel entries (on row r + d), loaded once for both. Each entry gets one chain
+    # of fused multiply-subtracts, column after column as in the unblocked update.
+    row = first
+    while row <= last:
         o = (row - j) * lanes
         a0 = _row(panel, o)
         a1 = _row(panel, column + o)
         a2 = _row(panel, 2 * column + o)
         a3 = _row(panel, 3 * column + o)
         base = row * width * lanes
-        for d in range(last - row + 1):
+        entry = _minus(_row(factor, base), _times(a0, a0))
+        entry = _minus(entry, _times(a1, a1))
+        entry = _minus(entry, _times(a2, a2))
+        entry = _minus(entry, _times(a3, a3))
+        _put(factor, base, entry)
+        if row == last:
+            break
+        b0 = _row(panel, o + lanes)
+        b1 = _row(panel, column + o + lanes)
+        b2 = _row(panel, 2 * column + o + lanes)
+        b3 = _row(panel, 3 * column + o + lanes)
+        below = base + width * lanes - lanes  # row + 1's entry d - 1 is at below + d
+        for d in range(1, last - row + 1):
             od = o + d * lanes
-            update = _plus(
-                _plus(_times(a0, _row(panel, od)), _times(a1, _row(panel, column + od))),
-                _plus(
-                    _times(a2, _row(panel, 2 * column + od)),
-                    _times(a3, _row(panel, 3 * column + od)),
-                ),
-            )
+            p0 = _row(panel, od)
+            p1 = _row(panel, column + od)
+            p2 = _row(panel, 2 * column + od)
+            p3 = _row(panel, 3 * column + od)
             at = base + d * lanes
-            _put(factor, at, _minus(_row(factor, at), update))
+            entry = _minus(_row(factor, at), _times(a0, p0))
+            entry = _minus(entry, _times(a1, p1))
+            entry = _minus(entry, _times(a2, p2))
+            entry = _minus(entry, _times(a3, p3))
+            _put(factor, at, entry)
+            at = below + d * lanes
+            entry = _minus(_row(factor, at), _times(b0, p0))
+            entry = _minus(entry, _times(b1, p1))
+            entry = _minus(entry, _times(b2, p2))
+            entry = _minus(entry, _times(b3, p3))
+            _put(factor, at, entry)
+        row += 2
     return steps
 
 
@@ -676,10 +732,9 @@ def _factor(gram, regularization, lam2, n_cells, bandwidth, rel_tol, factor, sin
     for j in range(n_cells):
         for b in range(lanes):
             max_diagonal[b] = max(max_diagonal[b], factor[j * width, b])
-    inv = np.empty(lanes)
     for j in range(0, n_cells, PANEL):
         # (np.bool_: a literal False would compile _factor_step once more)
-        _factor_step(factor, j, n_cells, bandwidth, panel, inv, min_pivot, np.bool_(False), factor)
+        _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, np.bool_(False), factor)
     _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
 
 
@@ -751,9 +806,21 @@ def _gather_geometry(
         _put(root_w0, u * BLOCK, _root(_row(w0, u * BLOCK)))
 
 
+@numba.njit(**_INNER)
+def _window_entry(j, k, i, width):
+    """Flat index (in lanes rows) of ``G⁻¹[j + k, j + i]`` in the upper band layout."""
+    return (j + min(k, i)) * width + abs(k - i)
+
+
 @numba.njit(**_JIT)
 def _selected_inverse(factor, n_cells, bandwidth, z):
-    """Entries of G⁻¹ inside the band (Takahashi recurrences), upper band layout."""
+    """Entries of G⁻¹ inside the band (Takahashi recurrences), upper band layout.
+
+    Row ``j``'s off-diagonal entries ``G⁻¹[j, j + i] = -Σ_k L[j + k, j] G⁻¹[j + k, j + i] /
+    L[j, j]`` read rows below ``j`` only, so they are independent of each other: four are
+    summed at once, each ``L`` entry loaded once for four independent sums (one sum alone
+    waits on its own additions). Each sum runs over ``k`` in ascending order as before.
+    """
     lanes = BLOCK
     width = bandwidth + 1
     zero = _fill(0.0)
@@ -762,15 +829,50 @@ def _selected_inverse(factor, n_cells, bandwidth, z):
         base = j * width
         kmax = min(bandwidth, n_cells - 1 - j)
         d = _row(factor, base * lanes)
-        for i in range(kmax, 0, -1):
+        i = 1
+        while i + 3 <= kmax:
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
+            # k <= i: the four entries are neighbours on row j + k
+            for k in range(1, i + 1):
+                f = _row(factor, (base + k) * lanes)
+                at = ((j + k) * width + i - k) * lanes
+                a0 = _plus(a0, _times(_row(z, at), f))
+                a1 = _plus(a1, _times(_row(z, at + lanes), f))
+                a2 = _plus(a2, _times(_row(z, at + 2 * lanes), f))
+                a3 = _plus(a3, _times(_row(z, at + 3 * lanes), f))
+            for k in range(i + 1, min(i + 3, kmax) + 1):  # between: some of each
+                f = _row(factor, (base + k) * lanes)
+                a0 = _plus(a0, _times(_row(z, _window_entry(j, k, i, width) * lanes), f))
+                a1 = _plus(a1, _times(_row(z, _window_entry(j, k, i + 1, width) * lanes), f))
+                a2 = _plus(a2, _times(_row(z, _window_entry(j, k, i + 2, width) * lanes), f))
+                a3 = _plus(a3, _times(_row(z, _window_entry(j, k, i + 3, width) * lanes), f))
+            # k > i + 3: entry t is at offset k - i - t of row j + i + t
+            r0 = ((j + i) * width - i) * lanes
+            r1 = ((j + i + 1) * width - i - 1) * lanes
+            r2 = ((j + i + 2) * width - i - 2) * lanes
+            r3 = ((j + i + 3) * width - i - 3) * lanes
+            for k in range(i + 4, kmax + 1):
+                f = _row(factor, (base + k) * lanes)
+                o = k * lanes
+                a0 = _plus(a0, _times(_row(z, r0 + o), f))
+                a1 = _plus(a1, _times(_row(z, r1 + o), f))
+                a2 = _plus(a2, _times(_row(z, r2 + o), f))
+                a3 = _plus(a3, _times(_row(z, r3 + o), f))
+            _put(z, (base + i) * lanes, _times(minus_one, _over(a0, d)))
+            _put(z, (base + i + 1) * lanes, _times(minus_one, _over(a1, d)))
+            _put(z, (base + i + 2) * lanes, _times(minus_one, _over(a2, d)))
+            _put(z, (base + i + 3) * lanes, _times(minus_one, _over(a3, d)))
+            i += 4
+        while i <= kmax:
             acc = zero
             for k in range(1, kmax + 1):
-                if k >= i:
-                    idx = (j + i) * width + (k - i)
-                else:
-                    idx = (j + k) * width + (i - k)
-                acc = _plus(acc, _times(_row(z, idx * lanes), _row(factor, (base + k) * lanes)))
+                f = _row(factor, (base + k) * lanes)
+                acc = _plus(acc, _times(_row(z, _window_entry(j, k, i, width) * lanes), f))
             _put(z, (base + i) * lanes, _times(minus_one, _over(acc, d)))
+            i += 1
         acc = zero
         for k in range(1, kmax + 1):
             acc = _plus(acc, _times(_row(z, (base + k) * lanes), _row(factor, (base + k) * lanes)))
@@ -778,19 +880,19 @@ def _selected_inverse(factor, n_cells, bandwidth, z):
 
 
 @numba.njit(**_JIT)
-def _trace_product(z, gram, n_cells, bandwidth, out):
-    """Σ (Z ∘ G) over the full symmetric band: trace(G⁻¹ AᵀWA) = effective parameters."""
-    lanes = z.shape[1]
+def _penalty_trace(z, regularization, lam2, n_cells, bandwidth, reg_width, out):
+    """``lam2 · Σ (Z ∘ R)`` over the full symmetric band of the regularization ``R``, whose
+    band is ``reg_width + 1`` wide: ``trace(G⁻¹ lam2 R)``, the parameters the smoothness
+    takes from the fit (see :func:`xr_itslive.kernels.pipeline.run_pipeline`)."""
+    lanes = BLOCK
     width = bandwidth + 1
-    for b in range(lanes):
-        out[b] = 0.0
+    total = _fill(0.0)
     for r in range(n_cells):
-        # entries inside the matrix only: past its edge z is never written and the
-        # assembled band holds round-off
-        for k in range(min(width, n_cells - r)):
-            f = 1.0 if k == 0 else 2.0
-            for b in range(lanes):
-                out[b] += f * z[r * width + k, b] * gram[r * width + k, b]
+        # entries inside the matrix only: past its edge z is never written
+        for k in range(min(reg_width, n_cells - 1 - r) + 1):
+            entry = regularization[r * width + k] * (1.0 if k == 0 else 2.0)
+            total = _plus(total, _times(_fill(entry), _row(z, (r * width + k) * lanes)))
+    _put(out, 0, _times(total, _row(lam2, 0)))
 
 
 @numba.njit(**_JIT)
@@ -1123,9 +1225,12 @@ class CompiledOps:
         _selected_inverse(factor, self.n_cells, self.bandwidth, z)
         return z
 
-    def trace_product(self, z, gram):
+    def penalty_trace(self, z, lam2):
         out = np.empty(self.lanes)
-        _trace_product(z, gram, self.n_cells, self.bandwidth, out)
+        _penalty_trace(
+            z, self.regularization, np.ascontiguousarray(lam2, dtype=np.float64), self.n_cells,
+            self.bandwidth, self._reg_width, out,
+        )  # fmt: skip
         return out
 
     def weighted_rss(self, y, pred, w):

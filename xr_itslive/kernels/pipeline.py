@@ -12,7 +12,7 @@ Steps: weighted least squares; optional robust reweighting (IRLS with Huber or T
 weights on residuals standardized by the prior weights and scaled by 1.4826·MAD); optional
 choice of λ per pixel by generalized cross-validation; optional posterior standard
 deviations ``sqrt(diag(G⁻¹) · σ̂²)`` from the selected inverse, ``σ̂² = RSS_w / (n - edf)``
-with ``edf = trace(G⁻¹ AᵀWA)``.
+with ``edf = trace(G⁻¹ AᵀWA) = n_cells - trace(G⁻¹ λ²R)``.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
     def full(value: float) -> Any:
         return xp.full((lanes,), value, dtype=xp.float64)
 
-    # GCV and the posterior spread need the normal matrix of the last fit besides its factor;
-    # every other fit only needs the factor, which a backend may build in one pass
-    # (``assemble_factor``: the matrix factorized in place while it is assembled).
-    keep_gram = options.auto_lam or options.uncertainty
+    # GCV refactorizes the normal matrix of the last fit with each candidate λ; every other
+    # fit only needs the factor, which a backend may build in one pass (``assemble_factor``:
+    # the matrix factorized in place while it is assembled). The effective parameters need
+    # no normal matrix: with G = AᵀWA + λ²R, trace(G⁻¹ AᵀWA) = n_cells - trace(G⁻¹ λ²R), and
+    # R's band is as narrow as the derivative order (``ops.penalty_trace``).
+    keep_gram = options.auto_lam
     fused = getattr(ops, "assemble_factor", None)
     reweight_fit = getattr(ops, "reweight_fit", None)
 
@@ -109,7 +111,7 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
             trial_x = ops.solve(trial, rhs)
             rss = ops.weighted_rss(y, ops.predict(trial_x), w)
             trial_inverse = ops.selected_inverse(trial)
-            dof = n - ops.trace_product(trial_inverse, gram)
+            dof = n - (x.shape[0] - ops.penalty_trace(trial_inverse, full(lam**2)))
             safe = xp.where(dof > 0.5, dof, 1.0)
             gcv = xp.where(dof > 0.5, n * rss / (safe * safe), math.inf)
             better = (gcv < best) & ~trial_singular
@@ -128,7 +130,9 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
     if options.uncertainty:
         if inverse is None:
             inverse = ops.selected_inverse(factor)
-        edf = ops.trace_product(inverse, gram)
+        # (with GCV, each lane's chosen λ; NaN where none was, and such lanes are unsolved)
+        penalty = lam2 if not options.auto_lam else chosen * chosen
+        edf = x.shape[0] - ops.penalty_trace(inverse, penalty)
         rss = ops.weighted_rss(y, ops.predict(x), w)
         # The noise scale comes from the residuals; a fit that leaves less than one residual
         # degree of freedom (it interpolates its few pairs) has no residuals to estimate it
