@@ -211,6 +211,27 @@ def selected_inverse(factor, n_cells: int, bandwidth: int, width: int | None = N
     return xp.reshape(xp.permute_dims(out, (1, 2, 0)), (n_cells * pad, lanes))
 
 
+def regularization_width(regularization, n_cells: int, bandwidth: int) -> int:
+    """The largest band offset at which the regularization has entries (its derivative
+    order): the only offsets the fused assembly adds it to and :func:`penalty_trace` reads.
+
+    Parameters
+    ----------
+    regularization
+        ``(n_cells * (bandwidth + 1),)``: the band of ``R``, upper band layout.
+    n_cells, bandwidth
+        The band's size and bandwidth.
+
+    Returns
+    -------
+    int
+    """
+    xp = get_namespace(regularization)
+    used = xp.any(xp.reshape(regularization != 0, (n_cells, bandwidth + 1)), axis=0)
+    offsets = xp.nonzero(used)[0]
+    return int(xp.max(offsets)) if offsets.shape[0] else 0
+
+
 def penalty_trace(z, regularization, lam2, n_cells: int, bandwidth: int, reg_width: int):
     """``lam2 · Σ (Z ∘ R)`` over the full symmetric band of ``R`` (``reg_width + 1`` wide),
     per lane: ``trace(G⁻¹ lam2 R)``.
@@ -279,9 +300,7 @@ class ArrayOps:
         self.terms = terms
         self.geometry = geometry
         self.regularization = regularization  # (size,)
-        # the offsets at which the regularization's narrow band has entries
-        used = xp.any(xp.reshape(regularization != 0, (n_cells, bandwidth + 1)), axis=0)
-        self.reg_width = max((k for k in range(bandwidth + 1) if bool(used[k])), default=0)
+        self.reg_width = regularization_width(regularization, n_cells, bandwidth)
         self.n_cells = n_cells
         self.bandwidth = bandwidth
         self.rel_tol = rel_tol

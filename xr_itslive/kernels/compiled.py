@@ -18,6 +18,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
+from .banded import regularization_width
 from .pipeline import ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
@@ -663,7 +664,7 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, forward, x):
     last = min(j + PANEL - 1 + bandwidth, n_cells - 1)  # the last row the step reaches
     # Two rows at a time: row r's entry (r, r + d) and row r + 1's entry (r + 1, r + d) take
     # the same panel entries (on row r + d), loaded once for both. Each entry gets one chain
-    # of fused multiply-subtracts, column after column as in the unblocked update.
+    # of fused multiply-subtracts, column after column.
     row = first
     while row <= last:
         o = (row - j) * lanes
@@ -1119,10 +1120,7 @@ class CompiledOps:
         self._min_pivot = np.empty(lanes)
         self._max_diagonal = np.empty(lanes)
         self._no_lam2 = np.zeros(lanes)
-        # the regularization's band is narrow (its derivative order): only those offsets of
-        # each row get lam2 * regularization in the fused assembly
-        offsets = np.nonzero(np.any(regularization.reshape(n_cells, width) != 0, axis=0))[0]
-        self._reg_width = int(offsets.max()) if offsets.size else 0
+        self._reg_width = regularization_width(regularization, n_cells, bandwidth)
         self._prefix = _aligned((n_cells + 1, lanes))
         # buffers reused across the iterations of a block (the pipeline holds one at a time)
         self._gram = _aligned((size, lanes))
