@@ -362,3 +362,44 @@ def test_chunk_layouts_give_identical_results(dtype, per_pixel_weights):
     two = compiled(in_place, weights, geometry, arrays, band, options)
     for key in ("solution", "n_obs", "outlier"):
         np.testing.assert_array_equal(one[key], two[key])
+
+
+@pytest.mark.parametrize("robust", [None, "huber", "tukey"])
+@pytest.mark.parametrize("weighting", ["none", "per pair", "per pixel"])
+def test_compiled_steps_give_the_pipelines_numbers_to_the_bit(robust, weighting):
+    """One λ: ``solve_pixels_compiled`` runs the pipeline's steps compiled in one call
+    (``_solve_range``); its numbers are those of ``run_pipeline`` calling the same
+    primitives from Python (``steps="pipeline"``), bit for bit, for every output, including
+    pixels it must leave
+    NaN (too few pairs) and a subset of pixels read in place."""
+    geometry, arrays, band, _, _ = problem(n_pairs=260, seed=3)
+    rng = np.random.default_rng(7)
+    n_pix, n_pairs = 53, geometry.arrays[0].size
+    values = np.ascontiguousarray(observations(n_pix, n_pairs, seed=5, gaps=0.6))
+    values[rng.uniform(size=values.shape) < 0.02] += 400.0  # outliers
+    values[4, 3:] = np.nan  # too few pairs
+    weights = {
+        "none": None,
+        "per pair": rng.uniform(0.2, 2.0, n_pairs),
+        "per pixel": rng.uniform(0.2, 2.0, (n_pix, n_pairs)),
+    }[weighting]
+    pixels = np.array([p for p in range(n_pix) if p % 7 != 2], dtype=np.int64)
+    options = Options(min_obs=5, lams=(10.0,), robust=robust, iterations=2, uncertainty=True)
+    got, expected = (
+        solve_pixels_compiled(
+            values,
+            weights,
+            geometry_arrays(geometry),
+            band,
+            geometry.grid.n_cells,
+            geometry.bandwidth,
+            options,
+            pixels=pixels,
+            steps=steps,
+        )  # fmt: skip
+        for steps in ("compiled", "pipeline")
+    )
+    assert np.isnan(got["solution"][pixels.tolist().index(4)]).all()
+    assert np.isfinite(got["solution"]).sum() > 0.8 * got["solution"].size
+    for key in ("solution", "std", "n_obs") + (("outlier",) if robust else ()):
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)

@@ -143,6 +143,30 @@ def test_compiled_engine_reads_a_chunks_kept_pixels_in_place(per_pixel_weights):
     xr.testing.assert_allclose(numba, array.assign_attrs(engine="numba"), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("uncertainty", [False, True])
+def test_large_inversions_run_the_compiled_steps_with_the_same_numbers(monkeypatch, uncertainty):
+    # An inversion of at least COMPILED_STEPS_MIN_PIXELS pixel-variables runs the numba
+    # engine's steps as one compiled kernel per task (a whole cube's case); a smaller one
+    # calls the same kernels from Python. The threshold is lowered here so that a small cube
+    # crosses it; the kernel is watched to know which way each run went.
+    from xr_itslive.kernels import compiled
+    from xr_itslive.workflows import invert as workflow
+
+    cube = synthetic_cube(n_pairs=400, ny=5, nx=7, years=4, seed=5, outlier_fraction=0.05)
+    cube = cube.chunk({"mid_date": -1, "y": 3, "x": 4})
+    kwargs = dict(step=12, robust="tukey", weights="error", uncertainty=uncertainty)
+    calls = []
+    kernel = compiled._solve_range
+    monkeypatch.setattr(compiled, "_solve_range", lambda *a: calls.append(1) or kernel(*a))
+    small = xr_itslive.invert(cube, **kwargs).compute()
+    assert not calls  # 70 pixel-variables: the pipeline from Python
+    monkeypatch.setattr(workflow, "COMPILED_STEPS_MIN_PIXELS", 2 * 5 * 7)
+    large = xr_itslive.invert(cube, **kwargs).compute()
+    assert len(calls) == 2 * 2 * 2  # every chunk of both variables
+    assert np.isfinite(large["vx"]).mean() > 0.9
+    xr.testing.assert_identical(large, small)
+
+
 def test_predict_reproduces_the_forward_model(cube):
     result = xr_itslive.invert(cube, step=12, lam=1.0)
     predicted = cube.itslive.predict(result).compute()

@@ -19,7 +19,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, models, register_model
 
 from .banded import regularization_width
-from .pipeline import ROBUST_KINDS, Options, run_pipeline
+from .pipeline import MIN_RESIDUAL_DOF, ROBUST_KINDS, Options, run_pipeline
 
 BLOCK = 16
 _JIT = {"nogil": True, "cache": True, "fastmath": {"contract"}}
@@ -1089,6 +1089,11 @@ def _aligned(shape, dtype=np.float64, zero: bool = False) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
+# stand-ins for the outputs a solve does not make (typed like the real ones)
+_NO_OUTPUT = np.empty((0, 0))
+_NO_FLAGS = np.empty((0, 0), dtype=np.bool_)
+
+
 class CompiledOps:
     """:mod:`.pipeline` primitives on a block of pixels, through the numba kernels.
 
@@ -1246,6 +1251,159 @@ class CompiledOps:
         return w, wy, outlier
 
 
+@numba.njit(**_JIT)
+def _fit_block(
+    w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth, gpre, spre, rpre,
+    dprev, factor, rhs, lam2, regularization, reg_width, panel, min_pivot, max_diagonal,
+    rel_tol, singular, x,
+):  # fmt: skip
+    """One weighted fit of a block: assembled and factorized in one pass, then solved
+    (:meth:`CompiledOps.assemble_factor` and :meth:`CompiledOps.solve`)."""
+    for b in range(BLOCK):
+        min_pivot[b] = np.inf
+        max_diagonal[b] = 0.0
+    _assemble(
+        w, wy, first, last, first_frac, last_frac, inner, n_cells, bandwidth, gpre, spre,
+        rpre, dprev, factor, rhs, True, lam2, regularization, reg_width, panel, min_pivot,
+        max_diagonal,
+    )  # fmt: skip
+    _flag_singular(min_pivot, max_diagonal, rel_tol, singular)
+    _solve(factor, rhs, n_cells, bandwidth, False, x)
+
+
+@numba.njit(**_JIT)
+def _solve_range(
+    values, pairs_first, weights, use_weights, pixels, start, stop, order, geometry,
+    regularization, reg_width, n_cells, bandwidth, rel_tol, lam2, min_obs, robust_kind,
+    tuning, iterations, uncertainty, keep_outliers, work, solution, std, n_obs, outlier,
+):  # fmt: skip
+    """:func:`xr_itslive.kernels.pipeline.run_pipeline` with one λ, compiled whole: every
+    block of pixels ``pixels[start:stop]`` loaded, fitted, reweighted ``iterations`` times
+    (``robust_kind`` 0: not robust) and, with ``uncertainty``, given its posterior spread,
+    the same primitives in the same order as the pipeline runs them through
+    :class:`CompiledOps`, with no Python (and no GIL) between them. Outputs are written
+    into rows ``start .. stop`` of ``solution``, ``std``, ``n_obs``, ``outlier``; ``work`` is
+    :func:`_solve_range_work`'s work space."""
+    (y, w0, wy0, rows, seen, counts, cells, fracs, root_w0, gpre, spre, rpre, dprev, panel,
+     min_pivot, max_diagonal, factor, rhs, x, prefix, w_all, wy_all, outlier_all, z_all,
+     scratch, buffer, pred_all, inverse, identity, trace) = work  # fmt: skip
+    lanes = BLOCK
+    width = bandwidth + 1
+    first, last, first_frac, last_frac, inner = geometry
+    singular = np.empty(lanes, dtype=np.bool_)
+    rss = np.empty(lanes)
+    for p0 in range(start, stop, lanes):
+        nb = min(lanes, stop - p0)
+        n_used = _load_block(
+            values, pairs_first, weights, use_weights, pixels, p0, nb, order, seen, rows, y,
+            w0, wy0, counts,
+        )  # fmt: skip
+        block_rows = rows[:n_used]
+        _gather_geometry(
+            block_rows, first, last, first_frac, last_frac, inner, cells, fracs,
+            w0[:n_used], root_w0[:n_used],
+        )  # fmt: skip
+        first_b = cells[0, :n_used]
+        last_b = cells[1, :n_used]
+        first_frac_b = fracs[0, :n_used]
+        last_frac_b = fracs[1, :n_used]
+        inner_b = fracs[2, :n_used]
+        w = w0[:n_used]
+        wy = wy0[:n_used]
+        for fit in range(1 + (iterations if robust_kind else 0)):
+            if fit:
+                w = w_all[:n_used]
+                wy = wy_all[:n_used]
+                _reweight(
+                    y[:n_used], x, first_b, last_b, first_frac_b, last_frac_b, inner_b,
+                    prefix, w0[:n_used], root_w0[:n_used], robust_kind, tuning,
+                    z_all[:n_used], scratch, buffer, w, wy, outlier_all[:n_used],
+                )  # fmt: skip
+            _fit_block(
+                w, wy, first_b, last_b, first_frac_b, last_frac_b, inner_b, n_cells,
+                bandwidth, gpre, spre, rpre, dprev, factor, rhs, lam2, regularization,
+                reg_width, panel, min_pivot, max_diagonal, rel_tol, singular, x,
+            )  # fmt: skip
+        if uncertainty:
+            _selected_inverse(factor, n_cells, bandwidth, inverse)
+            _penalty_trace(inverse, regularization, lam2, n_cells, bandwidth, reg_width, trace)
+            pred = pred_all[:n_used]
+            _predict(
+                x,
+                identity[:n_used],
+                first_b,
+                last_b,
+                first_frac_b,
+                last_frac_b,
+                inner_b,
+                prefix,
+                pred,
+            )
+            _weighted_rss(y[:n_used], pred, w, rss)
+        for b in range(nb):
+            p = p0 + b
+            n = np.float64(counts[b])
+            n_obs[p] = counts[b]
+            unsolved = singular[b] or n < min_obs
+            for c in range(n_cells):
+                solution[p, c] = np.nan if unsolved else x[c, b]
+            if uncertainty:
+                # as the pipeline: no noise scale from less than one residual degree of freedom
+                residual_dof = n - (n_cells - trace[b])
+                if residual_dof >= MIN_RESIDUAL_DOF:
+                    sigma2 = rss[b] / max(residual_dof, 1.0)
+                else:
+                    sigma2 = np.nan
+                for c in range(n_cells):
+                    variance = inverse[c * width, b] * sigma2
+                    if unsolved or variance != variance:  # (NaN stays NaN, as np.maximum)
+                        std[p, c] = np.nan
+                    else:
+                        std[p, c] = np.sqrt(variance) if variance > 0.0 else 0.0
+            if robust_kind and keep_outliers:
+                for m in range(n_used):
+                    outlier[p, block_rows[m]] = outlier_all[m, b]
+
+
+def _solve_range_work(n_pairs: int, n_cells: int, bandwidth: int) -> tuple:
+    """Work space of one :func:`_solve_range` thread (aligned as the kernels want it)."""
+    lanes = BLOCK
+    width = bandwidth + 1
+    ring = 1 << (bandwidth + 1).bit_length()  # a power of two >= bandwidth + 2
+    return (
+        _aligned((n_pairs, lanes)),  # y
+        _aligned((n_pairs, lanes)),  # w0
+        _aligned((n_pairs, lanes)),  # wy0
+        np.empty(n_pairs, dtype=np.int64),  # rows
+        np.empty(n_pairs, dtype=np.bool_),  # seen
+        np.empty(lanes, dtype=np.int64),  # counts
+        np.empty((2, n_pairs), dtype=np.int64),  # cells
+        np.empty((3, n_pairs)),  # fracs
+        _aligned((n_pairs, lanes)),  # root_w0
+        _aligned((ring * (bandwidth + 2), lanes), zero=True),  # gpre
+        _aligned((ring * (bandwidth + 2), lanes), zero=True),  # spre
+        _aligned((ring, lanes), zero=True),  # rpre
+        _aligned((width + 1, lanes), zero=True),  # dprev
+        _aligned(PANEL * (bandwidth + PANEL + 1) * lanes, zero=True),  # panel
+        np.empty(lanes),  # min_pivot
+        np.empty(lanes),  # max_diagonal
+        _aligned((n_cells * width, lanes)),  # factor
+        _aligned((n_cells, lanes)),  # rhs
+        _aligned((n_cells, lanes)),  # x
+        _aligned((n_cells + 1, lanes)),  # prefix
+        _aligned((n_pairs, lanes)),  # w
+        _aligned((n_pairs, lanes)),  # wy
+        np.empty((n_pairs, lanes), dtype=np.bool_),  # outlier
+        _aligned((n_pairs, lanes)),  # z
+        np.empty((lanes, n_pairs + 1)),  # scratch
+        np.empty(n_pairs + 1),  # buffer
+        _aligned((n_pairs, lanes)),  # pred
+        _aligned((n_cells * width, lanes)),  # inverse
+        np.arange(n_pairs, dtype=np.int64),  # identity
+        np.empty(lanes),  # trace
+    )
+
+
 _order_cache: tuple = (None, None)  # (first cells, their order): one problem per cube
 
 
@@ -1298,9 +1456,17 @@ def solve_pixels_compiled(
     threads: int = 1,
     rel_tol: float = 1e-11,
     pixels: np.ndarray | None = None,
+    steps: str = "pipeline",
 ) -> dict[str, np.ndarray]:
     """Solve every pixel of ``values`` (``(n_pixels, n_pairs)``, pixels first), or those of
     ``pixels`` (indices into ``values``, in place of a copy of their rows).
+
+    ``steps="pipeline"`` runs :func:`xr_itslive.kernels.pipeline.run_pipeline` block by
+    block through :class:`CompiledOps`, from Python; ``steps="compiled"`` (with one λ; GCV
+    always runs the pipeline) runs the same steps compiled, a whole range of pixels in one
+    call with no Python, and no GIL, between them (:func:`_solve_range`), at the price of one
+    more kernel to compile on a cold cache. The numbers are the same to the bit (the tests
+    check it); the caller chooses (:data:`xr_itslive.workflows.invert.COMPILED_STEPS_MIN_PIXELS`).
 
     ``geometry`` is ``(first_cell, last_cell, first_frac, last_frac, inner)`` per pair
     (:class:`xr_itslive.geo.design.PairGeometry`). Returns a dict of arrays with one row per
@@ -1339,7 +1505,7 @@ def solve_pixels_compiled(
     order = _pair_order(geometry[0])  # pairs by first cell, for _assemble
     source, pairs_first = _in_memory_order(values)
 
-    def run(start: int, stop: int) -> None:
+    def run_pipeline_blocks(start: int, stop: int) -> None:  # GCV: the pipeline in Python
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
         w0 = _aligned((n_pairs, BLOCK))
         wy0 = _aligned((n_pairs, BLOCK))
@@ -1364,6 +1530,22 @@ def solve_pixels_compiled(
             if "outlier" in out:
                 out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
+    def run_compiled(start: int, stop: int) -> None:  # one λ: the whole pipeline compiled
+        reg_width = regularization_width(regularization, n_cells, bandwidth)
+        kind = ROBUST_KINDS[options.robust] if options.robust else 0
+        _solve_range(
+            source, pairs_first, weights, use_weights, pixels, start, stop, order,
+            tuple(geometry), regularization, reg_width, n_cells, bandwidth, rel_tol,
+            np.full(BLOCK, options.initial_lam**2), options.min_obs, kind,
+            options.robust_tuning if options.robust else 0.0, options.iterations,
+            options.uncertainty, "outlier" in out, _solve_range_work(n_pairs, n_cells, bandwidth),
+            out["solution"], out.get("std", _NO_OUTPUT), out["n_obs"],
+            out.get("outlier", _NO_FLAGS),
+        )  # fmt: skip
+
+    if steps not in ("compiled", "pipeline"):
+        raise ValueError(f"steps must be 'compiled' or 'pipeline', not {steps!r}")
+    run = run_pipeline_blocks if options.auto_lam or steps == "pipeline" else run_compiled
     if threads <= 1 or n_pixels <= BLOCK:
         run(0, n_pixels)
     else:

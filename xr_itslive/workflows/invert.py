@@ -10,6 +10,7 @@ The normal matrix is banded and differs between pixels only through which pairs 
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
@@ -239,6 +240,16 @@ def output_names(options: Options) -> list[str]:
     return names
 
 
+#: Inversions of at least this many pixels (counted once per variable) run the numba engine's
+#: steps compiled as one kernel per task (``solve_pixels_compiled(steps="compiled")``): no
+#: Python, and no GIL, between the steps of a block of pixels, which a whole cube's tasks of
+#: hundreds of pixels feel (``benchmarks/bench_whole_cube.py``, ``docs/scaling.md``). Smaller
+#: inversions call the same kernels from Python: on a cold numba cache that one kernel takes
+#: seconds more to compile, which a first small inversion (the demo, a glacier) would wait
+#: for. The numbers are the same to the bit either way.
+COMPILED_STEPS_MIN_PIXELS = 50_000
+
+
 def solve_block(
     values: Any,
     mask: Any,
@@ -247,12 +258,15 @@ def solve_block(
     engine: str | None = None,
     threads: int = 1,
     weights: Any = None,
+    steps: str = "pipeline",
 ) -> tuple[Any, ...]:
     """Invert one block: ``values`` (..., n_pairs) → the outputs of :func:`output_names`.
 
     ``solution`` and ``std`` are (..., n_cells), ``n_obs`` and ``lam`` (...), ``outlier``
     (..., n_pairs). ``weights`` is None, per pair ``(n_pairs,)``, or like ``values``.
-    Pixels where ``mask`` is False are not solved (NaN, n_obs 0).
+    Pixels where ``mask`` is False are not solved (NaN, n_obs 0). ``steps``: how the numba
+    engine runs the pipeline's steps (:func:`xr_itslive.kernels.compiled.solve_pixels_compiled`;
+    the same numbers either way).
     """
     xp = get_namespace(values)
     engine = choose_engine(engine, values)
@@ -314,7 +328,7 @@ def solve_block(
 
             solved = solve_pixels_compiled(
                 flat, weights, problem.geometry_arrays(), problem.regularization, n_cells,
-                problem.bandwidth, options, threads=threads, pixels=index,
+                problem.bandwidth, options, threads=threads, pixels=index, steps=steps,
             )  # fmt: skip
         else:
             # pixel batches sized to the device's free memory (one batch on the host)
@@ -533,6 +547,8 @@ def invert(
     threads = 1 if is_dask else (os.cpu_count() or 1)
     names = output_names(options)
     shared_problem = shared_key(problem, is_dask)
+    n_pixels = math.prod(size for dim, size in cube[variables[0]].sizes.items() if dim != PAIR_DIM)
+    steps = "compiled" if n_pixels * len(variables) >= COMPILED_STEPS_MIN_PIXELS else "pipeline"
     core_out = {
         "solution": [TIME_DIM],
         "std": [TIME_DIM],
@@ -577,7 +593,7 @@ def invert(
             output_dtypes=[dtypes[n] for n in names],
             output_sizes={TIME_DIM: problem.n_cells},
             meta=meta,
-            kwargs={"options": options, "engine": engine, "threads": threads},
+            kwargs={"options": options, "engine": engine, "threads": threads, "steps": steps},
         )
         return results
 
