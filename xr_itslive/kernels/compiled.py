@@ -664,9 +664,12 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, forward, x):
     last = min(j + PANEL - 1 + bandwidth, n_cells - 1)  # the last row the step reaches
     # Two rows at a time: row r's entry (r, r + d) and row r + 1's entry (r + 1, r + d) take
     # the same panel entries (on row r + d), loaded once for both. Each entry gets one chain
-    # of fused multiply-subtracts, column after column.
-    row = first
-    while row <= last:
+    # of fused multiply-subtracts, column after column. The pairs go upwards, from the last
+    # rows to the first: the rows right below the step, which the next step factorizes
+    # first, are then the last updated and still in L1 cache when it reads them (the order
+    # of the rows changes no entry's operations).
+    row = first + ((last - first) // 2) * 2
+    while row >= first:
         o = (row - j) * lanes
         a0 = _row(panel, o)
         a1 = _row(panel, column + o)
@@ -678,8 +681,9 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, forward, x):
         entry = _minus(entry, _times(a2, a2))
         entry = _minus(entry, _times(a3, a3))
         _put(factor, base, entry)
-        if row == last:
-            break
+        if row == last:  # a lone last row: only its diagonal is reached
+            row -= 2
+            continue
         b0 = _row(panel, o + lanes)
         b1 = _row(panel, column + o + lanes)
         b2 = _row(panel, 2 * column + o + lanes)
@@ -703,7 +707,7 @@ def _factor_step(factor, j, n_cells, bandwidth, panel, min_pivot, forward, x):
             entry = _minus(entry, _times(b2, p2))
             entry = _minus(entry, _times(b3, p3))
             _put(factor, at, entry)
-        row += 2
+        row -= 2
     return steps
 
 
