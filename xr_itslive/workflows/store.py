@@ -954,6 +954,7 @@ def _progress_bar(total: int, initial: int, store: str, enabled: bool):
 def _compute(tasks: list[Any], scheduler: Any, bar: Any) -> None:
     import dask
     from dask.callbacks import Callback
+    from dask.system import CPU_COUNT
 
     with scheduler_context(scheduler) as client:
         if client is None:
@@ -962,8 +963,18 @@ def _compute(tasks: list[Any], scheduler: Any, bar: Any) -> None:
                 if isinstance(key, str) and key.startswith(TASK_PREFIX):
                     bar.update(1)
 
+            name = local_scheduler_name(scheduler)
+            chosen = name or dask.config.get("scheduler", None) or "threads"
+            threaded = chosen in ("threads", "threading")
+            extra = {}
+            if threaded and dask.config.get("num_workers", None) is None:
+                # A task that reads waits while zarr's own threads read and decompress its
+                # chunks: one thread more than the cores keeps them all busy meanwhile
+                # (benchmarks/bench_whole_cube.py, docs/scaling.md). dask's num_workers
+                # setting, where a user gave one, wins.
+                extra["num_workers"] = CPU_COUNT + 1
             with Callback(posttask=count):
-                dask.compute(*tasks, scheduler=local_scheduler_name(scheduler))
+                dask.compute(*tasks, scheduler=name, **extra)
             return
         from distributed import as_completed
 
