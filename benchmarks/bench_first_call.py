@@ -10,8 +10,10 @@ with its own ``NUMBA_CACHE_DIR``:
 Each process times ``import xr_itslive``, the first ``invert(...).compute()`` of the bundled
 demo cube (``xr_itslive.demo_cube_path()``, the settings of ``xr-itslive demo``: error
 weights, robust, uncertainty) and then the README's first example, as written (it needs
-``../shared/data``; skipped without it). It also reports whether the one-line notice about
-the compilation appeared on stderr.
+``../shared/data``; skipped without it), and last the demo cube again with the steps compiled
+as one kernel (what an inversion of a whole cube runs, from
+``COMPILED_STEPS_MIN_PIXELS`` pixel-variables up: on a cold cache, what its first task adds).
+It also reports whether the one-line notice about the compilation appeared on stderr.
 
 Run: ``python benchmarks/bench_first_call.py [--repeat 1] [--no-readme]``
 """
@@ -44,6 +46,13 @@ if len(sys.argv) > 1:
     started = time.perf_counter()
     exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
     timings["README example"] = time.perf_counter() - started
+# what a whole cube's first task adds: its steps run as one compiled kernel (from
+# COMPILED_STEPS_MIN_PIXELS pixel-variables up), the other kernels are loaded by now
+from xr_itslive.workflows import invert as workflow
+workflow.COMPILED_STEPS_MIN_PIXELS = 1
+started = time.perf_counter()
+xr_itslive.invert(cube, weights="error", robust=True).compute()
+timings["compiled steps"] = time.perf_counter() - started
 print("TIMINGS " + json.dumps(timings))
 """
 

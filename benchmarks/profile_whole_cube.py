@@ -3,7 +3,9 @@
 Loads a window of pixels of a cube made by ``benchmarks/make_cube.py`` into memory (vx and
 its error), then solves them with :func:`xr_itslive.workflows.invert.solve_block` on one
 thread, as one task of ``xr-itslive invert CUBE --weights error --robust tukey --step 12``
-would, with every primitive of the numba engine timed. Prints seconds and share per
+would, with every primitive of the numba engine timed: the steps called from Python
+(``steps="pipeline"``); a whole cube's tasks run the same primitives in one compiled kernel
+(``_solve_range``), which cannot be timed step by step. Prints seconds and share per
 primitive, pixels per second, and the sizes the work scales with: the pairs of each pixel
 and the rows of each block of 16 pixels (the union of the pairs valid in any of them).
 

@@ -1468,7 +1468,7 @@ def solve_pixels_compiled(
     ``steps="pipeline"`` runs :func:`xr_itslive.kernels.pipeline.run_pipeline` block by
     block through :class:`CompiledOps`, from Python; ``steps="compiled"`` (with one λ; GCV
     always runs the pipeline) runs the same steps compiled, a whole range of pixels in one
-    call with no Python, and no GIL, between them (:func:`_solve_range`), at the price of one
+    call with no Python, and no GIL, between them (``_solve_range``), at the price of one
     more kernel to compile on a cold cache. The numbers are the same to the bit (the tests
     check it); the caller chooses (:data:`xr_itslive.workflows.invert.COMPILED_STEPS_MIN_PIXELS`).
 
