@@ -74,7 +74,7 @@ _EXTERNAL = (
     "ipyleaflet", "ipywidgets", "cupy", "array_api_compat", "array_api_strict", "numba",
     "tracemalloc", "concurrent", "collections", "typing", "os", "pathlib", "datetime",
     "argparse", "tqdm", "threadpoolctl", "pytest",
-)
+)  # fmt: skip
 nitpick_ignore_regex = [
     (r"py:.*", rf"~?({'|'.join(_EXTERNAL)})(\..*)?"),
     # types written in prose in the numpydoc sections ("array-like", "callable", ...)
