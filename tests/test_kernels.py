@@ -403,3 +403,14 @@ def test_compiled_steps_give_the_pipelines_numbers_to_the_bit(robust, weighting)
     assert np.isfinite(got["solution"]).sum() > 0.8 * got["solution"].size
     for key in ("solution", "std", "n_obs") + (("outlier",) if robust else ()):
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_unknown_steps_are_refused_with_the_choices():
+    geometry, arrays, band, _, _ = problem(n_pairs=60, seed=1)
+    values = np.ascontiguousarray(observations(4, geometry.arrays[0].size, seed=2))
+    options = Options(min_obs=5, lams=(10.0,))
+    with pytest.raises(ValueError, match="steps must be 'compiled' or 'pipeline', not 'fast'"):
+        solve_pixels_compiled(
+            values, None, geometry_arrays(geometry), band, geometry.grid.n_cells,
+            geometry.bandwidth, options, steps="fast",
+        )  # fmt: skip

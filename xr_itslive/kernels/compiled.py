@@ -1254,6 +1254,19 @@ class CompiledOps:
         )  # fmt: skip
         return w, wy, outlier
 
+    def range_work(self, load: tuple) -> tuple:
+        """These buffers, with ``load`` (:func:`_load_buffers`), as :func:`_solve_range`'s
+        work space: the compiled steps use the same memory as the pipeline's calls."""
+        y, w0, wy0, rows, seen, counts = load
+        return (
+            y, w0, wy0, rows, seen, counts, self._cells_all, self._fracs_all,
+            self._root_w0_all, self._gpre, self._spre, self._rpre, self._dprev, self._panel,
+            self._min_pivot, self._max_diagonal, self._gram, self._rhs, self._xs[0],
+            self._prefix, self._w_all, self._wy_all, self._outlier_all, self._z_all,
+            self._scratch, self._buffer, self._pred_all, _aligned(self._gram.shape),
+            self._identity, np.empty(self.lanes),
+        )  # fmt: skip
+
 
 @numba.njit(**_JIT)
 def _fit_block(
@@ -1287,7 +1300,7 @@ def _solve_range(
     the same primitives in the same order as the pipeline runs them through
     :class:`CompiledOps`, with no Python (and no GIL) between them. Outputs are written
     into rows ``start .. stop`` of ``solution``, ``std``, ``n_obs``, ``outlier``; ``work`` is
-    :func:`_solve_range_work`'s work space."""
+    :meth:`CompiledOps.range_work`'s work space."""
     (y, w0, wy0, rows, seen, counts, cells, fracs, root_w0, gpre, spre, rpre, dprev, panel,
      min_pivot, max_diagonal, factor, rhs, x, prefix, w_all, wy_all, outlier_all, z_all,
      scratch, buffer, pred_all, inverse, identity, trace) = work  # fmt: skip
@@ -1369,42 +1382,15 @@ def _solve_range(
                     outlier[p, block_rows[m]] = outlier_all[m, b]
 
 
-def _solve_range_work(n_pairs: int, n_cells: int, bandwidth: int) -> tuple:
-    """Work space of one :func:`_solve_range` thread (aligned as the kernels want it)."""
-    lanes = BLOCK
-    width = bandwidth + 1
-    ring = 1 << (bandwidth + 1).bit_length()  # a power of two >= bandwidth + 2
+def _load_buffers(n_pairs: int) -> tuple:
+    """What :func:`_load_block` fills for one block: ``y, w0, wy0, rows, seen, counts``."""
     return (
-        _aligned((n_pairs, lanes)),  # y
-        _aligned((n_pairs, lanes)),  # w0
-        _aligned((n_pairs, lanes)),  # wy0
-        np.empty(n_pairs, dtype=np.int64),  # rows
-        np.empty(n_pairs, dtype=np.bool_),  # seen
-        np.empty(lanes, dtype=np.int64),  # counts
-        np.empty((2, n_pairs), dtype=np.int64),  # cells
-        np.empty((3, n_pairs)),  # fracs
-        _aligned((n_pairs, lanes)),  # root_w0
-        _aligned((ring * (bandwidth + 2), lanes), zero=True),  # gpre
-        _aligned((ring * (bandwidth + 2), lanes), zero=True),  # spre
-        _aligned((ring, lanes), zero=True),  # rpre
-        _aligned((width + 1, lanes), zero=True),  # dprev
-        _aligned(PANEL * (bandwidth + PANEL + 1) * lanes, zero=True),  # panel
-        np.empty(lanes),  # min_pivot
-        np.empty(lanes),  # max_diagonal
-        _aligned((n_cells * width, lanes)),  # factor
-        _aligned((n_cells, lanes)),  # rhs
-        _aligned((n_cells, lanes)),  # x
-        _aligned((n_cells + 1, lanes)),  # prefix
-        _aligned((n_pairs, lanes)),  # w
-        _aligned((n_pairs, lanes)),  # wy
-        np.empty((n_pairs, lanes), dtype=np.bool_),  # outlier
-        _aligned((n_pairs, lanes)),  # z
-        np.empty((lanes, n_pairs + 1)),  # scratch
-        np.empty(n_pairs + 1),  # buffer
-        _aligned((n_pairs, lanes)),  # pred
-        _aligned((n_cells * width, lanes)),  # inverse
-        np.arange(n_pairs, dtype=np.int64),  # identity
-        np.empty(lanes),  # trace
+        _aligned((n_pairs, BLOCK)),
+        _aligned((n_pairs, BLOCK)),
+        _aligned((n_pairs, BLOCK)),
+        np.empty(n_pairs, dtype=np.int64),
+        np.empty(n_pairs, dtype=np.bool_),
+        np.empty(BLOCK, dtype=np.int64),
     )
 
 
@@ -1509,14 +1495,9 @@ def solve_pixels_compiled(
     order = _pair_order(geometry[0])  # pairs by first cell, for _assemble
     source, pairs_first = _in_memory_order(values)
 
-    def run_pipeline_blocks(start: int, stop: int) -> None:  # GCV: the pipeline in Python
+    def run_pipeline_blocks(start: int, stop: int) -> None:  # the steps called from Python
         ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
-        w0 = _aligned((n_pairs, BLOCK))
-        wy0 = _aligned((n_pairs, BLOCK))
-        y = _aligned((n_pairs, BLOCK))
-        rows = np.empty(n_pairs, dtype=np.int64)
-        seen = np.empty(n_pairs, dtype=np.bool_)
-        counts = np.empty(BLOCK, dtype=np.int64)
+        y, w0, wy0, rows, seen, counts = _load_buffers(n_pairs)
         for p0 in range(start, stop, BLOCK):
             nb = min(BLOCK, stop - p0)
             n_used = _load_block(
@@ -1535,14 +1516,14 @@ def solve_pixels_compiled(
                 out["outlier"][sl][:, rows[:n_used]] = block["outlier"][:, :nb].T
 
     def run_compiled(start: int, stop: int) -> None:  # one λ: the whole pipeline compiled
-        reg_width = regularization_width(regularization, n_cells, bandwidth)
+        ops = CompiledOps(geometry, regularization, n_cells, bandwidth, n_pairs, BLOCK, rel_tol)
         kind = ROBUST_KINDS[options.robust] if options.robust else 0
         _solve_range(
             source, pairs_first, weights, use_weights, pixels, start, stop, order,
-            tuple(geometry), regularization, reg_width, n_cells, bandwidth, rel_tol,
+            tuple(geometry), regularization, ops._reg_width, n_cells, bandwidth, rel_tol,
             np.full(BLOCK, options.initial_lam**2), options.min_obs, kind,
             options.robust_tuning if options.robust else 0.0, options.iterations,
-            options.uncertainty, "outlier" in out, _solve_range_work(n_pairs, n_cells, bandwidth),
+            options.uncertainty, "outlier" in out, ops.range_work(_load_buffers(n_pairs)),
             out["solution"], out.get("std", _NO_OUTPUT), out["n_obs"],
             out.get("outlier", _NO_FLAGS),
         )  # fmt: skip
