@@ -1255,8 +1255,8 @@ class CompiledOps:
         return w, wy, outlier
 
     def range_work(self, load: tuple) -> tuple:
-        """These buffers, with ``load`` (:func:`_load_buffers`), as :func:`_solve_range`'s
-        work space: the compiled steps use the same memory as the pipeline's calls."""
+        """These buffers, with ``load`` (``_load_buffers``), as ``_solve_range``'s work
+        space: the compiled steps use the same memory as the pipeline's calls."""
         y, w0, wy0, rows, seen, counts = load
         return (
             y, w0, wy0, rows, seen, counts, self._cells_all, self._fracs_all,
