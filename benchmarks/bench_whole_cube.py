@@ -440,12 +440,14 @@ def main(argv: list[str] | None = None) -> dict:
         figures.update(cube=str(cube), pairs=n_pairs, side=side)
         print(f"machine: {os.cpu_count()} cores; cube {n_pairs:,} pairs x {side} x {side} "
               f"({side * side:,} pixels)")  # fmt: skip
+        cpu_started = time.process_time()  # every thread of this process
         with TreePeak(os.getpid()) as own:
             read_s, n_valid, with_data = read_and_decode(cube)
+        read_cpu = time.process_time() - cpu_started
         figures.update(read_seconds=read_s, valid_values=n_valid, pixels_with_data=with_data,
-                       read_peak_rss=own.peak_total)  # fmt: skip
-        print(f"read + decode vx, vy: {read_s:.1f} s ({n_valid:,} valid values; "
-              f"{with_data:,} pixels with >= 5 pairs); peak RSS of this process "
+                       read_peak_rss=own.peak_total, read_cpu=read_cpu)  # fmt: skip
+        print(f"read + decode vx, vy: {read_s:.1f} s, {read_cpu:.0f} CPU s ({n_valid:,} valid "
+              f"values; {with_data:,} pixels with >= 5 pairs); peak RSS of this process "
               f"{own.peak_total / GiB:.2f} GiB")  # fmt: skip
         extra = ["--chunks", str(args.chunks)] if args.chunks else []
         stores: dict[str, Path] = {}

@@ -268,7 +268,7 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
     Keeps ``variables`` (and the per-pair dates), loads the pair dates as ``mid_date``
     coordinates, sorts by ``mid_date`` (duplicates kept: they are distinct pairs), adds a
     unique ``pair_id`` coordinate (the position in the original cube), and records the CRS.
-    ITS_LIVE's integer velocities (int16 with ``missing_value``, as :func:`open_store`
+    ITS_LIVE's integer velocities (int16 with ``missing_value``, as ``open_store``
     leaves them for ``undecoded`` names) become float32 with NaN here, in one pass that also
     sorts them; variables xarray has already decoded are only sorted.
 
