@@ -20,6 +20,7 @@ from ..crs import crs_from_attributes
 from ..errors import DataAccessError, NotAnITSLiveCubeError
 from .faults import PASS_THROUGH, block_reader, is_unreachable, open_error
 from .format import PAIR_DATE_VARIABLES, check_pairs, check_variables
+from .graph import one_key, unwrap_shared
 from .urls import S3_TIMEOUT_ENV, candidate_urls
 
 
@@ -236,17 +237,11 @@ def _decode_integers(var: xr.Variable, name: str, order: np.ndarray | None) -> t
         return xr.Variable(var.dims, out, attrs, encoding), taken
     taken = axis == 0 and order is not None and len(data.chunks[0]) == 1
     if taken:
-        import dask
-
         # the order is one key of the graph that every task reads, not a copy in each task
         # (8 bytes a pair: 200 kB per task of a 25,000-pair cube, for ~7,000 tasks)
         index = "".join(chr(ord("a") + i) for i in range(data.ndim))
-        order = np.asarray(order, dtype=np.int64)
-        order_da = da.from_delayed(
-            dask.delayed(order, pure=True), shape=order.shape, dtype=order.dtype
-        )
         out = da.blockwise(
-            _mask_fill_block, index, data, index, order_da, index[0], fills=fills,
+            _mask_fill_block, index, data, index, one_key(order, lazy=True), "", fills=fills,
             dtype=np.float32, meta=np.empty((0,) * data.ndim, np.float32),
         )  # fmt: skip
     else:
@@ -256,10 +251,10 @@ def _decode_integers(var: xr.Variable, name: str, order: np.ndarray | None) -> t
     return xr.Variable(var.dims, out, attrs, encoding), taken
 
 
-def _mask_fill_block(values: np.ndarray, order: np.ndarray, fills: list) -> np.ndarray:
+def _mask_fill_block(values: np.ndarray, order: Any, fills: list) -> np.ndarray:
     from ..kernels.decode import mask_fill
 
-    return mask_fill(values, fills, order)
+    return mask_fill(values, fills, unwrap_shared(order))
 
 
 def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Dataset:
@@ -308,7 +303,10 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
         order = None
     names = list(ds.data_vars)
     integers = [n for n in VELOCITY_VARIABLES if n in ds.data_vars and ds[n].dtype.kind in "iu"]
-    decoded = {n: _decode_integers(ds[n].variable, n, order) for n in integers}
+    decoded = {}
+    for name in integers:  # decoded (and sorted where a chunk holds every pair) per chunk
+        var, taken = _decode_integers(ds[name].variable, name, order)
+        decoded[name] = var if taken or order is None else var.isel(mid_date=order)
     ds = ds.drop_vars(integers).assign_coords(
         acquisition_date_img1=("mid_date", img1),
         acquisition_date_img2=("mid_date", img2),
@@ -318,13 +316,10 @@ def decode_cube(ds: xr.Dataset, variables: Iterable[str] | None = None) -> xr.Da
     if order is not None:
         ds = ds.isel(mid_date=order)
     variables = {  # in the store's order
-        n: decoded[n][0] if n in decoded else ds[n].variable
+        n: decoded[n] if n in decoded else ds[n].variable
         for n in names
         if n in decoded or n in ds.data_vars
     }
-    for name, (var, taken) in decoded.items():
-        if order is not None and not taken:
-            variables[name] = var.isel(mid_date=order)
     encoding = ds.encoding
     ds = xr.Dataset(variables, coords=ds.coords, attrs=ds.attrs)
     ds.encoding = encoding

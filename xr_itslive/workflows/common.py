@@ -1,7 +1,8 @@
 """What the workflows share: one implementation each, used by the inversion, the composites,
 the mosaics and the resumable jobs.
 
-- :func:`shared_key` / :func:`unwrap_shared`: a value every dask task reads as one key;
+- :func:`shared_key` / ``unwrap_shared`` (from :mod:`xr_itslive.io.graph`): a value every dask
+  task reads as one key;
 - :func:`apply_per_pixel`: a kernel over the pixels of a cube, lazily, without copying its input;
 - :func:`choose_engine` and :func:`robust_kind`: the kernel engine and the reweighting;
 - :func:`drop_duplicated_pairs`: each ``pair_id`` once;
@@ -24,6 +25,7 @@ import xarray as xr
 
 from ..errors import ChunkingError, InvalidParameterError, MissingVariableError
 from ..io.format import PAIR_DIM
+from ..io.graph import one_key, unwrap_shared
 from ..io.open import open_cube
 from ..kernels.namespace import is_cupy_array, is_host_numpy
 from ..kernels.pipeline import ROBUST_KINDS
@@ -54,7 +56,8 @@ __all__ = [
 
 
 def shared_key(value: Any, lazy: bool) -> xr.DataArray:
-    """``value`` as a 0-d object DataArray; with dask, one key of the graph.
+    """``value`` as a 0-d object DataArray; with dask, one key of the graph
+    (:func:`xr_itslive.io.graph.one_key`).
 
     Every task reads the one key instead of a copy of ``value`` pickled into it (the
     inversion's problem is ~1 MB per 4,000 pairs, the composites' rows ~80 bytes a pair),
@@ -63,7 +66,7 @@ def shared_key(value: Any, lazy: bool) -> xr.DataArray:
     Parameters
     ----------
     value
-        Anything: the kernel gets it back with :func:`unwrap_shared`.
+        Anything: the kernel gets it back with ``unwrap_shared``.
     lazy
         Make it a dask array (one key) for a dask-backed cube; else a numpy 0-d array.
 
@@ -77,29 +80,7 @@ def shared_key(value: Any, lazy: bool) -> xr.DataArray:
     >>> unwrap_shared(shared_key({"a": 1}, lazy=False).values)
     {'a': 1}
     """
-    holder = np.empty((), dtype=object)
-    holder[()] = value
-    if not lazy:
-        return xr.DataArray(holder)
-    import dask
-    import dask.array as da
-
-    return xr.DataArray(da.from_delayed(dask.delayed(holder, pure=True), shape=(), dtype=object))
-
-
-def unwrap_shared(holder: Any) -> Any:
-    """The value of a :func:`shared_key` as a kernel receives it (or the value itself).
-
-    Parameters
-    ----------
-    holder
-        A 0-d object array, or the value itself.
-
-    Returns
-    -------
-    Any
-    """
-    return holder[()] if isinstance(holder, np.ndarray) else holder
+    return xr.DataArray(one_key(value, lazy))
 
 
 # --------------------------------------------------------------------------- per pixel
