@@ -27,7 +27,7 @@ from pyproj import Transformer
 import xr_itslive
 from xr_itslive.errors import DataAccessError, EmptySelectionError, InvalidParameterError
 from xr_itslive.io.catalog import Catalog, CubeEntry, find_cubes, load_catalog
-from xr_itslive.io.download import CATALOG_ENV, cache_age
+from xr_itslive.io.download import CATALOG_ENV, cache_age, cache_path
 from xr_itslive.io.open import open_cube_at
 
 CATALOG = ITSLIVE_DATA / "catalog_v02.json"
@@ -190,6 +190,18 @@ def test_swapped_coordinates_are_named(catalog):
         find_cubes(point=(29.91, 95.97), catalog=catalog)
 
 
+def test_a_crs_that_cannot_be_resolved_names_the_fix(catalog):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"crs='EPSG:99999' is not a CRS that pyproj can resolve .*crs=\"EPSG:32646\"",
+    ):
+        find_cubes(point=(750_000.0, 3_350_000.0), crs="EPSG:99999", catalog=catalog)
+    with pytest.raises(InvalidParameterError, match=r"crs='utm 46' is not a CRS"):
+        catalog.find(bbox=(0.0, 0.0, 1.0, 1.0), crs="utm 46")
+    found = find_cubes(point=(750_000.0, 3_350_000.0), crs=32646, catalog=catalog)
+    assert found[0].name == GLACIER_CUBE_NAME
+
+
 def test_query_arguments_are_checked(catalog):
     with pytest.raises(
         InvalidParameterError, match=r"exactly one of point=, bbox=, polygon=.*'point', 'bbox'"
@@ -248,7 +260,8 @@ def test_download_then_cached_copy(http_dir, tmp_path, monkeypatch):
     url = f"{base}/catalog_v02.json"
     first = load_catalog(url)
     assert len(first) == len(load_catalog(CATALOG))
-    assert (cache / "catalog_v02.json").read_bytes() == CATALOG.read_bytes()
+    assert cache_path(url).parent == cache and cache_path(url).name.endswith("-catalog_v02.json")
+    assert cache_path(url).read_bytes() == CATALOG.read_bytes()
     stop()  # the server is gone: the cached copy serves
     again = load_catalog(url)
     assert len(again) == len(first)
@@ -267,12 +280,32 @@ def test_cached_catalog_says_how_old_it_is(http_dir, tmp_path, monkeypatch):
     assert "retrieved just now" in repr(fresh)
     # a copy downloaded 40 days ago is still used, and says so
     old = time.time() - 40 * 86400
-    os.utime(cache / "catalog_v02.json", (old, old))
+    os.utime(cache_path(url), (old, old))
     stop()
     stale = load_catalog(url)
     assert 39.9 < stale.age.total_seconds() / 86400 < 40.1
     assert "retrieved 40.0 days ago" in repr(stale)
-    assert 39.9 < cache_age(cache / "catalog_v02.json").total_seconds() / 86400 < 40.1
+    assert 39.9 < cache_age(cache_path(url)).total_seconds() / 86400 < 40.1
+
+
+def test_two_urls_with_the_same_file_name_are_cached_apart(http_dir, tmp_path, monkeypatch):
+    served, base, _ = http_dir
+    # two catalogs named catalog_v02.json on one server: the real one, and a one-cube copy
+    (served / "a").mkdir()
+    (served / "b").mkdir()
+    (served / "a" / "catalog_v02.json").write_bytes(CATALOG.read_bytes())
+    geojson = json.loads(CATALOG.read_text())
+    geojson["features"] = geojson["features"][:1]
+    (served / "b" / "catalog_v02.json").write_text(json.dumps(geojson))
+    monkeypatch.setenv("XR_ITSLIVE_CACHE_DIR", str(tmp_path / "cache"))
+    a, b = f"{base}/a/catalog_v02.json", f"{base}/b/catalog_v02.json"
+    assert cache_path(a) != cache_path(b)
+    assert len(load_catalog(a)) == len(load_catalog(CATALOG))
+    assert len(load_catalog(b)) == 1  # not the copy of a, cached under the same name
+    assert len(load_catalog(a)) == len(load_catalog(CATALOG))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [cache_path(a).name, cache_path(b).name]
+    )
 
 
 @pytest.mark.timeout(120)
@@ -284,7 +317,7 @@ def test_s3_catalog_is_downloaded_once_then_cached(s3_server, tmp_path, monkeypa
     url = "s3://catalog-test-bucket/datacubes/catalog_v02.json"
     first = load_catalog(url)
     assert len(first) == len(load_catalog(CATALOG)) and first.source == url
-    assert (cache / "catalog_v02.json").read_bytes() == CATALOG.read_bytes()
+    assert cache_path(url).read_bytes() == CATALOG.read_bytes()
     client.delete_object(Bucket="catalog-test-bucket", Key="datacubes/catalog_v02.json")
     assert len(load_catalog(url)) == len(first)  # the cached copy, the object is gone
     with pytest.raises(DataAccessError, match=r"could not read the ITS_LIVE catalog 's3://"):

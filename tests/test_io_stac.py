@@ -31,6 +31,7 @@ from pyproj import Transformer
 
 from xr_itslive.errors import DataAccessError, EmptySelectionError
 from xr_itslive.io.catalog import (
+    DEFAULT_CATALOG_URL,
     TILE_SIZE,
     Catalog,
     CubeEntry,
@@ -38,7 +39,7 @@ from xr_itslive.io.catalog import (
     find_cubes,
     load_catalog,
 )
-from xr_itslive.io.download import CATALOG_ENV
+from xr_itslive.io.download import CACHE_ENV, CATALOG_ENV, cache_path
 from xr_itslive.io.stac import DEFAULT_STAC_URL, is_stac_root
 
 GEOJSON = ITSLIVE_DATA / "catalog_v02.json"
@@ -226,6 +227,30 @@ def test_unreachable_stac_api_fails_fast_naming_the_fallback():
         load_catalog(closed, attempts=2)
     with pytest.raises(DataAccessError, match=r"ConnectionRefusedError.*2 tries"):
         load_catalog(closed, attempts=2)
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_stac_api_names_the_cached_catalog(tmp_path, monkeypatch):
+    closed = f"http://127.0.0.1:{_free_port()}"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    # nothing cached yet: how to get a copy, and where it lands
+    with pytest.raises(DataAccessError) as caught:
+        load_catalog(closed, attempts=1)
+    message = str(caught.value)
+    assert f"No copy is cached in {str(cache)!r} yet" in message
+    assert f"xr_itslive.load_catalog({DEFAULT_CATALOG_URL!r}) downloads and caches" in message
+    # a cached copy (as load_catalog of that URL leaves it): its path, ready for catalog=
+    cached = cache_path(DEFAULT_CATALOG_URL)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(GEOJSON.read_bytes())
+    with pytest.raises(DataAccessError, match=FALLBACK) as caught:
+        load_catalog(closed, attempts=1)
+    message = str(caught.value)
+    assert f"is at {str(cached)!r}: pass catalog={str(cached)!r}" in message
+    assert "downloaded 0.0 days ago" in message
+    found = find_cubes(point=(GLACIER_LON, GLACIER_LAT), catalog=str(cached))  # it works
+    assert found[0].name == GLACIER_CUBE_NAME
 
 
 class _Answers(http.server.BaseHTTPRequestHandler):

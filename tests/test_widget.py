@@ -218,6 +218,52 @@ def test_click_glacier_selects_glacier_and_its_cube(state):
     assert len(seen) == 2
 
 
+def test_a_map_glacier_carries_every_cube_and_its_cover(state, monkeypatch):
+    # One catalog query per selection: the map's best cube and the Glacier's cubes both come
+    # from it.
+    queries = []
+    find = state.catalog.find
+    monkeypatch.setattr(state.catalog, "find", lambda *a, **k: queries.append(1) or find(*a, **k))
+    glacier = state.click_glacier(feature=_feature(state, RGI_ID))
+    assert len(queries) == 1
+    touched = [e.zarr_url for e in find_cubes(geometry=_outline_gdf(), catalog=CATALOG)]
+    # every cube the outline touches (the EPSG:32647 tile overlaps it), the best one covers it
+    assert list(glacier.cubes) == touched and len(touched) > 1
+    assert glacier.covering_cubes == (glacier.cube_url,) == (state.cube.zarr_url,)
+    # the same glacier as Glacier.from_rgi_id builds, cover included
+    by_id = Glacier.from_rgi_id(RGI_ID, OUTLINE, catalog=CATALOG)
+    assert (glacier.cubes, glacier.covering_cubes) == (by_id.cubes, by_id.covering_cubes)
+
+
+def test_a_map_glacier_over_two_cubes(tmp_path):
+    # A catalog of two cubes, each holding half of the glacier (their exact boxes in EPSG:32646)
+    from pyproj import Transformer
+
+    outline = _outline_gdf().geometry.iloc[0]
+    xmin, ymin, xmax, ymax = outline.bounds
+    middle = (xmin + xmax) / 2
+    to_lonlat = Transformer.from_crs(32646, 4326, always_xy=True)
+    features = []
+    for name, (x0, x1) in (("west", (xmin - 1000, middle)), ("east", (middle, xmax + 1000))):
+        ring = [(x0, ymin - 1000), (x1, ymin - 1000), (x1, ymax + 1000), (x0, ymax + 1000)]
+        ring.append(ring[0])
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [
+                [list(to_lonlat.transform(x, y)) for x, y in ring]]},
+            "properties": {"zarr_url": f"https://example.org/{name}.zarr", "epsg": 32646,
+                           "geometry_epsg": {"type": "Polygon",
+                                             "coordinates": [[list(p) for p in ring]]}},
+        })  # fmt: skip
+    catalog = tmp_path / "halves.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    state = MapState(catalog, OUTLINE)
+    glacier = state.select_glacier(RGI_ID)
+    urls = {"https://example.org/west.zarr", "https://example.org/east.zarr"}
+    assert set(glacier.cubes) == set(glacier.covering_cubes) == urls
+    assert glacier.cube_url == glacier.cubes[0] == state.cube.zarr_url
+
+
 def test_click_on_highlight_deselects(state):
     state.select_glacier(RGI_ID)
     highlighted = state.selected_glacier_collection()["features"][0]

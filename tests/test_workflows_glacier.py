@@ -312,6 +312,69 @@ def test_glacier_from_rgi_id_point_and_click(cube):
     assert shapely.geometry.shape(feature["geometry"]).contains(shapely.Point(LON, LAT))
 
 
+def test_a_glacier_inside_one_cube_is_inverted_there_alone():
+    # The outline lies wholly inside the EPSG:32646 cube, and the neighbouring UTM zone's cube
+    # (EPSG:32647, whose tile overlaps it in lon/lat) touches it too: glacier.cubes lists both,
+    # the cover only the first, and invert() solves the one cube (no mosaic, no second cube
+    # opened: this one is not on this machine).
+    glacier = Glacier.from_rgi_id(RGI_ID, OUTLINE, catalog=CATALOG)
+    touched = [e.zarr_url for e in xr_itslive.find_cubes(geometry=read_outlines(OUTLINE),
+                                                          catalog=CATALOG)]  # fmt: skip
+    assert glacier.cubes == tuple(touched) and len(touched) > 1
+    assert any("EPSG32647_G0120_X250000_Y3350000" in url for url in glacier.cubes)
+    assert glacier.covering_cubes == (glacier.cube_url,)
+    # in lon/lat (the boxes reprojected into the outline's CRS), the same cover
+    lonlat = Glacier.from_outline(read_outlines(OUTLINE).to_crs(4326), catalog=CATALOG)
+    assert lonlat.cubes == glacier.cubes and lonlat.covering_cubes == (glacier.cube_url,)
+    data = xr_itslive.open_cube(GLACIER_CUBE, ["vx", "vy"]).isel(mid_date=slice(0, 3000))
+    opened = glacier.with_data(data)
+    result = opened.invert(step=60.0).compute()
+    expected = xr_itslive.invert(data, mask=opened, step=60.0).compute()
+    assert "source" not in result and "mosaic_cubes" not in result.attrs
+    for name in ("vx", "vy", "n_obs"):
+        np.testing.assert_array_equal(result[name].values, expected[name].values, err_msg=name)
+
+
+def _entry(name: str, box, epsg: int = 32646) -> xr_itslive.CubeEntry:
+    footprint = shapely.transform(
+        box, lambda xy: np.column_stack(
+            Transformer.from_crs(epsg, 4326, always_xy=True).transform(xy[:, 0], xy[:, 1]))
+    )  # fmt: skip
+    return xr_itslive.CubeEntry(f"https://example.org/{name}.zarr", f"s3://x/{name}.zarr",
+                                epsg, footprint, box)  # fmt: skip
+
+
+def test_the_cover_keeps_only_cubes_that_add_ground():
+    row = read_outlines(OUTLINE)
+    outline = row.geometry.iloc[0]
+    xmin, ymin, xmax, ymax = outline.bounds
+    middle = (xmin + xmax) / 2
+    west = _entry("west", shapely.box(xmin - 1000, ymin - 1000, middle, ymax + 1000))
+    east = _entry("east", shapely.box(middle, ymin - 1000, xmax + 1000, ymax + 1000))
+    # a box holding all of the outline, ranked after the halves: it adds nothing
+    big = _entry("big", shapely.box(xmin - 5000, ymin - 5000, xmax + 5000, ymax + 5000))
+    # in the neighbouring zone, reprojected (densified) into the outline's CRS
+    there = Transformer.from_crs(32646, 32647, always_xy=True)
+    (x0, x1), (y0, y1) = there.transform([xmin - 5000, xmax + 5000], [ymin - 5000, ymax + 5000])
+    other = _entry("other", shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                   epsg=32647)  # fmt: skip
+    halves = Glacier.from_outline(row, entries=[west, east, big, other])
+    assert halves.cubes == tuple(e.zarr_url for e in (west, east, big, other))
+    assert halves.cube_url == west.zarr_url
+    assert halves.covering_cubes == (west.zarr_url, east.zarr_url)
+    # ranked first, the whole-outline box is the whole cover
+    assert Glacier.from_outline(row, entries=[big, west, east]).covering_cubes == (big.zarr_url,)
+    # a cube only touching the outline's edge holds no area of it: left out
+    edge = _entry("edge", shapely.box(xmax, ymin, xmax + 10_000, ymax))
+    assert Glacier.from_outline(row, entries=[big, edge]).covering_cubes == (big.zarr_url,)
+    # the other zone's box, first, covers it all too
+    assert Glacier.from_outline(row, entries=[other, west]).covering_cubes == (other.zarr_url,)
+    # a cube_url given by hand is the cover; no entries, no cube
+    assert Glacier.from_outline(row, cube_url="a.zarr").covering_cubes == ("a.zarr",)
+    none = Glacier.from_outline(row, entries=[])
+    assert none.cube_url is None and none.cubes == none.covering_cubes == ()
+
+
 def test_glacier_keeps_its_data(cube):
     glacier = Glacier.from_rgi_id(RGI_ID, OUTLINE, cube_url=str(GLACIER_CUBE))
     opened = glacier.open(variables=["v"])

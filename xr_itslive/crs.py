@@ -39,13 +39,57 @@ def transformer(source: str, target: str):
     return Transformer.from_crs(source, target, always_xy=True)
 
 
-def crs_key(crs: Any) -> str:
-    """A hashable, canonical text for a CRS given as EPSG int, string or pyproj CRS."""
-    from pyproj import CRS
+#: What :func:`crs_key` accepts, for the message of a CRS it cannot resolve.
+_CRS_FORMS = (
+    'an EPSG code (crs=32646), "EPSG:<code>" text (crs="EPSG:32646"), WKT or PROJ text, or a '
+    "pyproj.CRS (crs=pyproj.CRS.from_epsg(32646))"
+)
 
+
+def crs_key(crs: Any) -> str:
+    """A hashable, canonical text for a CRS given as EPSG int, string or pyproj CRS.
+
+    Parameters
+    ----------
+    crs
+        An EPSG code, ``"EPSG:<code>"`` (or any text pyproj reads: WKT, PROJ), or a
+        ``pyproj.CRS``.
+
+    Returns
+    -------
+    str
+        ``"EPSG:<code>"`` when the CRS has an EPSG code, else its WKT.
+
+    Raises
+    ------
+    InvalidParameterError
+        pyproj cannot resolve ``crs`` (an unknown EPSG code, unreadable text); the message
+        names the value and the forms that work.
+    """
     if isinstance(crs, int | np.integer):
-        return f"EPSG:{int(crs)}"
-    parsed = CRS.from_user_input(crs)
+        # an int is checked too: "EPSG:99999" would otherwise fail later, in a transformer
+        return _key_of(int(crs))
+    if isinstance(crs, str):
+        return _key_of(crs)
+    return _parse_key(crs)
+
+
+@lru_cache(maxsize=256)
+def _key_of(crs: int | str) -> str:
+    """:func:`crs_key` of an EPSG code or a text, parsed once (the catalog asks per entry)."""
+    return _parse_key(crs)
+
+
+def _parse_key(crs: Any) -> str:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        parsed = CRS.from_epsg(crs) if isinstance(crs, int) else CRS.from_user_input(crs)
+    except CRSError as err:
+        raise InvalidParameterError(
+            f"crs={crs!r} is not a CRS that pyproj can resolve ({err}). Expected {_CRS_FORMS}."
+        ) from err
     epsg = parsed.to_epsg()
     return f"EPSG:{epsg}" if epsg else parsed.to_wkt()
 

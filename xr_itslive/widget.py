@@ -11,7 +11,8 @@ Two layers of code:
   routes the layers' clicks to the state.
 
 Selections read as the library's objects: :attr:`GlacierMap.glacier` is a
-:class:`xr_itslive.Glacier` (with the cube that covers it), :attr:`GlacierMap.cube` a
+:class:`xr_itslive.Glacier` (with every cube its outline touches, ``cubes``, and the ones
+that cover it, ``covering_cubes``), :attr:`GlacierMap.cube` a
 :class:`xr_itslive.CubeEntry` of the catalog, :attr:`GlacierMap.point` a
 :class:`xr_itslive.GlacierPoint` (its label, its series and the 3×3 pixels around it) and
 :attr:`GlacierMap.centerline` a :class:`xr_itslive.GlacierCenterline` (OGGM's main flowline
@@ -872,19 +873,16 @@ class MapState:
             glacier = self.glaciers[self._glacier_keys.index(key)]
             return glacier, None
         outline = self.outlines[source].iloc[[row]]
-        entry = None
-        if self.catalog is not None:
-            found = self.catalog.find(
-                geometry=outline.geometry.iloc[0], crs=outline.crs, allow_empty=True
-            )
-            entry = found[0] if found else None
-        glacier = Glacier.from_outline(
-            outline,
-            catalog=self.catalog,
-            cube_url=entry.zarr_url if entry else None,
-            find_cube=False,
+        if self.catalog is None:
+            return Glacier.from_outline(outline, find_cube=False), None
+        # One catalog query: the map selects the best cube, and the Glacier records every cube
+        # the outline touches and those that cover it (Glacier.covering_cubes) from the same
+        # entries.
+        found = self.catalog.find(
+            geometry=outline.geometry.iloc[0], crs=outline.crs, allow_empty=True
         )
-        return glacier, entry
+        glacier = Glacier.from_outline(outline, catalog=self.catalog, entries=found)
+        return glacier, (found[0] if found else None)
 
     def _select_glacier(
         self, key: tuple[int, int], lonlat: tuple[float, float] | None = None

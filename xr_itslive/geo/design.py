@@ -9,6 +9,7 @@ The matrix itself, the regularizer and the scatter tables are arrays-only and li
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,12 @@ def to_datetime64(value: Any, name: str = "date") -> np.datetime64 | None:
 
 def check_parameters(step: float, lam: float, derivative: int) -> None:
     """Raise a clear error for a step, lambda or derivative order out of range."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Real):
+        # compared as a number below: a text such as "12" would fail inside numpy
+        raise InvalidParameterError(
+            f"step must be a positive number of days, got step={step!r} "
+            f"({type(step).__name__}); pass a number, e.g. step=12"
+        )
     if not np.isfinite(step) or step <= 0:
         raise InvalidParameterError(
             f"step must be a positive number of days, got step={step!r}; e.g. step=12"

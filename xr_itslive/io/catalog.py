@@ -66,11 +66,8 @@ from .stac import (
     open_api,
     search_items,
 )
-from .urls import to_s3_url
+from .urls import DEFAULT_CATALOG_URL, to_s3_url
 
-#: The static GeoJSON catalog of ITS_LIVE v2 datacubes (2023; replaced by the STAC API
-#: :data:`~xr_itslive.io.stac.DEFAULT_STAC_URL`).
-DEFAULT_CATALOG_URL = "https://its-live-data.s3.amazonaws.com/datacubes/catalog_v02.json"
 #: Side of an ITS_LIVE datacube tile, in metres of its projection.
 TILE_SIZE = 100_000.0
 
@@ -820,8 +817,9 @@ def load_catalog(
     cache : bool, optional
         Keep a downloaded GeoJSON catalog in ``$XR_ITSLIVE_CACHE_DIR`` (default
         ``~/.cache/xr_itslive``, see :func:`~xr_itslive.io.download.cache_dir`), named after
-        the URL's file name, and reuse it. The cached copy is reused **whatever its age**
-        (ITS_LIVE updates its cubes often): the catalog's
+        the URL's file name behind a short hash of the URL
+        (:func:`~xr_itslive.io.download.cache_path`), and reuse it. The cached copy is
+        reused **whatever its age** (ITS_LIVE updates its cubes often): the catalog's
         :attr:`~xr_itslive.io.catalog.Catalog.age` and ``repr`` say when it was downloaded;
         delete the file or pass ``cache=False`` for a fresh copy.
     timeout, attempts : optional

@@ -14,6 +14,7 @@ deleting the file or passing ``cache=False`` fetches a fresh copy.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -43,6 +44,34 @@ def cache_dir() -> Path:
         return Path(base)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "xr_itslive"
+
+
+def cache_path(url: str) -> Path:
+    """Where :func:`cached_download` keeps (or will keep) its copy of ``url``.
+
+    The file is named after the URL's last path segment, prefixed by the first 8 hex digits
+    of the URL's SHA-256: two URLs with the same file name (a catalog_v02.json from two
+    servers) get two copies instead of one overwriting the other, and the name still says
+    what the file is.
+
+    Parameters
+    ----------
+    url : str
+        An ``http(s)://`` or ``s3://`` URL.
+
+    Returns
+    -------
+    pathlib.Path
+        ``cache_dir() / "<hash>-<name>"``; the file may not exist.
+
+    Examples
+    --------
+    >>> cache_path("https://example.org/a/catalog_v02.json").name
+    '87d4b5cf-catalog_v02.json'
+    """
+    name = urlparse(url).path.rstrip("/").rsplit("/", 1)[-1] or "download"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:8]
+    return cache_dir() / f"{digest}-{name}"
 
 
 def cache_age(path: str | os.PathLike) -> dt.timedelta:
@@ -173,8 +202,9 @@ def cached_download(
 ) -> Path:
     """The path of a cached copy of ``url`` in :func:`cache_dir`, downloaded (by pooch) if absent.
 
-    The copy is named after the URL's last path segment. An existing copy is returned as is,
-    whatever its age (see :func:`cache_age`); delete it to download a fresh one.
+    The copy is :func:`cache_path` (the URL's file name after a short hash of the URL). An
+    existing copy is returned as is, whatever its age (see :func:`cache_age`); delete it to
+    download a fresh one.
 
     Parameters
     ----------
@@ -200,7 +230,8 @@ def cached_download(
     import requests
 
     attempts = max(int(attempts), 1)
-    name = urlparse(url).path.rstrip("/").rsplit("/", 1)[-1] or "download"
+    target = cache_path(url)
+    name = target.name
     if url.startswith("s3://"):
 
         def downloader(source: str, output_file: str, _pooch: object) -> None:
@@ -209,7 +240,7 @@ def cached_download(
     else:
         downloader = pooch.HTTPDownloader(timeout=(min(CONNECT_TIMEOUT, timeout), timeout))
     store = pooch.create(
-        path=cache_dir(),
+        path=target.parent,
         base_url="",
         registry={name: None},  # no known hash: ITS_LIVE updates its files in place
         urls={name: url},

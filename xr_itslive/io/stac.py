@@ -26,12 +26,17 @@ from urllib.parse import urlparse
 
 from ..errors import DataAccessError
 from .download import (
+    CACHE_ENV,
     CATALOG_ENV,
     CONNECT_TIMEOUT,
     DOWNLOAD_ATTEMPTS,
     DOWNLOAD_TIMEOUT,
+    cache_age,
+    cache_dir,
+    cache_path,
     retry_policy,
 )
+from .urls import DEFAULT_CATALOG_URL
 
 #: The public ITS_LIVE STAC API.
 DEFAULT_STAC_URL = "https://stac.itslive.cloud"
@@ -40,11 +45,38 @@ DEFAULT_COLLECTION = "itslive-cubes"
 #: Items per page of a search (the client follows the pages).
 PAGE_LIMIT = 100
 
-#: What to do without the network, in every "could not be reached" message.
+#: What to do without the network, in every "could not be reached" message (followed by
+#: what :func:`offline_fallback` says of the cached copy).
 OFFLINE_FALLBACK = (
     "Offline (or to pin a catalog), pass catalog= a GeoJSON catalog file, e.g. a copy of "
     f"catalog_v02.json, or set {CATALOG_ENV} to its path."
 )
+
+
+def offline_fallback() -> str:
+    """:data:`OFFLINE_FALLBACK`, and where the cached GeoJSON catalog is, or how to get one.
+
+    The cached copy is that of :data:`~xr_itslive.io.urls.DEFAULT_CATALOG_URL`
+    (:func:`~xr_itslive.io.download.cache_path`), as ``load_catalog`` of that URL keeps it.
+
+    Returns
+    -------
+    str
+        With a cached copy: its path and age, ready to pass as ``catalog=``. Without one:
+        the call that downloads it while online, and the folder it lands in.
+    """
+    cached = cache_path(DEFAULT_CATALOG_URL)
+    if cached.is_file():
+        days = cache_age(cached).total_seconds() / 86400
+        return (
+            f"{OFFLINE_FALLBACK} A cached copy (downloaded {days:.1f} days ago) is at "
+            f"{str(cached)!r}: pass catalog={str(cached)!r}."
+        )
+    return (
+        f"{OFFLINE_FALLBACK} No copy is cached in {str(cache_dir())!r} yet; while online, "
+        f"xr_itslive.load_catalog({DEFAULT_CATALOG_URL!r}) downloads and caches one there "
+        f"({CACHE_ENV} chooses the folder)."
+    )
 
 
 def is_stac_root(source: Any) -> bool:
@@ -108,7 +140,7 @@ def _access_error(root: str, err: BaseException, attempts: int, timeout: float) 
         return DataAccessError(
             f"the STAC API at {root!r} could not be reached ({_reason(err)}; {attempts} tries, "
             f"{CONNECT_TIMEOUT:g} s to connect, {timeout:g} s to read). Check the URL and your "
-            f"network. {OFFLINE_FALLBACK}"
+            f"network. {offline_fallback()}"
         )
     status = getattr(err, "status_code", None)
     answer = f"HTTP {status}: {str(err)[:200]!r}" if status else _reason(err)

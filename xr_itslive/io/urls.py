@@ -9,6 +9,10 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 
+#: The static GeoJSON catalog of ITS_LIVE v2 datacubes (2023; replaced by the STAC API
+#: :data:`~xr_itslive.io.stac.DEFAULT_STAC_URL`).
+DEFAULT_CATALOG_URL = "https://its-live-data.s3.amazonaws.com/datacubes/catalog_v02.json"
+
 #: The bucket's prefix now, when the catalog still names ``datacubes/v2/``.
 CURRENT_PREFIX = "datacubes/v2-updated-october2024/"
 LEGACY_PREFIX = "datacubes/v2/"

@@ -14,7 +14,7 @@ and masks work without it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..geo.clip import clip
 from ..geo.masks import glacier_mask
 from ..geo.subset import point_series
 from ..geo.subset import window as pixel_window
-from ..io.catalog import find_cubes
+from ..io.catalog import CubeEntry, find_cubes
 from ..io.open import open_cube
 from ..io.outlines import (
     GLIMS_ID_KEYS,
@@ -64,6 +64,40 @@ def _data_text(data: xr.Dataset | None) -> str:
 
 def _cube_name(url: str | None) -> str | None:
     return None if url is None else str(url).rstrip("/").rsplit("/", 1)[-1]
+
+
+#: A cube joins an outline's cover only when it covers more than this fraction of the
+#: outline's area that the cubes kept before it leave uncovered. Tiles of one EPSG share edges
+#: and those of neighbouring UTM zones overlap; a box reprojected into the outline's CRS
+#: (densified, so its edges stay within millimetres of the true curves) can leave slivers that
+#: hold no pixel, and no cube should be opened and inverted for them.
+COVER_TOLERANCE = 1e-6
+
+
+def _cover(entries: Sequence[CubeEntry], outline: Any, crs: str) -> tuple[str, ...]:
+    """The zarr URLs of the ``entries`` needed to cover ``outline`` (in ``crs``), best first.
+
+    Walks the entries in their order (best first, as :func:`~xr_itslive.find_cubes` ranks
+    them) and keeps one only when its projected box, reprojected (densified) into ``crs``,
+    covers a part of the outline that the boxes kept before it do not (more than
+    :data:`COVER_TOLERANCE` of the outline's area). The first entry is always kept.
+    """
+    area = float(outline.area)
+    kept: list[str] = []
+    covered = None
+    for entry in entries:
+        box = reproject(entry.box, entry.crs, crs)
+        if box is None:  # not representable in the outline's CRS: keep it rather than lose ground
+            kept.append(entry.zarr_url)
+            continue
+        part = box.intersection(outline)
+        new = part if covered is None else part.difference(covered)
+        if not kept or new.area > COVER_TOLERANCE * area:
+            kept.append(entry.zarr_url)
+            covered = part if covered is None else covered.union(part)
+        if covered is not None and outline.difference(covered).area <= COVER_TOLERANCE * area:
+            break  # covered: the remaining (worse-ranked) cubes add nothing
+    return tuple(kept)
 
 
 def _find_cube_url(geometry: Any, crs: str, catalog: Any) -> str:
@@ -106,8 +140,17 @@ class Glacier:
     attributes : mapping, optional
         The inventory's other attributes (default empty).
     cube_urls : tuple of str, optional
-        Every cube the outline touches, best first (``cube_url`` is the first); a glacier
-        over several cubes is inverted over all of them (:meth:`invert`).
+        Every cube the outline touches, best first (``cube_url`` is the first); also
+        :attr:`cubes`.
+    covering_cubes : tuple of str, optional
+        The cubes of ``cube_urls`` needed to cover the outline, best first: walking
+        ``cube_urls`` in order, a cube is kept only when its box covers a part of the outline
+        that the cubes kept before it do not (compared in the outline's CRS, within
+        :data:`~xr_itslive.workflows.glacier.COVER_TOLERANCE` of its area). A glacier wholly
+        inside one cube has one covering cube even where a neighbouring UTM zone's cube
+        overlaps it. Recorded by :meth:`from_outline` (and the constructors and map built on
+        it); :meth:`invert` mosaics these. Empty when not recorded: :meth:`invert` then uses
+        every cube of :attr:`cubes`.
 
     Examples
     --------
@@ -125,6 +168,7 @@ class Glacier:
     glims_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     cube_urls: tuple[str, ...] = ()
+    covering_cubes: tuple[str, ...] = ()
 
     # constructors
 
@@ -136,11 +180,14 @@ class Glacier:
         catalog: Any = None,
         cube_url: str | None = None,
         find_cube: bool = True,
+        entries: Sequence[CubeEntry] | None = None,
     ) -> Glacier:
         """From a one-row GeoDataFrame as :func:`~xr_itslive.io.outlines.read_outlines` returns.
 
-        With ``find_cube`` (and no ``cube_url``), the catalog cube covering most of the
-        outline is recorded (see :func:`xr_itslive.find_cubes`).
+        With ``find_cube`` (and no ``cube_url``), every catalog cube the outline touches is
+        recorded (``cube_urls``, the one covering most of it first as ``cube_url``; see
+        :func:`xr_itslive.find_cubes`), and the cubes needed to cover it
+        (``covering_cubes``).
 
         Parameters
         ----------
@@ -155,6 +202,10 @@ class Glacier:
         find_cube : bool, optional
             Without ``cube_url``: record the catalog cube covering most of the outline
             (``False``: leave ``cube_url`` None).
+        entries : sequence of CubeEntry, optional
+            The catalog cubes the outline touches, best first, already looked up (what
+            :func:`xr_itslive.find_cubes` returns for it, e.g. by a map): recorded as with
+            ``find_cube``, without asking the catalog again. Ignored with ``cube_url``.
         """
         if len(row) != 1:
             raise InvalidParameterError(f"from_outline takes one outline row, got {len(row)}")
@@ -164,11 +215,15 @@ class Glacier:
         skip = {row.geometry.name, "rgi_id", "glims_id", "glacier_name"}
         attributes = {k: v for k, v in record.items() if k not in skip}
         cube_urls: tuple[str, ...] = () if cube_url is None else (str(cube_url),)
-        if cube_url is None and find_cube:
-            # every cube the outline touches, the one covering most of it first
-            entries = find_cubes(geometry=geometry, crs=crs, catalog=catalog)
+        cover = cube_urls
+        if cube_url is None and (entries is not None or find_cube):
+            if entries is None:
+                entries = find_cubes(geometry=geometry, crs=crs, catalog=catalog)
+            # every cube the outline touches, the one covering most of it first, and those
+            # of them that a mosaic needs
             cube_urls = tuple(entry.zarr_url for entry in entries)
-            cube_url = cube_urls[0]
+            cube_url = cube_urls[0] if cube_urls else None
+            cover = _cover(entries, geometry, crs)
         return cls(
             rgi_id=clean_value(record.get("rgi_id")),
             name=clean_value(record.get("glacier_name")),
@@ -178,6 +233,7 @@ class Glacier:
             glims_id=clean_value(record.get("glims_id")),
             attributes=attributes,
             cube_urls=cube_urls,
+            covering_cubes=cover,
         )
 
     @classmethod
@@ -361,15 +417,25 @@ class Glacier:
 
     @property
     def cubes(self) -> tuple[str, ...]:
-        """The URLs of every cube the outline touches, best first."""
+        """The URLs of every cube the outline touches, best first (``cube_urls``; those it
+        needs: ``covering_cubes``)."""
         if self.cube_urls:
             return self.cube_urls
         return () if self.cube_url is None else (self.cube_url,)
 
     def invert(self, **kwargs: Any) -> xr.Dataset:
         """Invert the glacier's pixels only: :func:`xr_itslive.invert` with ``mask=self`` on
-        its cube, or :func:`xr_itslive.invert_mosaic` over all of them when the outline
-        touches several (:attr:`cubes`; the opened cube is reused).
+        its cube, or :func:`xr_itslive.invert_mosaic` when the outline needs several cubes.
+
+        The cubes are ``covering_cubes`` (every cube of :attr:`cubes` when none are
+        recorded): a glacier wholly inside its cube is inverted there alone, even where
+        another cube (a neighbouring UTM zone's) overlaps it.
+
+        The glacier's own cube (``cube_url``) is its ``data`` as it is: a pair selection made
+        before :meth:`with_data` (a time window, :func:`xr_itslive.filter_pairs`...) applies
+        to it. A Glacier records no such selection, so the other cubes of a mosaic are opened
+        from their URLs with all their pairs; to select the pairs of every cube alike, open
+        and filter each cube, and call ``invert_mosaic([...], mask=glacier)`` yourself.
 
         Parameters
         ----------
@@ -377,10 +443,11 @@ class Glacier:
             Passed to :func:`xr_itslive.invert` or :func:`xr_itslive.invert_mosaic` (e.g.
             ``step``, ``crs`` for a mosaic); not ``mask``.
         """
-        if len(self.cubes) > 1:
+        cover = self.covering_cubes or self.cubes
+        if len(cover) > 1:
             sources = [
                 self.data if (self.data is not None and url == self.cube_url) else url
-                for url in self.cubes
+                for url in cover
             ]
             return invert_mosaic(sources, mask=self, **kwargs)
         return invert(self._require_data(), mask=self, **kwargs)
