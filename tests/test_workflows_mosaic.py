@@ -7,12 +7,17 @@ uniform eastward flow across a UTM seam; overlaps, masks and bad input.
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
 import numpy as np
+import pyproj
 import pytest
 import xarray as xr
 from conftest import (
     GLACIER_CUBE,
     ITSLIVE_DATA,
+    REPO,
     make_public_bucket,
     raise_if_dask_computes,
     requires_shared,
@@ -121,12 +126,13 @@ def test_a_half_in_the_neighbouring_utm_zone_is_rotated_and_resampled(cube):
     # A linear fit (no reweighting, equal weights): rotating the pairs' components then
     # commutes with the inversion, so the round trip can be checked to round-off. (Robust
     # reweighting and per-component error weights are not rotation-invariant.)
-    linear = dict(step=12.0, lam=10.0)
+    linear = dict(step=12.0, lam=10.0, uncertainty=True)
     whole = xr_itslive.invert(cube, **linear).compute()
     left, right = cube.isel(x=slice(0, 20)), cube.isel(x=slice(20, None))
     moved = _move_cube(right, "EPSG:32645")
     assert moved.rio.crs.to_epsg() == 32645
     mosaic = xr_itslive.invert_mosaic([left, moved], crs="EPSG:32646", **linear).compute()
+    _check_rotated_stds(mosaic, moved, linear)
     assert (
         read_list_attribute(mosaic.attrs, "mosaic_resampled") and mosaic.rio.crs.to_epsg() == 32646
     )
@@ -160,6 +166,70 @@ def test_a_half_in_the_neighbouring_utm_zone_is_rotated_and_resampled(cube):
         np.arctan2(a["vy"].values, a["vx"].values) - np.arctan2(b["vy"].values, b["vx"].values)
     )[both]
     assert abs(np.median((direction + 180) % 360 - 180)) < 0.1
+
+
+def _check_rotated_stds(mosaic: xr.Dataset, moved: xr.Dataset, options: dict) -> None:
+    """The moved cube's part of ``mosaic``, rebuilt by hand from that cube inverted alone on
+    the mosaic's time grid (the docstring's way to predict a cube in another CRS): at each
+    output pixel it took, the source pixel (the nearest, through pyproj), its components
+    rotated by the angle between the grids (from geographic east in each, through lon/lat)
+    and its variances propagated through that rotation:
+    σx'² = σx² cos²θ + σy² sin²θ, σy'² = σx² sin²θ + σy² cos²θ."""
+    grid = {"start": mosaic.attrs["start"], "end": mosaic.attrs["end"]}
+    own = xr_itslive.invert(moved, **grid, **{**options, "step": mosaic.attrs["step_days"]})
+    own = own.compute()
+    np.testing.assert_array_equal(own["time"].values, mosaic["time"].values)  # the same cells
+    predicted = xr_itslive.predict(moved, own)  # per cube, in its own CRS
+    assert predicted["vx"].dims == ("mid_date", "y", "x")
+    assert np.isfinite(predicted["vx"].values).any()
+
+    rows, cols = np.nonzero(mosaic["source"].values == 1)  # pixels from the moved cube
+    tx, ty = mosaic["x"].values[cols], mosaic["y"].values[rows]
+    sx, sy = Transformer.from_crs(32646, 32645, always_xy=True).transform(tx, ty)
+    ix = np.rint((sx - float(moved.x[0])) / 120.0).astype(int)
+    iy = np.rint((float(moved.y[0]) - sy) / 120.0).astype(int)
+    assert ((ix >= 0) & (ix < moved.sizes["x"]) & (iy >= 0) & (iy < moved.sizes["y"])).all()
+    lon, lat = Transformer.from_crs(32645, 4326, always_xy=True).transform(
+        moved.x.values[ix], moved.y.values[iy]
+    )
+
+    def east_angle(crs):  # angle of geographic east in a grid's axes
+        forward = Transformer.from_crs(4326, crs, always_xy=True)
+        x0, y0 = forward.transform(lon, lat)
+        x1, y1 = forward.transform(lon + 1e-4, lat)
+        return np.arctan2(y1 - y0, x1 - x0)
+
+    theta = east_angle(32646) - east_angle(32645)  # moved cube's axes -> output axes
+    cos, sin = np.cos(theta), np.sin(theta)
+
+    def at_source(name):  # (time, pixel) of the moved cube's own result
+        return own[name].values[:, iy, ix].astype(float)
+
+    def in_mosaic(name):
+        return mosaic[name].values[:, rows, cols].astype(float)
+
+    vx, vy = at_source("vx"), at_source("vy")
+    rotated_vx, rotated_vy = vx * cos - vy * sin, vx * sin + vy * cos
+    # the pixels where odc-geo's nearest neighbour took the same source pixel as pyproj's
+    # (all but those whose centre falls within round-off of a pixel edge)
+    scale = np.maximum(np.hypot(vx, vy), 1.0)
+    same = np.abs(rotated_vx - in_mosaic("vx")) / scale < 1e-5
+    same &= np.abs(rotated_vy - in_mosaic("vy")) / scale < 1e-5
+    solved = np.isfinite(vx) & np.isfinite(in_mosaic("vx_std"))
+    assert (same | ~solved).all(axis=0).mean() > 0.95, (same | ~solved).all(axis=0).mean()
+    keep = same & solved
+    assert keep.sum() > 1000
+    var_x, var_y = at_source("vx_std") ** 2, at_source("vy_std") ** 2
+    expected_x = np.sqrt(var_x * cos**2 + var_y * sin**2)
+    expected_y = np.sqrt(var_x * sin**2 + var_y * cos**2)
+    for name, expected in (("vx_std", expected_x), ("vy_std", expected_y)):
+        got = in_mosaic(name)
+        relative = np.abs(got - expected)[keep] / expected[keep]
+        assert np.max(relative) < 2e-6, (name, np.max(relative))
+    # the check can tell: the stds before the rotation differ from the rotated ones by far
+    # more than the tolerance where the two components' stds differ (about 3 degrees here)
+    unrotated = np.abs(at_source("vx_std") - in_mosaic("vx_std"))[keep] / expected_x[keep]
+    assert np.median(unrotated) > 50 * 2e-6, np.median(unrotated)
 
 
 def _flow_cube(crs: str, lon: tuple[float, float], lat: tuple[float, float]) -> xr.Dataset:
@@ -264,6 +334,79 @@ def test_bad_input_names_the_fix(cube):
         xr_itslive.invert_to_zarr([cube, cube], "unused.zarr", gpu=True)
 
 
+def test_a_crs_that_cannot_be_resolved_names_the_fix(cube):
+    fix = r"crs='EPSG:99999' is not a CRS that pyproj can resolve .*crs=\"EPSG:32646\""
+    with pytest.raises(InvalidParameterError, match=fix):
+        xr_itslive.invert_mosaic([cube], crs="EPSG:99999")
+    with pytest.raises(InvalidParameterError, match=r"crs=99999 is not a CRS .*pyproj\.CRS"):
+        xr_itslive.invert_mosaic([cube], crs=99999)
+    # the forms the message names work (the graph only: nothing is computed)
+    small = cube[["vx", "vy"]].isel(x=slice(0, 4), y=slice(0, 4))
+    for crs in (32646, "EPSG:32646", pyproj.CRS.from_epsg(32646)):
+        assert xr_itslive.invert_mosaic([small], crs=crs, step=60.0).rio.crs.to_epsg() == 32646
+
+
+def test_step_is_checked_before_any_cube_is_read(tmp_path):
+    missing = str(tmp_path / "not_there.zarr")  # never opened: the step is refused first
+    with pytest.raises(InvalidParameterError, match=r"got step='12' \(str\); pass a number"):
+        xr_itslive.invert_mosaic([missing, missing], step="12")
+    for bad in (0, -5.0, float("nan")):  # the range check is invert's own
+        with pytest.raises(InvalidParameterError, match=r"step must be a positive number"):
+            xr_itslive.invert_mosaic([missing], step=bad)
+    with pytest.raises(InvalidParameterError, match=r"step must be a positive number"):
+        xr_itslive.invert_mosaic([missing], step=True)
+
+
+def test_cubes_on_another_pixel_spacing_are_refused(cube):
+    fine = cube[["vx", "vy"]].isel(x=slice(0, 20))
+    coarse = cube[["vx", "vy"]].isel(x=slice(20, None, 2), y=slice(0, None, 2))  # 240 m
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"has 240 m x 240 m pixels, but the output grid .* has 120 m x 120 m: a mosaic "
+        r"keeps every cube's pixel size\. Resample",
+    ):
+        xr_itslive.invert_mosaic([fine, coarse], step=60.0)
+    # the output grid is the first cube's in the output CRS: the other order names the 120 m
+    with pytest.raises(InvalidParameterError, match=r"has 120 m x 120 m pixels.*240 m x 240 m"):
+        xr_itslive.invert_mosaic([coarse, fine], step=60.0)
+    # in another CRS too (not resampled to another size either)
+    moved = _move_cube(cube.isel(x=slice(20, None)), "EPSG:32645")
+    moved = moved.isel(x=slice(0, None, 2), y=slice(0, None, 2))
+    with pytest.raises(InvalidParameterError, match=r"has 240 m x 240 m pixels"):
+        xr_itslive.invert_mosaic([fine, moved], crs="EPSG:32646", step=60.0)
+
+
+def test_a_boolean_mask_without_a_crs_is_in_the_output_crs(cube):
+    few = cube.isel(mid_date=slice(0, 5000))
+    left, right = few.isel(x=slice(0, 20)), few.isel(x=slice(20, None))
+    moved = _move_cube(right, "EPSG:32645")
+    inside = xr_itslive.glacier_mask(cube, OUTLINE)  # on the UTM 46 grid, no CRS recorded
+    assert inside.rio.crs is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no cube is "missed" by the mask
+        mosaic = xr_itslive.invert_mosaic(
+            [left, moved], crs="EPSG:32646", mask=inside, step=60.0
+        ).compute()
+    # reprojected for the UTM 45 cube: it solves glacier pixels, and none off the glacier
+    assert (mosaic["source"].values == 1).sum() > 50
+    window = inside.reindex(x=mosaic.x, y=mosaic.y, fill_value=False).values
+    assert (mosaic["n_obs"].values[~window] == 0).all()
+    solved = mosaic["n_obs"].values > 0
+    assert solved[window].mean() > 0.9
+    # with no crs= and cubes in two CRSs, the grid the mask is on is unknown: refused
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"records no CRS, and the cubes are in 2 CRSs \(EPSG:32646, EPSG:32645\).*"
+        r"mask\.rio\.write_crs\('EPSG:32646'\).*or pass crs=",
+    ):
+        xr_itslive.invert_mosaic([left, moved], mask=inside, step=60.0)
+    # with its CRS written, it is taken in it (no crs= needed)
+    placed = xr_itslive.invert_mosaic(
+        [left, moved], mask=inside.rio.write_crs("EPSG:32646"), step=60.0
+    ).compute()
+    np.testing.assert_array_equal(placed["n_obs"].values, mosaic["n_obs"].values)
+
+
 @pytest.fixture(scope="module")
 def two_cubes_on_s3(s3_server, tmp_path_factory):
     """Two cubes cut from the real glacier cube (its west and east halves), on moto S3 in
@@ -311,6 +454,7 @@ def test_a_glacier_over_two_cubes_on_s3(two_cubes_on_s3, cube, tmp_path):
     urls, catalog = two_cubes_on_s3
     glacier = xr_itslive.Glacier.from_rgi_id("RGI2000-v7.0-G-15-16257", OUTLINE, catalog=catalog)
     assert sorted(glacier.cubes) == sorted(urls)  # the outline touches both
+    assert sorted(glacier.covering_cubes) == sorted(urls)  # and needs both
     expected = xr_itslive.invert(cube, mask=glacier, **KWARGS).compute()
     result = glacier.invert(**KWARGS)
     assert result["vx"].chunks is not None
@@ -332,3 +476,34 @@ def test_a_glacier_over_two_cubes_on_s3(two_cubes_on_s3, cube, tmp_path):
     predicted = xr_itslive.predict(half, result.sel(x=half.x, y=half.y))
     assert predicted["vx"].dims == ("mid_date", "y", "x")
     assert np.isfinite(predicted["vx"].values).any()
+
+
+def test_benchmark_runs_once():
+    # the benchmark's two runs, each in its own process, on --quick's tiny cut of the cube
+    spec = importlib.util.spec_from_file_location(
+        "bench_mosaic", REPO / "benchmarks" / "bench_mosaic.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.run(repeat=1, quick=True)
+    assert figures["same_shape"] and figures["max_vx_difference"] == 0.0
+    assert figures["whole_s"] > 0 and figures["mosaic_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["mosaic_s"] / figures["whole_s"])
+    for kind in ("whole", "mosaic"):  # each run's own peak, at least its warm-up's
+        assert figures[f"{kind}_peak_mb"] >= figures[f"{kind}_warm_peak_mb"] > 50
+
+
+def test_a_cube_too_thin_for_min_obs_is_left_out_with_a_warning(cube, whole):
+    # invert refuses a cube with fewer pairs than min_obs; the mosaic leaves such a cube out
+    # (as one that misses the mask) and still makes the mosaic of the others
+    left, right = cube.isel(x=slice(0, 17)), cube.isel(x=slice(17, None))
+    thin = right.isel(mid_date=slice(0, 3))
+    with pytest.warns(
+        UserWarning, match=r"cube .*: min_obs=5 but the cube has 3 pairs.*left out of the mosaic"
+    ):
+        mosaic = xr_itslive.invert_mosaic([thin, left], **KWARGS).compute()
+    np.testing.assert_array_equal(mosaic["vx"].values[:, :, :17], whole["vx"].values[:, :, :17])
+    assert np.isnan(mosaic["vx"].values[:, :, 17:]).all()
+    assert set(np.unique(mosaic["source"].values)) <= {-1, 1}
+    with pytest.raises(EmptySelectionError, match=r"no cube of the mosaic can be inverted"):
+        xr_itslive.invert_mosaic([thin, left.isel(mid_date=slice(0, 3))], **KWARGS)

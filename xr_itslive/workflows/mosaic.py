@@ -15,6 +15,10 @@ results are then placed on **one spatial grid in one CRS**:
 Where cubes overlap, each pixel comes from the cube with the most valid pairs there (``n_obs``),
 ties going to the cube placed without resampling, then to the earlier cube in the order
 given; the ``source`` variable says which cube each pixel came from.
+
+Every cube keeps its pixel size: cubes whose pixel spacing differs from the output grid's (a
+240 m cube among 120 m ones) are refused rather than resampled to another size (nearest
+neighbour would repeat or drop their pixels without saying so).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import xarray as xr
 
 from ..crs import crs_key, cube_crs, reproject, transformer
 from ..errors import EmptySelectionError, InvalidParameterError
+from ..geo import design
 from ..geo.masks import glacier_mask
 from ..geo.subset import grid_spacing
 from ..io.cf import to_cf
@@ -59,6 +64,65 @@ def _pair_window(cubes: Sequence[xr.Dataset]) -> tuple[np.datetime64, np.datetim
         )
     start = np.datetime64(min(firsts).astype("datetime64[D]"), "ns")
     return start, max(lasts)
+
+
+def _check_step(invert_kwargs: Mapping[str, Any]) -> None:
+    """Refuse a ``step`` before any cube is opened or inverted, with :func:`xr_itslive.invert`'s
+    own check (:func:`~xr_itslive.geo.design.check_parameters`)."""
+    step = invert_kwargs.get("step", DEFAULTS["step"])
+    derivative = invert_kwargs.get("derivative", DEFAULTS["derivative"])
+    design.check_parameters(step, 0.0, derivative)
+
+
+def _spacing(ds: xr.Dataset) -> tuple[float, float]:
+    """``(|dx|, |dy|)`` of a cube's pixels in its own CRS (0 along an axis of one pixel)."""
+    return grid_spacing(np.asarray(ds["x"].values)), grid_spacing(np.asarray(ds["y"].values))
+
+
+def _check_spacings(opened: Sequence[tuple[xr.Dataset, str]], kept: Sequence[int], base: int):
+    """Refuse cubes whose pixel spacing differs from that of ``base``, the cube that sets the
+    output grid: placing them would repeat (or drop) pixels by nearest neighbour, silently."""
+    expected = _spacing(opened[base][0])
+    for i in kept:
+        found = _spacing(opened[i][0])
+        differs = [
+            not np.isclose(a, b, rtol=1e-6)
+            for a, b in zip(found, expected, strict=True)
+            if a > 0 and b > 0  # one row or column has no spacing to compare
+        ]
+        if any(differs):
+            name, base_name = opened[i][1] or f"cube {i}", opened[base][1] or f"cube {base}"
+            raise InvalidParameterError(
+                f"{name} has {found[0]:g} m x {found[1]:g} m pixels, but the output grid (that "
+                f"of {base_name}) has {expected[0]:g} m x {expected[1]:g} m: a mosaic keeps "
+                "every cube's pixel size. Resample that cube to the grid's spacing first "
+                "(e.g. ds.rio.reproject(crs, resolution=...) or odc-geo's xr_reproject), leave "
+                "it out, or invert it on its own with xr_itslive.invert"
+            )
+
+
+def _mask_in_output_crs(mask: Any, crs: str | None, keys: Sequence[str | None]) -> Any:
+    """A boolean grid that records no CRS, given the output CRS it is documented to be in.
+
+    With its CRS written, :func:`_cube_mask` reprojects it for cubes in another CRS (odc-geo)
+    and reindexes it for cubes in the same one, as for a mask that carries its own CRS.
+    Without ``crs=`` the output CRS is only known once the mask is placed (it is the CRS of
+    the cube holding most of its pixels), so a CRS-less grid is refused when the cubes' CRSs
+    differ; with one CRS among the cubes it is that one.
+    """
+    if not isinstance(mask, xr.DataArray) or mask.dtype != bool or cube_crs(mask) is not None:
+        return mask
+    if crs is not None:
+        return mask.rio.write_crs(crs)
+    known = list(dict.fromkeys(k for k in keys if k is not None))
+    if len(known) > 1:
+        raise InvalidParameterError(
+            f"the boolean mask records no CRS, and the cubes are in {len(known)} CRSs "
+            f"({', '.join(known)}): the grid it is on is unknown. Give it its CRS with "
+            f"mask.rio.write_crs({known[0]!r}) (rioxarray), or pass crs= (a mask without a CRS "
+            "is taken in the output CRS)"
+        )
+    return mask.rio.write_crs(known[0]) if known else mask
 
 
 def _cube_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
@@ -245,12 +309,15 @@ def invert_mosaic(
         The cubes: Datasets (:func:`xr_itslive.open_cube`), paths, URLs or catalog entries
         (:func:`xr_itslive.find_cubes`), in priority order for ties.
     crs
-        The output CRS. Default: the CRS of the cube holding most of the mask's pixels, or of
-        the first cube.
+        The output CRS (an EPSG code, ``"EPSG:32646"``, WKT or a ``pyproj.CRS``). Default: the
+        CRS of the cube holding most of the mask's pixels, or of the first cube.
     mask
         Solve only these pixels, in every cube: a glacier outline (any form
         :func:`xr_itslive.glacier_mask` takes, a :class:`~xr_itslive.Glacier` among them) or
-        a boolean ``(y, x)`` DataArray (in the output CRS, or carrying its own). Cubes the
+        a boolean ``(y, x)`` DataArray. A boolean grid that carries a CRS (rioxarray's
+        ``mask.rio.write_crs(...)``) is taken in it; one without is taken in the output CRS
+        (``crs=``, else the cubes' CRS when they share one; refused when they do not), and
+        reprojected (nearest neighbour, odc-geo) onto the cubes in another CRS. Cubes the
         mask misses are left out with a warning.
     variables
         Per-pair variables to invert (as for :func:`xr_itslive.invert`).
@@ -264,8 +331,8 @@ def invert_mosaic(
         cube in the output CRS. Even chunks, as :func:`xr_itslive.write_resumable` needs.
     **invert_kwargs
         Passed to :func:`xr_itslive.invert` for every cube (``step``, ``lam``, ``robust``,
-        ``uncertainty``...). ``return_outliers`` has no meaning across cubes (their pairs
-        differ) and is refused.
+        ``uncertainty``...); ``step`` is checked before any cube is opened.
+        ``return_outliers`` has no meaning across cubes (their pairs differ) and is refused.
 
     Returns
     -------
@@ -273,13 +340,29 @@ def invert_mosaic(
         ``(time, y, x)`` as :func:`xr_itslive.invert` returns, on the output grid, with
         ``source`` (``(y, x)``, the index of the cube each pixel came from, -1 where none;
         the cubes' names in its ``flag_meanings`` and in the ``mosaic_cubes`` attribute).
+        Its ``start``, ``end`` and ``step_days`` attributes are the shared time grid.
 
     Raises
     ------
     EmptySelectionError
         The mask misses every cube.
     InvalidParameterError
-        No cube is given, or an argument has no meaning for a mosaic.
+        No cube is given; ``crs`` cannot be resolved; ``step`` is not a positive number; a
+        cube's pixel spacing differs from the output grid's (cubes are not resampled to
+        another pixel size); a boolean mask without a CRS meets cubes in several CRSs; or an
+        argument has no meaning for a mosaic.
+
+    Notes
+    -----
+    **Predicting a cube's pairs** (:func:`xr_itslive.predict`, residuals). For a cube in the
+    output CRS the mosaic's model is on the cube's own pixels:
+    ``predict(cube, mosaic.sel(x=cube.x, y=cube.y))``. A cube in another CRS was inverted in
+    its own grid and axes, then rotated and resampled, so the mosaic cannot be read back on
+    its pixels; invert it alone on the mosaic's time grid, with the same options, and predict
+    from that: ``own = invert(cube, start=mosaic.attrs["start"], end=mosaic.attrs["end"],
+    step=mosaic.attrs["step_days"], ...)`` (the same ``variables``, ``weights``, ``lam``,
+    ``robust``..., and the mask) gives that cube's part of the mosaic before rotation and
+    resampling, on the same cells; then ``predict(cube, own)``.
     """
     check_cube_sequence(cubes, "invert_mosaic", "xr_itslive.invert")
     if invert_kwargs.get("return_outliers"):
@@ -287,6 +370,9 @@ def invert_mosaic(
             "return_outliers=True has no meaning for a mosaic (each cube has its own pairs); "
             "invert the cubes one by one with xr_itslive.invert to get their outliers"
         )
+    # Arguments every cube shares are checked before any cube is opened or inverted.
+    _check_step(invert_kwargs)
+    given_crs = None if crs is None else crs_key(crs)
     variables = [variables] if isinstance(variables, str) else list(variables)
     opened = [open_with_name(cube, variables, weights) for cube in cubes]
     for ds, _ in opened:
@@ -294,10 +380,12 @@ def invert_mosaic(
     window = _pair_window([ds for ds, _ in opened])
     start = window[0] if start is None else start
     end = window[1] if end is None else end
+    keys = [crs_key(cube_crs(ds)) if cube_crs(ds) is not None else None for ds, _ in opened]
 
     # Each cube's mask, and the cubes the mask leaves out.
     if isinstance(mask, str | os.PathLike):
         mask = read_any(mask)  # an outline file: read once, not once per cube
+    mask = _mask_in_output_crs(mask, given_crs, keys)
     masks = [_cube_mask(ds, mask) for ds, _ in opened]
     kept = [i for i, m in enumerate(masks) if m is None or bool(np.asarray(m.values, bool).any())]
     if not kept:
@@ -314,9 +402,8 @@ def invert_mosaic(
         )
 
     # The output CRS and its reference lattice.
-    keys = [crs_key(cube_crs(ds)) if cube_crs(ds) is not None else None for ds, _ in opened]
-    if crs is not None:
-        target = crs_key(crs)
+    if given_crs is not None:
+        target = given_crs
     elif mask is not None:
         counts = {}
         for i in kept:
@@ -330,8 +417,9 @@ def invert_mosaic(
             "the cubes record no CRS; open them with xr_itslive.open_cube (which records it) "
             "or pass crs="
         )
-    cropped = {i: _crop(opened[i][0], masks[i]) for i in kept}
     in_target = [i for i in kept if keys[i] == target]
+    _check_spacings(opened, kept, in_target[0] if in_target else kept[0])
+    cropped = {i: _crop(opened[i][0], masks[i]) for i in kept}
     reference = cropped[in_target[0]][0] if in_target else None
     if reference is None:  # no cube in the output CRS: the first one's resolution there
         from odc.geo.xr import xr_reproject  # the optional resampling engine
@@ -346,14 +434,27 @@ def invert_mosaic(
     # Invert every cube on the shared time grid and place it on the output grid.
     placed = []
     order = sorted(kept, key=lambda i: (not direct[i], i))  # ties: unresampled first
+    left_out = []
     for i in order:
         ds, cube_mask = cropped[i]
-        result = invert(
-            ds, variables, start=start, end=end, mask=cube_mask, weights=weights, **invert_kwargs
-        )
+        try:
+            result = invert(
+                ds, variables, start=start, end=end, mask=cube_mask, weights=weights,
+                **invert_kwargs,
+            )  # fmt: skip
+        except EmptySelectionError as error:
+            # a cube that cannot give a pixel (too few pairs in the window for min_obs, ...)
+            # is left out, as one that misses the mask is; the others still make the mosaic
+            left_out.append(f"cube {opened[i][1] or i}: {error}")
+            continue
         if not direct[i] and keys[i] != target:
             result = _rotate(result, _axis_angle(result, keys[i], target))
         placed.append((i, _place(result, xs, ys, target, resample=not direct[i])))
+
+    if not placed:
+        raise EmptySelectionError("no cube of the mosaic can be inverted: " + "; ".join(left_out))
+    for reason in left_out:
+        warnings.warn(f"{reason}; it is left out of the mosaic", UserWarning, stacklevel=2)
 
     # Per pixel: the cube with the most valid pairs (ties: the earlier in `order`).
     first_index, out = placed[0]
