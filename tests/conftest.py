@@ -72,14 +72,20 @@ def s3_server():
             os.environ[key] = value
 
 
-def make_public_bucket(endpoint: str, bucket: str):
-    """Create ``bucket`` with a public-read policy (GetObject, HeadObject, ListBucket)."""
+def make_bucket(endpoint: str, bucket: str):
+    """Create ``bucket`` (private) on the S3 server at ``endpoint``; returns the boto3 client."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2")
     client.create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"}
     )
+    return client
+
+
+def make_public_bucket(endpoint: str, bucket: str):
+    """Create ``bucket`` with a public-read policy (GetObject, HeadObject, ListBucket)."""
+    client = make_bucket(endpoint, bucket)
     policy = json.loads(json.dumps(PUBLIC_POLICY).replace("{bucket}", bucket))
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     return client

@@ -86,6 +86,17 @@ def outline_far_away():
     return xi.invert(CUBE, mask=box(0, 0, 10, 10))
 
 
+def store_missing_chunk(tmp_path, key: str):
+    """The cube as ITS_LIVE stores it (int16 ``vx`` with ``missing_value`` -32767 and zarr's
+    ``fill_value`` null, zarr v2), with the chunk ``key`` deleted as a broken copy loses it."""
+    path = tmp_path / "cube.zarr"
+    encoded = CUBE[["vx"]].copy()
+    encoded["vx"].encoding = {"dtype": "int16", "missing_value": -32767}
+    encoded.to_zarr(path, zarr_format=2, consolidated=True)
+    (path / key).unlink()
+    return path
+
+
 def swapped_dates() -> xr.Dataset:
     return cube(
         acquisition_date_img1=CUBE.acquisition_date_img2,
@@ -157,62 +168,115 @@ CASES = [
         "open: no such path",
         lambda t: xi.open_cube(t / "missing.zarr"),
         DataAccessError,
-        "missing.zarr",
+        "missing.zarr': the path does not exist. Pass an existing local zarr path",
         True,
     ),
     Case(
         "open: unknown variable",
         lambda: xi.open_cube(xi.demo_cube_path(), ["speed"]),
         MissingVariableError,
-        "variables",
+        "Pass variables=(...) naming variables of the cube",
     ),
-    Case("open: lon without lat", lambda: xi.open_cube(lon=86.0), InvalidParameterError, "lat"),
+    Case(
+        "open: lon without lat",
+        lambda: xi.open_cube(lon=86.0),
+        InvalidParameterError,
+        "with both lon= and lat= (degrees), got lon=86.0, lat=None",
+    ),
     Case(
         "open: lon out of range",
         lambda: xi.open_cube(lon=500.0, lat=30.0),
         InvalidParameterError,
-        "-180",
+        "expected -180 <= lon <= 180",
     ),
     Case(
         "open: lat out of range",
         lambda: xi.open_cube(lon=86.0, lat=95.0),
         InvalidParameterError,
-        "90",
+        "Did you swap them? Points are (lon, lat)",
     ),
-    Case("open: nothing to open", lambda: xi.open_cube(), InvalidParameterError, "lon"),
+    Case(
+        "open: nothing to open",
+        lambda: xi.open_cube(),
+        InvalidParameterError,
+        "or pass a source (path or URL) instead",
+    ),
     Case(
         "open: source and a point",
         lambda: xi.open_cube(xi.demo_cube_path(), lon=1, lat=2),
         InvalidParameterError,
-        "either",
+        "pass either source or lon=/lat=, not both",
     ),
-    Case("find_cubes: no query", lambda: xi.find_cubes(), InvalidParameterError, "point"),
+    Case(
+        "find_cubes: no query",
+        lambda: xi.find_cubes(),
+        InvalidParameterError,
+        "Example: find_cubes(point=(95.97, 29.91))",
+    ),
     Case(
         "find_cubes: bad bbox",
         lambda: xi.find_cubes(bbox=(10, 10, 5, 5)),
         InvalidParameterError,
-        "bbox",
+        "with xmin <= xmax and ymin <= ymax",
     ),
-    Case("open_composite: no year", lambda: xi.open_composite(), InvalidParameterError, "lon"),
+    Case(
+        "open_composite: no year",
+        lambda: xi.open_composite(),
+        InvalidParameterError,
+        "pass either source or both lon= and lat= (degrees)",
+    ),
+    Case(
+        "open: a velocity chunk deleted",
+        lambda t: xi.open_cube(store_missing_chunk(t, "vx/0.0.0"), ["vx"]),
+        DataAccessError,
+        "'vx' lacks 1 of its 1 chunks (vx/0.0.0), which zarr would read as zeros",
+        True,
+    ),
+    Case(
+        "open: a velocity chunk deleted (the fix)",
+        lambda t: xi.open_cube(store_missing_chunk(t, "vx/0.0.0"), ["vx"]),
+        DataAccessError,
+        "Re-download the cube, or copy it again completely",
+        True,
+    ),
+    Case(
+        "open: a coordinate chunk deleted",
+        lambda t: xi.open_cube(store_missing_chunk(t, "x/0"), ["vx"]),
+        DataAccessError,
+        "'x' lacks 1 of its 1 chunks (x/0), which zarr would read as NaN. A file was lost in a "
+        "download or a copy (zarr does not complain about missing chunks). Re-download the cube",
+        True,
+    ),
     # --- invert: the cube ------------------------------------------------------------------
     Case(
         "invert: not a Dataset",
         lambda: xi.invert(np.zeros((3, 3))),
         NotAnITSLiveCubeError,
-        "open_cube",
+        "open one with xr_itslive.open_cube(...)",
     ),
-    Case("invert: a DataArray", lambda: xi.invert(CUBE.vx), NotAnITSLiveCubeError, "Dataset"),
+    Case(
+        "invert: a DataArray",
+        lambda: xi.invert(CUBE.vx),
+        NotAnITSLiveCubeError,
+        "got DataArray; open one with xr_itslive.open_cube(...)",
+    ),
     Case(
         "invert: no mid_date",
         lambda: xi.invert(CUBE.rename(mid_date="t")),
         NotAnITSLiveCubeError,
-        "rename",
+        "rename the pair dimension to 'mid_date'",
     ),
     Case(
         "invert: no acquisition dates",
         lambda: xi.invert(without("acquisition_date_img1")),
         NotAnITSLiveCubeError,
-        "acquisition_date_img1",
+        "'acquisition_date_img1' not found",
+    ),
+    Case(
+        "invert: no acquisition dates (the fix)",
+        lambda: xi.invert(without("acquisition_date_img1")),
+        NotAnITSLiveCubeError,
+        "Each pair needs both acquisition dates (open the cube with xr_itslive.open_cube",
     ),
     Case(
         "invert: dates swapped",
@@ -236,13 +300,19 @@ CASES = [
         "invert: variable without pairs",
         lambda: xi.invert(cube(h=CUBE.vx.isel(mid_date=0)), variables=["h"]),
         NotAnITSLiveCubeError,
-        "per-pair",
+        "only per-pair variables (mid_date, y, x) can be inverted",
     ),
     Case(
         "invert: undecoded int16",
         lambda: xi.invert(undecoded()),
         NotAnITSLiveCubeError,
-        "open_cube",
+        "Open the cube with xr_itslive.open_cube (which decodes it)",
+    ),
+    Case(
+        "invert: float data holding the -32767 fill",
+        lambda: xi.invert(cube(vx=CUBE.vx.fillna(-32767.0))),
+        NotAnITSLiveCubeError,
+        "mask them: ds['vx'] = ds['vx'].where(ds['vx'] != -32767)",
     ),
     Case(
         "invert: several mid_date chunks",
@@ -253,13 +323,22 @@ CASES = [
     # --- invert: parameters ---------------------------------------------------------------
     Case("invert: step 0", lambda: xi.invert(CUBE, step=0), InvalidParameterError, "step=12"),
     Case(
-        "invert: step negative", lambda: xi.invert(CUBE, step=-5), InvalidParameterError, "positive"
+        "invert: step negative",
+        lambda: xi.invert(CUBE, step=-5),
+        InvalidParameterError,
+        "step must be a positive number of days, got step=-5; e.g. step=12",
+    ),
+    Case(
+        "invert: step given as text",
+        lambda: xi.invert(CUBE, step="12"),
+        InvalidParameterError,
+        "got step='12' (str); pass a number, e.g. step=12",
     ),
     Case(
         "invert: step NaN",
         lambda: xi.invert(CUBE, step=float("nan")),
         InvalidParameterError,
-        "step",
+        "got step=nan; e.g. step=12",
     ),
     Case(
         "invert: step too fine",
@@ -267,15 +346,30 @@ CASES = [
         InvalidParameterError,
         "Use step >=",
     ),
-    Case("invert: lam negative", lambda: xi.invert(CUBE, lam=-1), InvalidParameterError, ">= 0"),
+    Case(
+        "invert: lam negative",
+        lambda: xi.invert(CUBE, lam=-1),
+        InvalidParameterError,
+        "e.g. lam=10.0 (0 turns the smoothness term off)",
+    ),
     Case(
         "invert: lam NaN",
         lambda: xi.invert(CUBE, lam=float("nan")),
         InvalidParameterError,
         "lam=10",
     ),
-    Case("invert: lam a word", lambda: xi.invert(CUBE, lam="big"), InvalidParameterError, "auto"),
-    Case("invert: lam empty", lambda: xi.invert(CUBE, lam=[]), InvalidParameterError, "auto"),
+    Case(
+        "invert: lam a word",
+        lambda: xi.invert(CUBE, lam="big"),
+        InvalidParameterError,
+        "lam must be a number >= 0, 'auto' or a sequence of candidates",
+    ),
+    Case(
+        "invert: lam empty",
+        lambda: xi.invert(CUBE, lam=[]),
+        InvalidParameterError,
+        "pass a number, 'auto' or candidates",
+    ),
     Case(
         "invert: lam too small",
         lambda: xi.invert(CUBE, lam=1e-9),
@@ -307,10 +401,16 @@ CASES = [
         "positive integer",
     ),
     Case(
+        "invert: min_obs above the number of pairs",
+        lambda: xi.invert(CUBE, min_obs=CUBE.sizes["mid_date"] + 1),
+        EmptySelectionError,
+        "Pass a smaller min_obs (at most 240; the default is 5)",
+    ),
+    Case(
         "invert: robust unknown",
         lambda: xi.invert(CUBE, robust="maybe"),
         InvalidParameterError,
-        "tukey",
+        "robust must be False, True, 'huber' or 'tukey'",
     ),
     Case(
         "invert: robust_iterations 0",
@@ -328,13 +428,13 @@ CASES = [
         "invert: unknown engine",
         lambda: xi.invert(CUBE, engine="fortran"),
         InvalidParameterError,
-        "numba",
+        "engine must be one of ['numba', 'array'] or None",
     ),
     Case(
         "invert: start after end",
         lambda: xi.invert(CUBE, start="2020-01-01", end="2019-01-01"),
         InvalidParameterError,
-        "start",
+        "start must be before end, got start=2020-01-01 and end=2019-01-01; swap them",
     ),
     Case(
         "invert: start not a date",
@@ -349,8 +449,8 @@ CASES = [
         "center_date='mid' as a date; pass an ISO date",
     ),
     Case(
-        "filter: end not a date",
-        lambda: xi.filter_pairs(CUBE, end=object()),
+        "filter: pairs_end not a date",
+        lambda: xi.filter_pairs(CUBE, pairs_end=object()),
         InvalidParameterError,
         "as a date; pass an ISO date",
     ),
@@ -358,7 +458,8 @@ CASES = [
         "invert: window without pairs",
         lambda: xi.invert(CUBE, start="1990-01-01", end="1991-01-01"),
         EmptySelectionError,
-        "start",
+        "no image pair lies inside 1990-01-01..1991-01-08 (pairs span 2015-01-07..2022-12-13); "
+        "widen start/end",
     ),
     # --- invert: weights and masks ---------------------------------------------------------
     Case(
@@ -380,10 +481,22 @@ CASES = [
         "clip them at 0",
     ),
     Case(
+        "invert: all weights zero",
+        lambda: xi.invert(CUBE, weights=xr.zeros_like(CUBE.vx)),
+        InvalidParameterError,
+        "every pixel would come out NaN with n_obs 0. Pass positive weights",
+    ),
+    Case(
+        "invert: weights='error' with no positive error",
+        lambda: xi.invert(cube(vx_error=CUBE.vx_error * 0), weights="error"),
+        InvalidParameterError,
+        "weights='error' gives 'vx' no positive weight",
+    ),
+    Case(
         "invert: weights without mid_date",
         lambda: xi.invert(CUBE, weights=ones(("y", "x"))),
         InvalidParameterError,
-        "mid_date",
+        "pass a DataArray with dims ('mid_date',) or ('mid_date', 'y', 'x')",
     ),
     Case(
         "invert: weights misaligned",
@@ -435,18 +548,23 @@ CASES = [
         InvalidParameterError,
         "GeoDataFrame",
     ),
-    Case("invert: outline far away", outline_far_away, EmptySelectionError, "find_cubes"),
+    Case(
+        "invert: outline far away",
+        outline_far_away,
+        EmptySelectionError,
+        "xr_itslive.find_cubes(geometry=outline)",
+    ),
     Case(
         "invert: lon/lat outline, cube without CRS",
         lonlat_outline_on_cube_without_crs,
         InvalidParameterError,
-        "write_crs",
+        "Give the cube its CRS, e.g. ds = ds.rio.write_crs(",
     ),
     Case(
         "invert: outline file missing",
         lambda t: xi.invert(CUBE, mask=str(t / "no.geojson")),
         DataAccessError,
-        "no.geojson",
+        "no.geojson': it does not exist. Pass the path of a shapefile, GeoJSON",
         True,
     ),
     # --- predict ---------------------------------------------------------------------------
@@ -454,25 +572,25 @@ CASES = [
         "predict: arguments swapped",
         lambda: xi.predict(RESULT, CUBE),
         InvalidParameterError,
-        "swapped",
+        "takes the cube first and the inversion result second",
     ),
     Case(
         "predict: not a result",
         lambda: xi.predict(CUBE, CUBE.isel(mid_date=0)),
         InvalidParameterError,
-        "invert()",
+        "pass the Dataset returned by invert()",
     ),
     Case(
         "predict: cube without dates",
         lambda: xi.predict(without("acquisition_date_img2"), RESULT),
         NotAnITSLiveCubeError,
-        "acquisition_date_img2",
+        "'acquisition_date_img2' not found",
     ),
     Case(
         "predict: variable not inverted",
         lambda: xi.predict(CUBE, RESULT, variables=["v0"]),
         MissingVariableError,
-        "variables",
+        "Pass variables=(...) among those the result holds (the inverted ones)",
     ),
     # --- composite -------------------------------------------------------------------------
     Case(
@@ -527,7 +645,13 @@ CASES = [
         "composite: undecoded int16",
         lambda: xi.composite(undecoded()),
         NotAnITSLiveCubeError,
-        "open_cube",
+        "Open the cube with xr_itslive.open_cube (which decodes it)",
+    ),
+    Case(
+        "composite: float data holding the -32767 fill",
+        lambda: xi.composite(cube(vx=CUBE.vx.fillna(-32767.0))),
+        NotAnITSLiveCubeError,
+        "mask them: ds['vx'] = ds['vx'].where(ds['vx'] != -32767)",
     ),
     Case(
         "composite: several mid_date chunks",
@@ -558,29 +682,35 @@ CASES = [
         "store: resumed with other parameters",
         store_then_other_step,
         StoreConflictError,
-        "overwrite",
+        "Write to a new store, or pass overwrite=True (CLI: --overwrite)",
         True,
     ),
-    Case("store: the path is a file", store_on_a_file, StoreConflictError, "overwrite", True),
+    Case(
+        "store: the path is a file",
+        store_on_a_file,
+        StoreConflictError,
+        "Write to a new store, or pass overwrite=True (CLI: --overwrite)",
+        True,
+    ),
     Case(
         "store: storage_options on a local path",
         store_local_with_options,
         InvalidParameterError,
-        "storage_options",
+        "they apply only to URLs such as 's3://bucket/out.zarr'",
         True,
     ),
     Case(
         "store: chunks of an unknown dim",
         lambda t: to_store(t, chunks={"band": 2}),
         InvalidParameterError,
-        "chunks",
+        "pass e.g. chunks={'y': 20, 'x': 20}",
         True,
     ),
     Case(
         "store: bad parameter before writing",
         lambda t: to_store(t, lam=-1),
         InvalidParameterError,
-        ">= 0",
+        "got lam=-1.0; e.g. lam=10.0",
         True,
     ),
     # --- Gaussian process ------------------------------------------------------------------
@@ -594,13 +724,13 @@ CASES = [
         "gp: unknown variable",
         lambda: xi.gp_fit_series(one_pixel(), "speed"),
         MissingVariableError,
-        "variable",
+        "Pass variable=... naming the velocity",
     ),
     Case(
         "gp: too few pairs",
         lambda: xi.gp_fit_series(few_pairs(), "vx"),
         EmptySelectionError,
-        "pairs",
+        "got 1 (of 2); select a longer period or another pixel",
     ),
     Case(
         "gp: missing error variable",
@@ -618,7 +748,7 @@ CASES = [
         "gp: no pairs",
         lambda: xi.gp_fit_series(one_pixel().isel(mid_date=slice(0, 0)), "vx"),
         EmptySelectionError,
-        "pairs",
+        "got 0 (of 0); select a longer period or another pixel",
     ),
 ]
 
@@ -633,25 +763,37 @@ def test_bad_input_gets_a_clear_error(case: Case, tmp_path):
 
 
 CLI_CASES = [
-    ("no such source", ["invert", "{tmp}/missing.zarr", "--out", "{tmp}/o.zarr"], "missing.zarr"),
+    (
+        "no such source",
+        ["invert", "{tmp}/missing.zarr", "--out", "{tmp}/o.zarr"],
+        "missing.zarr': the path does not exist. Pass an existing local zarr path",
+    ),
     ("bad step", ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--step", "-3"], "step=12"),
     (
         "unknown variable",
         ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--variables", "speed"],
-        "variables",
+        "Pass variables=(...) naming variables of the cube",
     ),
-    ("bad lam", ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--lam", "x"], "auto"),
-    ("unknown mission", ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--missions", "S9"], "S1"),
+    (
+        "bad lam",
+        ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--lam", "x"],
+        "expected a number, 'auto' or comma-separated candidates such as '1,10,100'",
+    ),
+    (
+        "unknown mission",
+        ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--missions", "S9"],
+        "valid missions: 'S1' (Sentinel-1)",
+    ),
     (
         "mask file missing",
         ["invert", "{cube}", "--out", "{tmp}/o.zarr", "--mask", "{tmp}/no.geojson"],
-        "no.geojson",
+        "no.geojson': it does not exist. Pass the path of a shapefile, GeoJSON",
     ),
-    ("no command", [], "COMMAND"),
+    ("no command", [], "the following arguments are required: COMMAND"),
     (
         "composite: climatology without pairs",
         ["composite", "{cube}", "--out", "{tmp}/c.zarr", "--climatology", "1990", "1995"],
-        "climatology=",
+        "Pass climatology=(first, last) years inside the data",
     ),
 ]
 

@@ -196,3 +196,25 @@ def test_task_memory_is_flat_in_the_number_of_pairs(tmp_path):
     ds = open_store(str(path), None, chunks={})
     chunks = inversion_chunks(ds, task_bytes=2_000 * 4 * 400)
     assert 40 % chunks["y"] == 0 and chunks["y"] * chunks["x"] <= 400
+
+
+def test_open_lists_each_checked_array_once(s3_glacier_cube, caplog):
+    # the missing-chunk check: one listing request per array opened (and per coordinate), as
+    # the S3 server (moto, in this process) logs them; none for the 50-odd arrays not asked for
+    import logging
+    import re
+    from urllib.parse import unquote
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    cube = xr_itslive.open_cube(s3_glacier_cube, variables=["vx", "vy"])
+    listing = re.compile(r"GET /its-live-data/?\?list-type=2\S*?prefix=([^& ]+)")
+    listings = []
+    for record in caplog.records:
+        found = listing.search(record.getMessage())
+        if found:
+            listings.append(unquote(found.group(1)))
+    listed = sorted(prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in listings)
+    assert listed == sorted(
+        ["vx", "vy", "acquisition_date_img1", "acquisition_date_img2", "mid_date", "x", "y"]
+    ), listings
+    assert cube.sizes["mid_date"] == 47892

@@ -191,6 +191,92 @@ def test_damaged_coordinate_chunk_is_named_on_open(cube_copy):
         xr_itslive.open_cube(cube_copy)
 
 
+# --- (c') a deleted chunk: zarr would read its fill (0.0 m/yr, or NaN x) without a word ---
+
+
+def test_a_deleted_velocity_chunk_is_refused_at_open(cube_copy):
+    (cube_copy / "vx" / "2.0.0").unlink()  # vx has fill_value null: zarr would read zeros
+    with pytest.raises(DataAccessError) as info:
+        xr_itslive.open_cube(cube_copy, variables=["vx", "vy"])
+    message = str(info.value)
+    assert message.startswith(f"the cube at {cube_copy} is incomplete: 'vx' lacks 1 of its 4 ")
+    assert "(vx/2.0.0), which zarr would read as zeros (0.0 m/yr" in message
+    assert "Re-download the cube, or copy it again completely" in message
+    # a variable that is not opened is not listed, nor refused
+    ds = xr_itslive.open_cube(cube_copy, variables=["vy"])
+    assert np.isfinite(ds["vy"].values).any()
+
+
+def test_deleted_chunks_are_counted_and_listed_few(cube_copy):
+    for key in ("0.0.0", "1.0.0", "2.0.0", "3.0.0"):
+        (cube_copy / "vy" / key).unlink()
+    (cube_copy / "vx" / "0.0.0").unlink()
+    with pytest.raises(
+        DataAccessError,
+        match=r"'vx' lacks 1 of its 4 chunks \(vx/0\.0\.0\).*; 'vy' lacks 4 of its 4 chunks "
+        r"\(vy/0\.0\.0, vy/1\.0\.0, vy/2\.0\.0, vy/3\.0\.0\)",
+    ):
+        xr_itslive.open_cube(cube_copy, variables=["vx", "vy"])
+
+
+@pytest.mark.parametrize("name,key", [("x", "0"), ("acquisition_date_img1", "1")])
+def test_a_deleted_coordinate_chunk_is_refused_at_open(cube_copy, name, key):
+    (cube_copy / name / key).unlink()  # fill NaN: x or a pair date would read as NaN
+    with pytest.raises(
+        DataAccessError,
+        match=rf"incomplete: '{name}' lacks 1 of its \d chunks \({name}/{key}\), which zarr "
+        r"would read as NaN\. .*Re-download the cube",
+    ):
+        xr_itslive.open_cube(cube_copy, variables=["vx"])
+
+
+def test_missing_chunks_that_read_as_missing_are_accepted(cube_copy):
+    # vx_error has a real fill value (-32767): its missing chunk is missing data, as a sparse
+    # writer (zarr's write_empty_chunks=False) leaves it
+    (cube_copy / "vx_error" / "1").unlink()
+    ds = xr_itslive.open_cube(cube_copy, variables=["vx", "vx_error"])
+    error = ds["vx_error"].values
+    assert np.isnan(error).sum() >= 2000 and np.isfinite(error).any()
+    # the real fixture was written that way: floatingice (a flag, all 0) and mapping have no
+    # chunk at all, and the whole cube opens
+    from conftest import FIXTURE_3X3
+
+    if FIXTURE_3X3.exists():
+        assert not (FIXTURE_3X3 / "floatingice" / "0.0").exists()
+        assert "floatingice" in xr_itslive.open_cube(FIXTURE_3X3).data_vars
+
+
+def test_a_deleted_chunk_of_a_zarr_v3_store_is_refused(tmp_path):
+    from xr_itslive.synthetic import synthetic_cube
+
+    path = tmp_path / "v3.zarr"
+    synthetic_cube(n_pairs=40, ny=2, nx=3, seed=1).to_zarr(path, zarr_format=3)
+    assert (path / "x" / "c" / "0").exists()  # v3's own key encoding
+    xr_itslive.open_cube(path, variables=["vx"])
+    (path / "x" / "c" / "0").unlink()
+    with pytest.raises(DataAccessError, match=r"'x' lacks 1 of its 1 chunks \(x/c/0\)"):
+        xr_itslive.open_cube(path, variables=["vx"])
+
+
+def test_a_deleted_chunk_on_s3_is_refused(s3_server, cube_copy):
+    from conftest import make_public_bucket, upload_tree
+
+    (cube_copy / "vx" / "3.0.0").unlink()
+    client = make_public_bucket(s3_server, "incomplete-cubes")
+    upload_tree(client, cube_copy, "incomplete-cubes", "cube.zarr")
+    url = "s3://incomplete-cubes/cube.zarr"
+    with pytest.raises(
+        DataAccessError,
+        match=rf"the cube at {re.escape(url)} is incomplete: 'vx' lacks 1 of its 4 chunks "
+        r"\(vx/3\.0\.0\)",
+    ):
+        xr_itslive.open_cube(
+            url, variables=["vx", "vy"], storage_options={"endpoint_url": s3_server}
+        )
+    ds = xr_itslive.open_cube(url, variables=["vy"], storage_options={"endpoint_url": s3_server})
+    assert np.isfinite(ds["vy"].values).any()
+
+
 # --- (d) damaged metadata and folders that are no cube ---
 
 

@@ -10,15 +10,26 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import FIXTURE_3X3, GLACIER_CUBE, raise_if_dask_computes, requires_shared
 
 import xr_itslive
-from xr_itslive.errors import InvalidParameterError, NotAnITSLiveCubeError
+from xr_itslive.errors import (
+    EmptySelectionError,
+    InvalidParameterError,
+    NotAnITSLiveCubeError,
+    UnsolvedPixelsWarning,
+)
 from xr_itslive.synthetic import synthetic_cube
 
 
 @pytest.fixture(scope="module")
 def cube() -> xr.Dataset:
     return synthetic_cube(n_pairs=300, ny=2, nx=3, seed=0, duplicate_fraction=0.0)
+
+
+def _lazy(cube: xr.Dataset) -> xr.Dataset:
+    """``cube`` with dask-backed velocities (its pair dates in memory, as open_cube gives)."""
+    return cube.assign({name: cube[name].chunk() for name in ("vx", "vy")})
 
 
 def _valid_entry(cube: xr.Dataset) -> int:
@@ -58,7 +69,8 @@ def test_infinite_values_count_as_missing(cube):
     with_inf, with_nan = cube.copy(deep=True), cube.copy(deep=True)
     with_inf["vx"][row, 0, 0] = np.inf
     with_nan["vx"][row, 0, 0] = np.nan
-    a = xr_itslive.invert(with_inf, variables="vx", step=30)
+    with pytest.warns(UserWarning, match=r"'vx': 1 infinite values in 6 pixels are taken as miss"):
+        a = xr_itslive.invert(with_inf, variables="vx", step=30)
     b = xr_itslive.invert(with_nan, variables="vx", step=30)
     reference = xr_itslive.invert(cube, variables="vx", step=30)
     assert int(a["n_obs"][0, 0]) == int(reference["n_obs"][0, 0]) - 1
@@ -73,9 +85,10 @@ def test_weights_that_cannot_be_trusted(cube):
     for bad in (np.inf, np.nan):
         w = ones.copy()
         w[row] = bad
-        out = xr_itslive.invert(
-            cube, variables="vx", step=30, weights=xr.DataArray(w, dims="mid_date")
-        )
+        with pytest.warns(UserWarning, match=r"1 of the 300 weights of 'vx' are NaN or inf"):
+            out = xr_itslive.invert(
+                cube, variables="vx", step=30, weights=xr.DataArray(w, dims="mid_date")
+            )
         assert int(out["n_obs"][0, 0]) == int(reference["n_obs"][0, 0]) - 1
         assert np.isfinite(out["vx"].values).any()
     w = ones.copy()
@@ -95,6 +108,130 @@ def test_pairs_repeated_by_assembly_count_once(cube):
     expected = xr_itslive.invert(once, step=30)
     np.testing.assert_array_equal(got["vx"].values, expected["vx"].values)
     np.testing.assert_array_equal(got["n_obs"].values, expected["n_obs"].values)
+
+
+def test_float_fill_in_memory_is_refused_by_invert_and_composite(cube):
+    # int16 cast to float without decoding: -32767 would be a velocity of -32767 m/yr
+    leaked = cube.assign(vx=cube["vx"].fillna(-32767.0))
+    n_fill = int(cube["vx"].isnull().sum())
+    for call in (xr_itslive.invert, xr_itslive.composite):
+        with pytest.raises(
+            NotAnITSLiveCubeError,
+            match=rf"'vx' holds {n_fill:,} values equal to -32767, ITS_LIVE's fill value.*"
+            r"ds\['vx'\]\.where\(ds\['vx'\] != -32767\)",
+        ):
+            call(leaked)
+
+
+@requires_shared
+def test_float_fill_in_a_lazy_real_cube_is_masked_with_a_count():
+    # the real 3 x 3 cube, its vx put back to the fill where missing, as vx.astype("float32")
+    # of the undecoded store gives: 813,411 m/yr came out before, without a word
+    ds = xr_itslive.open_cube(FIXTURE_3X3, variables=["vx"])
+    leaked = ds.assign(vx=ds["vx"].fillna(-32767.0))
+    n_fill = int(ds["vx"].isnull().sum())
+    with raise_if_dask_computes():  # counted where the blocks are read, not up front
+        lazy = xr_itslive.invert(leaked, variables="vx", step=30)
+    with pytest.warns(
+        UserWarning,
+        match=rf"'vx': {n_fill:,} values equal to -32767 \(ITS_LIVE's fill value: int16 data "
+        r"cast to float without decoding\) in a block of 9 pixels of a lazy cube are taken as "
+        r"missing .*xr_itslive\.open_cube",
+    ):
+        got = lazy.compute()
+    expected = xr_itslive.invert(ds, variables="vx", step=30).compute()
+    np.testing.assert_array_equal(got["vx"].values, expected["vx"].values)
+    np.testing.assert_array_equal(got["n_obs"].values, expected["n_obs"].values)
+
+
+def test_untrusted_values_of_a_lazy_cube_are_counted_per_block(cube):
+    row = _valid_entry(cube)
+    with_inf = cube.copy(deep=True)
+    with_inf["vx"][row, 0, 0] = -np.inf
+    with_inf["vx"][row, 1, 2] = np.inf
+    w = xr.DataArray(np.ones(cube.sizes["mid_date"]), dims="mid_date")
+    w[row] = np.nan
+    valid = int(np.isfinite(cube["vx"].values[row]).sum())  # observations the NaN weight takes
+    with raise_if_dask_computes():
+        lazy = xr_itslive.invert(_lazy(with_inf), variables="vx", step=30, weights=w.chunk())
+    with pytest.warns(
+        UserWarning,
+        match=rf"'vx': 2 infinite values, {valid - 2} observations whose weight is NaN or inf in "
+        r"a block of 6 pixels of a lazy cube are taken as missing",
+    ):
+        got = lazy.compute()
+    eager = with_inf.copy(deep=True)
+    eager["vx"][row] = np.nan
+    expected = xr_itslive.invert(eager, variables="vx", step=30)
+    np.testing.assert_array_equal(got["n_obs"].values, expected["n_obs"].values)
+
+
+def test_min_obs_above_the_number_of_pairs_is_refused(cube):
+    n = cube.sizes["mid_date"]
+    with pytest.raises(
+        EmptySelectionError, match=rf"min_obs={n + 1} but the cube has {n} pairs.*smaller min_obs"
+    ):
+        xr_itslive.invert(cube, step=30, min_obs=n + 1)
+    assert int(xr_itslive.invert(cube, step=30, min_obs=n)["n_obs"].max()) < n  # allowed
+
+
+def test_weights_all_zero_are_refused_or_named_not_blamed_on_lam(cube):
+    zero = xr.zeros_like(cube["vx"])
+    with pytest.raises(InvalidParameterError, match=r"no positive weight.*weights=None"):
+        xr_itslive.invert(cube, step=30, weights=zero)
+    # lazy weights cannot be read up front: the warning says it is the weights, not lam
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = xr_itslive.invert(_lazy(cube), step=30, weights=zero.chunk()).compute()
+    assert int(out["n_obs"].max()) == 0
+    kinds = {type(w.message) for w in seen}
+    assert UnsolvedPixelsWarning not in kinds, [str(w.message) for w in seen]
+    assert any("fewer than min_obs of their pairs have a positive weight" in str(w.message)
+               for w in seen)  # fmt: skip
+
+
+def test_repeats_without_pair_id_are_used_once_in_memory(cube):
+    doubled = xr.concat([cube, cube.isel(mid_date=slice(0, 30))], dim="mid_date", data_vars="all")
+    assert "pair_id" not in doubled.coords
+    with pytest.warns(UserWarning, match=r"30 pairs repeat another pair's acquisition dates and "):
+        got = xr_itslive.invert(doubled, step=30)
+    expected = xr_itslive.invert(cube, step=30)
+    np.testing.assert_array_equal(got["n_obs"].values, expected["n_obs"].values)
+    np.testing.assert_array_equal(got["vx"].values, expected["vx"].values)
+
+
+def test_pairs_sharing_dates_with_other_values_are_distinct(cube):
+    # a second pair over the same dates (another sensor), with its own values: both count
+    other = cube.isel(mid_date=slice(0, 30)).copy(deep=True)
+    other["vx"] = other["vx"] + 1.0
+    both = xr.concat([cube, other], dim="mid_date", data_vars="all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = xr_itslive.invert(both, variables="vx", step=30)
+    extra = cube["vx"].isel(mid_date=slice(0, 30)).notnull().sum("mid_date")
+    reference = xr_itslive.invert(cube, variables="vx", step=30)
+    np.testing.assert_array_equal(out["n_obs"].values, (reference["n_obs"] + extra).values)
+
+
+def test_repeats_in_a_lazy_cube_without_pair_id_are_warned_about(cube):
+    doubled = _lazy(xr.concat([cube, cube], dim="mid_date", data_vars="all"))
+    with raise_if_dask_computes():
+        with pytest.warns(UserWarning, match=r"600 pairs share both acquisition dates .* no "):
+            xr_itslive.invert(doubled, step=30)
+
+
+@requires_shared
+def test_no_repeat_is_found_among_the_real_cubes_pairs_that_share_dates():
+    from xr_itslive.workflows.common import drop_duplicated_pairs
+
+    # 33,321 of the 47,892 pairs share both dates with another: at 25 pixels, and at the
+    # pixel with the most pairs (7,033), none has the values of another
+    ds = xr_itslive.open_cube(GLACIER_CUBE, variables=["vx", "vy"]).drop_vars("pair_id")
+    for pixels in ({"y": slice(1, 6), "x": slice(13, 18)}, {"y": [3], "x": [15]}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _, kept = drop_duplicated_pairs(ds.isel(pixels).load())
+        assert kept is None
 
 
 def test_a_grid_too_fine_is_refused_before_allocating(cube):

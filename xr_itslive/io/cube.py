@@ -1,8 +1,9 @@
 """Open one ITS_LIVE datacube from a path or URL, and decode the real format.
 
 Anonymous S3 reads with bounded timeouts and retries (storage errors name the URL and the chunk
-key, :mod:`xr_itslive.io.faults`), consolidated zarr v2 metadata, pair dates as
-coordinates, ``mid_date`` sorted with a ``pair_id`` for duplicates, the CRS recorded.
+key, :mod:`xr_itslive.io.faults`), consolidated zarr v2 metadata, stores missing chunks that
+zarr would read as made-up values refused, pair dates as coordinates, ``mid_date`` sorted with a
+``pair_id`` for duplicates, the CRS recorded.
 Finding a cube by a point is :mod:`xr_itslive.io.open`'s job (it needs the catalog).
 """
 
@@ -18,7 +19,13 @@ import xarray as xr
 
 from ..crs import crs_from_attributes
 from ..errors import DataAccessError, NotAnITSLiveCubeError
-from .faults import PASS_THROUGH, block_reader, is_unreachable, open_error
+from .faults import (
+    PASS_THROUGH,
+    block_reader,
+    check_chunks_present,
+    is_unreachable,
+    open_error,
+)
 from .format import PAIR_DATE_VARIABLES, check_pairs, check_variables
 from .graph import one_key, unwrap_shared
 from .urls import S3_TIMEOUT_ENV, candidate_urls
@@ -44,20 +51,30 @@ def _chunked(ds: xr.Dataset, chunks: Any, reader: dict) -> xr.Dataset:
     return ds.chunk(chunks(ds), from_array_kwargs=reader)
 
 
-def _open_zarr(store: Any, chunks: Any, source: str, undecoded: Iterable[str] = ()) -> xr.Dataset:
+def _open_zarr(
+    store: Any,
+    chunks: Any,
+    source: str,
+    undecoded: Iterable[str] = (),
+    complete: Iterable[str] | bool | None = None,
+) -> xr.Dataset:
     # Every lazy block read goes through block_reader: a failure names the URL and chunk key.
     reader = {"getitem": block_reader(source)}
     given = None if callable(chunks) else chunks
     decode = _mask_and_scale(undecoded)
     try:
         # Real cubes are zarr v2 with consolidated metadata: 6 requests to open instead of ~70.
+        zarr_format = 2
         try:
             ds = xr.open_zarr(
                 store, consolidated=True, zarr_format=2, chunks=given, from_array_kwargs=reader,
                 mask_and_scale=decode,
             )  # fmt: skip
         except (KeyError, FileNotFoundError, ValueError):
+            zarr_format = None
             ds = xr.open_zarr(store, chunks=given, from_array_kwargs=reader, mask_and_scale=decode)
+        if complete is not None and complete is not False:
+            check_chunks_present(source, store, _chunk_check_arrays(ds, complete), zarr_format)
         return _chunked(ds, chunks, reader) if callable(chunks) else ds
     except PASS_THROUGH:
         raise
@@ -66,6 +83,22 @@ def _open_zarr(store: Any, chunks: Any, source: str, undecoded: Iterable[str] = 
         if error is None:
             raise
         raise error from err
+
+
+def _chunk_check_arrays(ds: xr.Dataset, complete: Iterable[str] | bool) -> dict[str, str]:
+    """The arrays of ``ds`` whose chunks :func:`check_chunks_present` checks, with their kind:
+    the variables asked for (``True``: every data variable), the pair dates and the
+    one-dimensional coordinates (each read whole when the cube is opened or decoded)."""
+    names = list(ds.data_vars) if complete is True else [str(n) for n in complete]
+    arrays = {
+        name: "velocity" if name in VELOCITY_VARIABLES else "data"
+        for name in names
+        if name in ds.variables
+    }
+    for name, var in ds.variables.items():
+        if var.ndim == 1 and (name in ds.dims or name in PAIR_DATE_VARIABLES):
+            arrays[str(name)] = "coordinate"
+    return arrays
 
 
 def _mask_and_scale(undecoded: Iterable[str]) -> bool | dict[str, bool]:
@@ -79,6 +112,7 @@ def open_store(
     storage_options: Mapping[str, Any] | None,
     chunks: Any,
     undecoded: Iterable[str] = (),
+    complete: Iterable[str] | bool | None = None,
 ) -> xr.Dataset:
     """The zarr (or netCDF) store at ``source`` as it is stored, lazily, or a clear error.
 
@@ -103,6 +137,11 @@ def open_store(
     undecoded : iterable of str, optional
         Variables left as stored (no CF masking or scaling), for :func:`decode_cube` to
         decode faster (ITS_LIVE's int16 velocities).
+    complete : iterable of str or bool, optional
+        Check that these arrays of a zarr store (True: every data variable), and its
+        one-dimensional coordinates and pair dates, hold every chunk where a missing one would
+        be read as made-up values (:func:`~xr_itslive.io.faults.check_chunks_present`: one
+        listing per array). None or False: no check.
 
     Returns
     -------
@@ -112,12 +151,13 @@ def open_store(
     ------
     DataAccessError
         Nothing at ``source``; the storage did not answer in time or refused; the zarr
-        metadata or a coordinate chunk is damaged.
+        metadata or a coordinate chunk is damaged; with ``complete``, chunks are missing.
     NotAnITSLiveCubeError
         ``source`` exists but holds no zarr metadata (an empty folder, say).
     """
     if not isinstance(source, str | os.PathLike):
-        return _open_zarr(source, chunks, _describe_store(source), undecoded)  # a zarr store
+        # a zarr store
+        return _open_zarr(source, chunks, _describe_store(source), undecoded, complete)
     source = str(source)
     if not source.startswith(("s3://", "http://", "https://")):
         if not os.path.exists(source):
@@ -134,7 +174,7 @@ def open_store(
             return xr.open_dataset(
                 source, chunks=chunks, from_array_kwargs=reader, mask_and_scale=decode
             )
-        return _open_zarr(source, chunks, source, undecoded)
+        return _open_zarr(source, chunks, source, undecoded, complete)
 
     from .s3 import s3_filesystem
 
@@ -155,7 +195,7 @@ def open_store(
             errors.append(f"{url}: not found")
             continue
         try:
-            return _open_zarr(fs.get_mapper(url), chunks, url, undecoded)
+            return _open_zarr(fs.get_mapper(url), chunks, url, undecoded, complete)
         except NotAnITSLiveCubeError as err:  # something else under this prefix: try the next
             errors.append(f"{url}: {err}")
             not_a_cube = not_a_cube or err
@@ -369,11 +409,16 @@ def open_source(
     # tasks holding them until merged.
     # ITS_LIVE's int16 velocities come undecoded: decode_cube decodes and sorts them in one
     # pass per chunk, instead of xarray's cast, mask and where, then dask's sorting copy.
+    # A lost chunk reads as zeros (0.0 m/yr counted valid) or NaN coordinates: the variables
+    # kept and the pair dates are checked against their chunk grids (one listing each).
+    if variables is not None:
+        variables = [variables] if isinstance(variables, str) else list(variables)
     ds = open_store(
         source,
         storage_options,
         chunks=inversion_chunks if chunks is None else chunks,
         undecoded=VELOCITY_VARIABLES,
+        complete=True if variables is None else [*variables, *PAIR_DATE_VARIABLES],
     )
     return decode_cube(ds, variables)
 

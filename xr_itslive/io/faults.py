@@ -13,6 +13,10 @@ still pickle for distributed workers.
 Why a dask getter and not a wrapper of the zarr store: with zarr 3, xarray turns a mapper into
 zarr's own ``FsspecStore`` (the mapper's ``__getitem__`` is never called), and decoding a
 damaged chunk fails after the store returned its bytes, where no store wrapper can see it.
+
+A chunk that is not there at all is no error to zarr: it reads the fill value. Where that
+invents numbers (``fill_value`` null: 0.0 m/yr; a coordinate's NaN), :func:`check_chunks_present`
+refuses the store when it is opened, from one listing per array opened.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import functools
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from numbers import Integral
 from typing import Any
@@ -133,8 +138,19 @@ def is_remote(source: str) -> bool:
     return "://" in source and not source.startswith(("file://", "local://"))
 
 
-def _zarr_array(array: Any) -> Any:
-    """The zarr array under xarray's lazy wrappers (each keeps the next in ``.array``), or None."""
+def zarr_array_of(array: Any) -> Any:
+    """The zarr array under xarray's lazy wrappers (each keeps the next in ``.array``), or None.
+
+    Parameters
+    ----------
+    array
+        What a lazily opened variable holds (``variable._data``), or the value of a dask
+        graph's layer of one key.
+
+    Returns
+    -------
+    zarr.Array or None
+    """
     for _ in range(32):
         if array is None:
             return None
@@ -186,7 +202,7 @@ def chunk_keys(array: Any, index: Any) -> list[str]:
         worked out (another backend), one text naming the variable and the index instead.
     """
     try:
-        zarray = _zarr_array(array)
+        zarray = zarr_array_of(array)
         if zarray is None or tuple(zarray.shape) != tuple(array.shape):
             # Only the freshly opened, unindexed wrapper maps blocks one to one onto the store.
             raise LookupError("no zarr array behind this block")
@@ -302,7 +318,7 @@ def _damaged_keys(array: Any, index: Any, keys: list[str], lock: Any) -> list[st
     """
     from dask.array.core import getter
 
-    zarray = _zarr_array(array)
+    zarray = zarr_array_of(array)
     if zarray is None:
         return []
     selection = index if isinstance(index, tuple) else (index,)
@@ -443,6 +459,230 @@ def damaged_coordinate_chunk(store: Any) -> tuple[str, BaseException] | None:
     except Exception:  # looking for the cause must not hide the original error
         return None
     return None
+
+
+def _stored_grid(array: Any) -> tuple[int, ...]:
+    """The number of stored objects of a zarr array along each axis: its chunks (v2), or its
+    shards when it has some (v3: the chunk grid of the metadata is the shard grid then)."""
+    grid = getattr(array.metadata, "chunk_grid", None)
+    shape = getattr(grid, "chunk_shape", None) or array.metadata.chunks
+    return tuple(-(-int(n) // int(c)) if c else 0 for n, c in zip(array.shape, shape, strict=True))
+
+
+def expected_chunk_keys(array: Any) -> list[str]:
+    """Every key a complete zarr array stores data under, relative to the array.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        A zarr v2 or v3 array (its own key encoding: ``0.0.0``, ``0/0/0`` or ``c/0/0/0``).
+
+    Returns
+    -------
+    list of str
+        One key per chunk (per shard for sharded arrays), in C order.
+    """
+    encode = array.metadata.encode_chunk_key
+    return [encode(coords) for coords in itertools.product(*map(range, _stored_grid(array)))]
+
+
+def _is_nan_fill(value: Any) -> bool:
+    """Whether a zarr fill value is NaN or NaT (a coordinate that reads as missing)."""
+    import numpy as np
+
+    try:
+        if isinstance(value, np.datetime64 | np.timedelta64):
+            return bool(np.isnat(value))
+        return bool(np.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _invents_values(array: Any, kind: str) -> str | None:
+    """What zarr would read a missing chunk of ``array`` as, when that is not "missing"; None
+    when a missing chunk is correct (it reads as the array's missing value).
+
+    A zarr writer leaves out chunks equal to the fill value (``write_empty_chunks=False``, zarr
+    3's default), so a sparse store is legitimate wherever the fill reads as missing:
+    ``fill_value`` -32767 or NaN for data. With ``fill_value`` null, zarr reads zeros: for a
+    ``coordinate`` (an axis, a pair date) or a ``velocity`` (ITS_LIVE's, -32767 meaning missing
+    even without the attribute) those are invented numbers; for other ``data`` only when the
+    variable declares a missing value other than 0 and is not a flag (flags such as
+    ``floatingice`` are 0 in whole chunks, which zarr then leaves out: the real 3 × 3 fixture
+    has no ``floatingice`` chunk).
+    """
+    fill = array.metadata.fill_value
+    attrs = dict(array.attrs)
+    if kind == "coordinate":
+        if fill is None:
+            return "zeros"
+        return "NaN" if _is_nan_fill(fill) else None
+    if fill is not None or array.ndim == 0:  # 0-d: a grid-mapping container, no data
+        return None
+    if "flag_values" in attrs or "flag_meanings" in attrs:
+        return None
+    if kind == "velocity":
+        return "zeros (0.0 m/yr counted as valid data)"
+    declared = [attrs[key] for key in ("missing_value", "_FillValue") if attrs.get(key) is not None]
+    if declared and all(value != 0 for value in declared):
+        return f"zeros, not its missing value {declared[0]}"
+    return None
+
+
+def _key_lister(store: Any) -> tuple[Callable[[str], set[str]], bool] | None:
+    """A function listing the keys under an array's path (relative to it), and whether it
+    reaches over the network; None for a store that cannot be listed cheaply.
+
+    One listing per array: a directory walk on local disks (one ``scandir`` for zarr v2's flat
+    ``0.0.0`` keys), one paginated listing through the store's own fsspec filesystem (s3fs:
+    ``list_objects_v2`` under ``array/``, 1,000 keys a page).
+    """
+    if isinstance(store, str | os.PathLike) or type(store).__name__ == "LocalStore":
+        root = os.fspath(getattr(store, "root", store))
+
+        def local(path: str) -> set[str]:
+            base = os.path.join(root, path)
+            keys = set()
+            for folder, _, files in os.walk(base):
+                rel = os.path.relpath(folder, base).replace(os.sep, "/")
+                keys.update(f if rel == "." else f"{rel}/{f}" for f in files)
+            return keys
+
+        return local, False
+    fs, root = getattr(store, "fs", None), getattr(store, "root", None)
+    if fs is not None and isinstance(root, str) and hasattr(fs, "find"):  # an fsspec mapper
+        protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+
+        def remote(path: str) -> set[str]:
+            prefix = f"{root.rstrip('/')}/{path}/"
+            return {name[len(prefix) :] for name in fs.find(prefix) if name.startswith(prefix)}
+
+        return remote, protocol not in ("file", "local", "memory")
+    mapping = getattr(store, "_store_dict", store)  # zarr's MemoryStore, or a plain mapping
+    if isinstance(mapping, Mapping):
+
+        def in_memory(path: str) -> set[str]:
+            prefix = f"{path}/"
+            return {str(k)[len(prefix) :] for k in mapping if str(k).startswith(prefix)}
+
+        return in_memory, False
+    return None
+
+
+def _not_checked(source: str, err: BaseException) -> None:
+    """Raise when the storage did not answer the listing; else warn that the check is lost."""
+    if is_unreachable(err):
+        raise DataAccessError(
+            f"could not list the chunks of {source} to check that none is missing: "
+            f"{type(err).__name__}: {err}. {storage_fix(source)}"
+        ) from err
+    # A store that may be read but not listed (a bucket without ListBucket): reading it still
+    # works, only the check is lost, so say so rather than refuse the cube.
+    warnings.warn(
+        f"could not list the chunks of {source} ({type(err).__name__}: {err}), so missing "
+        "chunks (which zarr would read as zeros) are not detected; check that the cube was "
+        "copied completely",
+        UserWarning,
+        stacklevel=7,  # open_cube's caller
+    )
+
+
+def check_chunks_present(
+    source: str, store: Any, arrays: Mapping[str, str], zarr_format: int | None = None
+) -> None:
+    """Refuse a zarr store whose arrays lack chunks that zarr would read as invented values.
+
+    A chunk file lost in a download or a copy is not an error to zarr: it reads the array's
+    fill value there. With ``fill_value`` null (ITS_LIVE's int16 velocities) that is 0.0 m/yr,
+    counted as valid in every pair; a lost coordinate chunk reads as NaN ``x``. This compares
+    each array's keys against its chunk grid, one listing per array, only for the arrays
+    where a missing chunk would not read as missing (see ``_invents_values``): on a real cube
+    opened for ``vx`` and ``vy`` that is 2 listings of ~7,000 keys (8 pages on S3) and the
+    small coordinates.
+
+    Parameters
+    ----------
+    source : str
+        The store's URL or path, for the message.
+    store : str, path-like, fsspec mapper or zarr store
+        What was opened.
+    arrays : mapping of str to str
+        The arrays to check (those opened; names the store lacks are skipped), each with its
+        kind: ``"coordinate"`` (axes and pair dates: never legitimately missing),
+        ``"velocity"`` (ITS_LIVE's velocities: missing is -32767 even without the
+        attribute) or ``"data"``.
+    zarr_format : int, optional
+        The store's zarr format when known (saves a request on S3).
+
+    Raises
+    ------
+    DataAccessError
+        Chunks are missing: the message names the store, each array, its first missing keys
+        and their count, and says to re-download or re-copy the cube.
+    """
+    import zarr
+
+    lister = _key_lister(store)
+    if lister is None or not arrays:
+        return
+    list_keys, remote = lister
+    try:
+        group = zarr.open_group(store, mode="r", zarr_format=zarr_format)
+    except Exception as err:
+        _not_checked(source, err)
+        return
+    checked = []
+    for name, kind in arrays.items():
+        try:
+            array = group[name]
+        except KeyError:  # a coordinate xarray made up, or a name the store lacks
+            continue
+        reads_as = _invents_values(array, kind) if isinstance(array, zarr.Array) else None
+        if reads_as is not None:
+            checked.append((name, array, reads_as, kind))
+    if not checked:
+        return
+
+    def listed(item: tuple) -> set[str]:
+        return list_keys(item[1].path.strip("/") or item[0])
+
+    try:
+        if remote and len(checked) > 1:  # the listings' round trips side by side
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(checked))) as pool:
+                present = list(pool.map(listed, checked))
+        else:
+            present = [listed(item) for item in checked]
+    except Exception as err:
+        _not_checked(source, err)
+        return
+    problems, sparse = [], []
+    for (name, array, reads_as, kind), keys in zip(checked, present, strict=True):
+        expected = expected_chunk_keys(array)
+        missing = [f"{name}/{key}" for key in expected if key not in keys]
+        if missing:
+            problems.append(
+                f"{name!r} lacks {len(missing)} of its {len(expected)} chunks "
+                f"({_keys_text(missing)}), which zarr would read as {reads_as}"
+            )
+            if kind != "coordinate":
+                sparse.append(name)
+    if problems:
+        source = str(source).rstrip("/")
+        on_purpose = ""
+        if sparse:  # a store written sparse by zarr from data that were 0 there
+            on_purpose = (
+                " If it was written sparse on purpose (zarr's write_empty_chunks=False), write "
+                f"it again with a fill value, e.g. encoding={{{sparse[0]!r}: "
+                "{'_FillValue': -32767}}."
+            )
+        raise DataAccessError(
+            f"the cube at {source} is incomplete: " + "; ".join(problems) + ". A file was lost "
+            "in a download or a copy (zarr does not complain about missing chunks). "
+            "Re-download the cube, or copy it again completely (e.g. aws s3 sync, cp -r)."
+            + on_purpose
+        )
 
 
 def open_error(source: str, store: Any, err: BaseException) -> ITSLiveError | None:

@@ -53,6 +53,13 @@ def open_cube(
         ``pair_id`` coordinate), pair dates as datetime64 coordinates, missing values as NaN,
         CRS available as ``ds.rio.crs``.
 
+    Raises
+    ------
+    DataAccessError
+        Nothing at ``source``, the storage failed, the store is damaged, or it lacks chunks
+        of the variables opened (or of its coordinates) that zarr would read as made-up
+        values (0.0 m/yr for ITS_LIVE's velocities): re-download or copy it again.
+
     Examples
     --------
     >>> import xr_itslive

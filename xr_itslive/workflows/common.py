@@ -5,6 +5,9 @@ the mosaics and the resumable jobs.
   task reads as one key;
 - :func:`apply_per_pixel`: a kernel over the pixels of a cube, lazily, without copying its input;
 - :func:`choose_engine` and :func:`robust_kind`: the kernel engine and the reweighting;
+- :func:`fill_as_nan`, :func:`finite_or_nan` and :func:`warn_untrusted`: values that cannot
+  be trusted (ITS_LIVE's fill cast to float, ±inf, NaN or inf weights) taken as missing in a
+  block, with one warning that counts them;
 - :func:`drop_duplicated_pairs`: each ``pair_id`` once;
 - :func:`resolve_weights` (with :func:`check_aligned`): ``weights=`` as per-pair weights;
 - :func:`needed_variables`, :func:`open_with_name`, :func:`check_cube_sequence`: the inputs
@@ -24,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ChunkingError, InvalidParameterError, MissingVariableError
+from ..io.cube import ITSLIVE_FILL
 from ..io.format import PAIR_DIM
 from ..io.graph import one_key, unwrap_shared
 from ..io.open import open_cube
@@ -36,12 +40,16 @@ ENGINES: tuple[str, ...] = ("numba", "array")
 
 __all__ = [
     "ENGINES",
+    "FLOAT_FILL",
     "Engine",
     "apply_per_pixel",
     "check_aligned",
     "check_cube_sequence",
     "choose_engine",
+    "count_float_fill",
     "drop_duplicated_pairs",
+    "fill_as_nan",
+    "finite_or_nan",
     "input_identity",
     "needed_variables",
     "open_with_name",
@@ -49,6 +57,7 @@ __all__ = [
     "robust_kind",
     "shared_key",
     "unwrap_shared",
+    "warn_untrusted",
 ]
 
 
@@ -283,6 +292,162 @@ def robust_kind(robust: Any) -> str | None:
     )
 
 
+# --------------------------------------------------------------------------- untrusted values
+
+#: ITS_LIVE's fill value as a float: int16 data cast to float without decoding keep it as a
+#: "velocity" of -32767 m/yr, beyond any glacier's (the fastest flow about 20 km/yr).
+FLOAT_FILL = float(ITSLIVE_FILL)
+
+
+def count_float_fill(values: np.ndarray) -> int:
+    """How many of ``values`` equal :data:`FLOAT_FILL`.
+
+    One NaN-ignoring minimum first (no temporary array), so clean data cost one read.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Floating-point values on the host.
+
+    Returns
+    -------
+    int
+    """
+    if values.size == 0 or not np.fmin.reduce(values, axis=None) <= FLOAT_FILL:
+        return 0
+    return int(np.count_nonzero(values == FLOAT_FILL))
+
+
+def fill_as_nan(xp: Any, flat: Any) -> tuple[Any, int]:
+    """``flat`` with values equal to ITS_LIVE's fill as NaN, and how many there were.
+
+    On the host one NaN-ignoring minimum decides (no temporary array): clean data are not
+    copied. -32767.0 is never a measured velocity (ITS_LIVE's int16 m/yr reach 32767 only as
+    the fill), and, exactly equal, no noise reaches it.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace of ``flat``.
+    flat : array
+        A block's values, ``(n_pixels, n_pairs)``.
+
+    Returns
+    -------
+    flat : array
+        ``flat`` itself when it holds no fill, else a copy with NaN in its place.
+    count : int
+        The values equal to the fill.
+    """
+    if is_host_numpy(flat):
+        if flat.dtype.kind != "f" or not count_float_fill(flat):
+            return flat, 0
+    hit = flat == FLOAT_FILL
+    count = int(xp.sum(xp.astype(hit, xp.int64)))
+    if not count:
+        return flat, 0
+    return xp.where(hit, xp.asarray(float("nan"), dtype=flat.dtype), flat), count
+
+
+def finite_or_nan(xp: Any, flat: Any, weights: Any) -> tuple[Any, int, int]:
+    """Observations that cannot be trusted as missing: infinite values, and those whose weight
+    is not finite (NaN, inf).
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace of ``flat``.
+    flat : array
+        A block's values, ``(n_pixels, n_pairs)``.
+    weights : array or None
+        Their weights, ``(n_pixels, n_pairs)`` or ``(1, n_pairs)``; None for equal weights.
+
+    Returns
+    -------
+    flat : array
+        ``flat`` itself when nothing is untrusted (no copy), else a copy with NaN there.
+    n_inf : int
+        The infinite values.
+    n_weighted : int
+        The observations (values present, finite) whose weight is NaN or inf.
+    """
+    inf = float("inf")
+    # one cheap pass in the common case (nothing to fix): any ±inf among the values? On the
+    # host, two NaN-ignoring reductions that allocate nothing (a chunk can be large).
+    if is_host_numpy(flat):
+        values_bad = flat.size > 0 and bool(
+            np.fmax.reduce(flat, axis=None) == inf or np.fmin.reduce(flat, axis=None) == -inf
+        )
+    else:
+        values_bad = bool(xp.any(xp.abs(flat) == inf))
+    weights_bad = weights is not None and not bool(xp.all(xp.abs(weights) < inf))
+    if not (values_bad or weights_bad):
+        return flat, 0, 0
+    bad = xp.abs(flat) == inf
+    n_inf = int(xp.sum(xp.astype(bad, xp.int64))) if values_bad else 0
+    n_weighted = 0
+    if weights_bad:
+        untrusted = ~(xp.abs(weights) < inf)
+        # the observations this takes out: values present, not already infinite
+        dropped = untrusted & ~bad & ~xp.isnan(flat)
+        n_weighted = int(xp.sum(xp.astype(dropped, xp.int64)))
+        bad = bad | untrusted
+    return xp.where(bad, xp.asarray(float("nan"), dtype=flat.dtype), flat), n_inf, n_weighted
+
+
+def warn_untrusted(
+    name: Hashable,
+    n_pixels: int,
+    n_fill: int,
+    n_inf: int,
+    n_weighted: int,
+    lazy: bool,
+    counts: str = "n_obs",
+) -> None:
+    """One warning counting the observations of a block taken as missing because they cannot
+    be trusted (:func:`fill_as_nan`, :func:`finite_or_nan`); nothing when there are none.
+
+    Parameters
+    ----------
+    name : hashable
+        The variable.
+    n_pixels : int
+        The block's pixels.
+    n_fill, n_inf, n_weighted : int
+        Values equal to ITS_LIVE's fill, infinite values, observations of NaN or inf weight.
+    lazy : bool
+        The block is one of a dask cube (each block warns for its own).
+    counts : str, optional
+        The outputs that count the observations used (the inversion's ``n_obs``), which the
+        message says leave these out.
+    """
+    found, fixes = [], []
+    if n_fill:
+        found.append(
+            f"{n_fill:,} values equal to {FLOAT_FILL:g} (ITS_LIVE's fill value: int16 data cast "
+            "to float without decoding)"
+        )
+        fixes.append(
+            "open the cube with xr_itslive.open_cube (which decodes it) or mask the fill: "
+            f"ds[{name!r}].where(ds[{name!r}] != -32767)"
+        )
+    if n_inf:
+        found.append(f"{n_inf:,} infinite values")
+        fixes.append(f"set them to NaN yourself: ds[{name!r}].where(np.isfinite(ds[{name!r}]))")
+    if n_weighted:
+        found.append(f"{n_weighted:,} observations whose weight is NaN or inf")
+        fixes.append("give every observation a finite weight >= 0 (0 drops it): weights.fillna(0)")
+    if not found:
+        return
+    where = f"a block of {n_pixels:,} pixels of a lazy cube" if lazy else f"{n_pixels:,} pixels"
+    warnings.warn(
+        f"{name!r}: {', '.join(found)} in {where} are taken as missing (not counted in "
+        f"{counts}). To silence this, {'; '.join(fixes)}",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 # --------------------------------------------------------------------------- pairs, weights
 
 
@@ -290,10 +455,19 @@ def drop_duplicated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None
     """``ds`` without repeated pairs (the same ``pair_id`` twice), with a warning that counts
     them: a pair seen twice would weigh twice.
 
+    Without ``pair_id`` (:func:`xr_itslive.open_cube` adds one), repeats are looked for among
+    the pairs that share both acquisition dates. Dates alone do not tell: 33,321 of the real
+    glacier cube's 47,892 pairs share them with another (21,177 more pairs than date pairs),
+    with other values. So, in memory, a pair is a repeat only when it also has every per-pair
+    value of an earlier one, at every pixel (no pair of the real cubes does, even at one
+    pixel); those are used once, with a warning. A lazy cube's values are not read here
+    (building the graph computes nothing): a warning says that repeats cannot be checked
+    and what to do.
+
     Parameters
     ----------
     ds
-        A cube; without a ``pair_id`` coordinate it is returned as it is.
+        A cube.
 
     Returns
     -------
@@ -303,7 +477,7 @@ def drop_duplicated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None
         The positions along ``mid_date`` kept; None when nothing was dropped.
     """
     if "pair_id" not in ds.coords:
-        return ds, None
+        return _drop_repeats_without_pair_id(ds)
     ids = np.asarray(ds["pair_id"].values)
     _, first = np.unique(ids, return_index=True)
     if first.size == ids.size:
@@ -316,6 +490,96 @@ def drop_duplicated_pairs(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None
     )
     first = np.sort(first)
     return ds.isel({PAIR_DIM: first}), first
+
+
+def _same_dates(ds: xr.Dataset) -> np.ndarray | None:
+    """Per pair, the index of its group of pairs with the same two acquisition dates, or None
+    when no two pairs share them (or the cube has no pair dates)."""
+    names = ("acquisition_date_img1", "acquisition_date_img2")
+    if not all(name in ds.variables and ds[name].dims == (PAIR_DIM,) for name in names):
+        return None
+    dates = [np.asarray(ds[name].values) for name in names]
+    if any(d.dtype.kind not in "Mfiu" for d in dates) or dates[0].size < 2:
+        return None
+    # exact bit patterns: equal dates (NaN or NaT included) fall in one group
+    as_bits = [d.astype("datetime64[ns]" if d.dtype.kind == "M" else np.float64) for d in dates]
+    keys = np.stack([d.view(np.int64) for d in as_bits], axis=1)
+    _, group, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    return group.ravel() if counts.max() > 1 else None
+
+
+def _drop_repeats_without_pair_id(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None]:
+    """:func:`drop_duplicated_pairs` for a cube without ``pair_id``."""
+    group = _same_dates(ds)
+    if group is None:
+        return ds, None
+    skip = {PAIR_DIM, "acquisition_date_img1", "acquisition_date_img2"}  # equal in a group
+    per_pair = [
+        v.transpose(PAIR_DIM, ...)
+        for name, v in ds.variables.items()
+        if PAIR_DIM in v.dims and name not in skip
+    ]
+    if not all(is_host_numpy(v.data) for v in per_pair):
+        n_sharing = int(np.count_nonzero(np.bincount(group)[group] > 1))
+        warnings.warn(
+            f"{n_sharing:,} pairs share both acquisition dates with another pair and the cube "
+            "has no 'pair_id' coordinate, so a pair repeated by a concat or a rechunk cannot "
+            "be told from a distinct pair without reading the data (it would weigh twice). "
+            "Open the cube with xr_itslive.open_cube (which adds pair_id), or give the pairs "
+            "ids before assembling: ds.assign_coords(pair_id=('mid_date', ids))",
+            UserWarning,
+            stacklevel=4,  # the caller of invert or composite
+        )
+        return ds, None
+    repeats = _repeated_rows(group, [np.asarray(v.values) for v in per_pair])
+    if not repeats.any():
+        return ds, None
+    warnings.warn(
+        f"{int(repeats.sum()):,} pairs repeat another pair's acquisition dates and every value "
+        "at every pixel, and the cube has no 'pair_id' to tell them apart: each is taken as a "
+        "repeat (from a concat or rechunk) and used once. If they are distinct pairs, give the "
+        "pairs ids: ds.assign_coords(pair_id=('mid_date', ids)), as xr_itslive.open_cube does",
+        UserWarning,
+        stacklevel=4,  # the caller of invert or composite
+    )
+    kept = np.flatnonzero(~repeats)
+    return ds.isel({PAIR_DIM: kept}), kept
+
+
+def _repeated_rows(group: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
+    """Which pairs repeat an earlier pair of their date ``group`` in every one of ``arrays``
+    (``mid_date`` first), NaN equal to NaN. Pairs with no finite value are not counted: a
+    repeat of nothing changes nothing.
+
+    Only pairs that share their dates are looked at, and of those only pairs whose fingerprint
+    (per float array: the count and the sum of the finite values) is that of an earlier pair
+    are compared value by value, against that pair.
+    """
+    n = group.size
+    repeats = np.zeros(n, bool)
+    candidates = np.flatnonzero(np.bincount(group)[group] > 1)
+    rows = [a[candidates].reshape(candidates.size, -1) for a in arrays]
+    floats = [a for a in rows if a.dtype.kind in "fc"]
+    if not floats:
+        return repeats
+    data = [a for a in floats if a.shape[1] > 1] or floats  # per pixel, when there are some
+    has_data = np.zeros(candidates.size, bool)
+    for a in data:
+        has_data |= np.isfinite(a).any(axis=1)
+    columns = [group[candidates].astype(np.float64)]
+    for a in floats:
+        finite = np.isfinite(a)
+        columns += [finite.sum(axis=1).astype(np.float64), np.where(finite, a, 0).sum(axis=1)]
+    _, first, inverse = np.unique(
+        np.stack(columns, axis=1), axis=0, return_index=True, return_inverse=True
+    )
+    inverse = inverse.ravel()
+    for j in np.flatnonzero((first[inverse] != np.arange(candidates.size)) & has_data):
+        earlier = first[inverse[j]]
+        repeats[candidates[j]] = all(
+            np.array_equal(a[j], a[earlier], equal_nan=a.dtype.kind in "fcmM") for a in rows
+        )
+    return repeats
 
 
 def check_aligned(what: str, array: xr.DataArray, ds: xr.Dataset, fix: str) -> None:
@@ -534,26 +798,57 @@ def check_cube_sequence(cubes: Any, function: str, single: str) -> None:
         raise InvalidParameterError("cubes is empty; pass the cubes a glacier spans")
 
 
-def input_identity(cube: xr.Dataset) -> dict[str, Any]:
-    """What identifies an input cube cheaply, for a resumed store to refuse another input.
+def input_identity(cube: xr.Dataset, variables: Sequence[Hashable] | None = None) -> dict[str, Any]:
+    """What identifies an input cube and its values, cheaply, for a resumed store to refuse
+    another input.
+
+    Nothing is computed or read but a store's metadata document (and, on a local disk, one
+    stat per chunk file): a few milliseconds for the 47,892-pair glacier cube.
 
     Parameters
     ----------
     cube
         The cube a job reads.
+    variables
+        The data variables the job reads (default: all); those not in ``cube`` are ignored.
 
     Returns
     -------
     dict
-        ``source`` (its URL or path), ``sizes``, and ``pairs``: a digest of every pair's
-        dates (a cube updated with new pairs, or another cube, differs).
+        ``source``: the store actually read (found in the variables' graphs; else the path
+        xarray opened, else the cube's ``url`` attribute); ``sizes``; ``pairs``: a digest of
+        every pair's dates; ``values``: per variable, dask's token of its data (its graph:
+        store, chunks and every operation applied, such as ``cube.where(...)`` or
+        ``vx + 100``; or a hash of its content in memory, see
+        :func:`~xr_itslive.workflows.store.values_token`); ``stores``: the stores read, each
+        with a digest of its consolidated metadata and, on a local disk, of its chunk files'
+        sizes and modification times (:func:`~xr_itslive.workflows.store.sources_identity`),
+        so that values rewritten in place differ too.
+
+    Raises
+    ------
+    DataAccessError
+        A store's metadata could not be read.
     """
+    from .store import sources_identity, values_token
+
     digest = hashlib.sha256()
     for name in ("acquisition_date_img1", "acquisition_date_img2"):
         if name in cube.variables:
             digest.update(np.ascontiguousarray(np.asarray(cube[name].values)).tobytes())
+    wanted = list(cube.data_vars) if variables is None else list(variables)
+    names = [str(n) for n in wanted if n in cube.data_vars]
+    stores = sources_identity([cube[n].variable for n in names])
+    source = cube.encoding.get("source") or cube.attrs.get("url") or ""
+    if not stores and isinstance(source, str) and os.path.isfile(source):
+        # a netCDF file: its size and modification time stand for its chunks
+        stat = os.stat(source)
+        stores = {source: {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}}
+    found = list(stores)
     return {
-        "source": str(cube.attrs.get("url") or cube.encoding.get("source") or ""),
+        "source": (found[0] if len(found) == 1 else found) if found else str(source),
         "sizes": {str(k): int(v) for k, v in cube.sizes.items()},
         "pairs": digest.hexdigest()[:16],
+        "values": {n: values_token(cube[n].variable) for n in names},
+        "stores": stores,
     }

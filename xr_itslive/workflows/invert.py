@@ -25,6 +25,7 @@ import xarray as xr
 from ..crs import cube_crs
 from ..errors import (
     ChunkingError,
+    EmptySelectionError,
     InvalidParameterError,
     NotAnITSLiveCubeError,
     UnsolvedPixelsWarning,
@@ -45,15 +46,20 @@ from ..kernels.namespace import (
 from ..kernels.pipeline import Options
 from .common import ENGINES as ENGINES  # the CLI's choices, defined once in common
 from .common import (
+    FLOAT_FILL,
     Engine,
     apply_per_pixel,
     check_aligned,
     choose_engine,
+    count_float_fill,
     drop_duplicated_pairs,
+    fill_as_nan,
+    finite_or_nan,
     resolve_weights,
     robust_kind,
     shared_key,
     unwrap_shared,
+    warn_untrusted,
 )
 
 #: The inversion's defaults, defined once: invert, design_matrix, the accessor, the CLI and
@@ -106,7 +112,29 @@ class Problem:
 
 def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
     """Raise a clear error when ``ds`` cannot be inverted for ``variables``: the shared
-    checks of :mod:`xr_itslive.io.format`, then what the inversion needs in addition."""
+    checks of :mod:`xr_itslive.io.format`, then what the inversion needs in addition.
+
+    Values equal to ITS_LIVE's fill (-32767: int16 data cast to float without decoding) are
+    refused here when the variable is in memory (a numpy array: one allocation-free pass);
+    a dask-backed variable is not read here (building the graph computes nothing): there
+    :func:`solve_block` (and the composite's block function) takes them as missing, with a
+    warning that counts them (:func:`~xr_itslive.workflows.common.fill_as_nan`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The cube.
+    variables : sequence of hashable
+        The variables to invert (or composite).
+
+    Raises
+    ------
+    NotAnITSLiveCubeError
+        Not a cube, a variable without ``mid_date``, undecoded integers, or float values
+        equal to -32767 in memory.
+    InvalidParameterError, MissingVariableError, ChunkingError
+        No variables, an unknown one, or ``mid_date`` in several chunks.
+    """
     check_dataset(ds)
     check_pairs(ds)
     if len(variables) == 0:
@@ -133,6 +161,7 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
                 "xr_itslive.open_cube (which decodes it), or decode it yourself, e.g. "
                 f"ds[{name!r}] = ds[{name!r}].where(ds[{name!r}] != -32767).astype('float32')"
             )
+        _refuse_float_fill(name, var)
         chunks = var.chunksizes.get(PAIR_DIM) if var.chunks is not None else None
         if chunks is not None and len(chunks) > 1:
             raise ChunkingError(
@@ -141,6 +170,21 @@ def check_cube(ds: Any, variables: Sequence[Hashable]) -> None:
                 "Rechunk with ds.chunk({'mid_date': -1}) "
                 "(and chunk y/x smaller if memory is tight)."
             )
+
+
+def _refuse_float_fill(name: Hashable, var: xr.DataArray) -> None:
+    """Refuse a variable in memory whose floats hold ITS_LIVE's fill (see :func:`check_cube`)."""
+    data = var.data
+    if not isinstance(data, np.ndarray) or data.dtype.kind != "f":
+        return  # lazy (counted per block when solved) or not floats
+    found = count_float_fill(data)
+    if found:
+        raise NotAnITSLiveCubeError(
+            f"variable {name!r} holds {found:,} values equal to {FLOAT_FILL:g}, ITS_LIVE's fill "
+            "value (int16 data cast to float without decoding), which would be taken as "
+            "velocities of -32767 m/yr. Open the cube with xr_itslive.open_cube (which decodes "
+            f"it), or mask them: ds[{name!r}] = ds[{name!r}].where(ds[{name!r}] != -32767)"
+        )
 
 
 #: The largest banded system of one pixel (``cells × (bandwidth + 1)`` doubles) that an
@@ -259,6 +303,9 @@ def solve_block(
     threads: int = 1,
     weights: Any = None,
     steps: str = "pipeline",
+    variable: Hashable = "values",
+    report_weights: bool = True,
+    lazy: bool = False,
 ) -> tuple[Any, ...]:
     """Invert one block: ``values`` (..., n_pairs) → the outputs of :func:`output_names`.
 
@@ -267,6 +314,25 @@ def solve_block(
     Pixels where ``mask`` is False are not solved (NaN, n_obs 0). ``steps``: how the numba
     engine runs the pipeline's steps (:func:`xr_itslive.kernels.compiled.solve_pixels_compiled`;
     the same numbers either way).
+
+    Values that cannot be trusted are taken as missing, with one ``UserWarning`` per block
+    that counts them (:func:`~xr_itslive.workflows.common.warn_untrusted`): ITS_LIVE's fill
+    -32767 (undecoded data cast to float; for a cube in memory :func:`check_cube` refuses it
+    first), infinite values, and,
+    with ``report_weights``, the observations whose weight is NaN or inf (``invert`` counts
+    the weights of a cube in memory once, up front, and passes False). This is where a lazy
+    cube's values are first read, so the graph stays lazy: each block reports its own.
+
+    Parameters
+    ----------
+    values, mask, problem, options, engine, threads, weights, steps
+        As above.
+    variable : hashable, optional
+        The variable, for the warnings.
+    report_weights : bool, optional
+        Count NaN or inf weights in the warning.
+    lazy : bool, optional
+        The block is one of a dask cube (the warnings say the count is this block's).
     """
     xp = get_namespace(values)
     engine = choose_engine(engine, values)
@@ -291,8 +357,10 @@ def solve_block(
                 "negative value(s); pass 1 / error² (or weights='error') or clip them at 0"
             )
     compiled = engine == "numba" and is_host_numpy(flat)
+    flat, n_fill = fill_as_nan(xp, flat)
     finite_weights = weights is None or bool(xp.all(xp.abs(weights) < float("inf")))
     n_obs = None
+    n_inf = n_weighted = 0
     if compiled and finite_weights:
         from ..kernels.compiled import count_valid
 
@@ -301,7 +369,7 @@ def solve_block(
         if has_inf:
             n_obs = None
     if n_obs is None:
-        flat = _finite_or_nan(xp, flat, weights)
+        flat, n_inf, n_weighted = finite_or_nan(xp, flat, weights)
         if is_host_numpy(flat):
             n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
         else:
@@ -345,7 +413,8 @@ def solve_block(
     for name in names:
         if name not in out:  # no pixel solved
             out[name] = empty(name)
-    _warn_unsolved(xp, out["solution"], keep, options)
+    warn_untrusted(variable, n_pix, n_fill, n_inf, n_weighted if report_weights else 0, lazy)
+    _warn_unsolved(xp, out["solution"], out["n_obs"], keep, options, weights is not None)
     shapes = {
         "solution": (*lead_shape, n_cells),
         "std": (*lead_shape, n_cells),
@@ -356,47 +425,121 @@ def solve_block(
     return tuple(xp.reshape(out[name], shapes[name]) for name in names)
 
 
-def _warn_unsolved(xp: Any, solution: Any, keep: Any, options: Options) -> None:
+def _warn_unsolved(
+    xp: Any, solution: Any, n_obs: Any, keep: Any, options: Options, weighted: bool
+) -> None:
     """Say so when pixels with at least ``min_obs`` pairs could not be solved.
 
     Their factorization met a pivot below round-off (a cell no pair and too little smoothness
-    reaches, or data swamped by the smoothness term): NaN is right, silence is not.
+    reaches, or data swamped by the smoothness term): NaN is right, silence is not. ``n_obs``
+    is the count the solver used (pairs of positive weight): a pixel whose pairs all weigh 0
+    is NaN for want of data, which a warning about ``lam`` would misname.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace.
+    solution : array
+        ``(n_pixels, n_cells)``.
+    n_obs : array
+        ``(n_pixels,)``, as returned (weighted pairs for the pixels solved).
+    keep : array
+        ``(n_pixels,)``: the pixels sent to the solver (enough valid pairs).
+    options : Options
+        The inversion's options.
+    weighted : bool
+        Weights were given.
     """
-    unsolved = keep & xp.all(xp.isnan(solution), axis=1)
+    unsolved = keep & (n_obs >= options.min_obs) & xp.all(xp.isnan(solution), axis=1)
     count = int(xp.sum(xp.astype(unsolved, xp.int64)))
-    if not count:
+    if count:
+        lams = ", ".join(f"{value:g}" for value in options.lams)
+        # The message is the same for every block so that Python shows it once, not per chunk.
+        warnings.warn(
+            f"pixels with >= min_obs={options.min_obs} pairs came out NaN at lam={lams}: their "
+            "system is singular to float64 precision. A small lam cannot bridge the gaps "
+            "between a pixel's pairs (raise it, e.g. lam=1 or more); a huge lam swamps the data "
+            "(lower it, e.g. lam <= 1e6); lam='auto' chooses per pixel",
+            UnsolvedPixelsWarning,
+            stacklevel=2,
+        )
+    if not weighted:
         return
-    lams = ", ".join(f"{value:g}" for value in options.lams)
-    # The message is the same for every block so that Python shows it once, not per chunk.
-    warnings.warn(
-        f"pixels with >= min_obs={options.min_obs} pairs came out NaN at lam={lams}: their "
-        "system is singular to float64 precision. A small lam cannot bridge the gaps between "
-        "a pixel's pairs (raise it, e.g. lam=1 or more); a huge lam swamps the data "
-        "(lower it, e.g. lam <= 1e6); lam='auto' chooses per pixel",
-        UnsolvedPixelsWarning,
-        stacklevel=2,
+    unweighted = keep & (n_obs < options.min_obs)
+    if bool(xp.any(unweighted)):
+        warnings.warn(
+            f"pixels with >= min_obs={options.min_obs} valid pairs came out NaN because fewer "
+            "than min_obs of their pairs have a positive weight (n_obs counts those): a weight "
+            "of 0 drops its pair. Check the weights (weights='error' gives 0 where the "
+            "<variable>_error is missing or not positive), or pass weights=None",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _check_min_obs_fits(problem: Problem, min_obs: int, start: Any, end: Any) -> None:
+    """Refuse, before any work, a ``min_obs`` above the number of pairs: no pixel could have
+    that many, so every pixel would come out NaN."""
+    n_pairs = int(problem.geometry.kept.sum())
+    if min_obs <= n_pairs:
+        return
+    window = " in start..end" if start is not None or end is not None else ""
+    raise EmptySelectionError(
+        f"min_obs={min_obs} but the cube has {n_pairs:,} pairs{window}: no pixel can have "
+        f"min_obs valid pairs, so every pixel would come out NaN. Pass a smaller min_obs "
+        f"(at most {n_pairs:,}; the default is {DEFAULTS['min_obs']}), or widen start..end"
     )
 
 
-def _finite_or_nan(xp: Any, flat: Any, weights: Any) -> Any:
-    """Observations that cannot be trusted as missing: infinite values, and those whose weight
-    is not finite (NaN, inf). Without any, ``flat`` itself (no copy)."""
-    inf = float("inf")
-    # one cheap pass in the common case (nothing to fix): any ±inf among the values? On the
-    # host, two NaN-ignoring reductions that allocate nothing (a chunk can be large).
-    if is_host_numpy(flat):
-        values_bad = flat.size > 0 and bool(
-            np.fmax.reduce(flat, axis=None) == inf or np.fmin.reduce(flat, axis=None) == -inf
+def _check_weights_in_memory(name: Hashable, pair_weights: Any, weights: Any) -> bool:
+    """Check the weights of ``name`` when they are in memory: refuse them when every weight is
+    0 (every pixel would be NaN with ``n_obs`` 0) and warn once counting NaN or inf weights.
+
+    Parameters
+    ----------
+    name : hashable
+        The variable weighted.
+    pair_weights : xarray.DataArray or None
+        Its resolved weights (:func:`~xr_itslive.workflows.common.resolve_weights`).
+    weights : Any
+        ``weights=`` as given, for the message.
+
+    Returns
+    -------
+    bool
+        Whether the blocks still have to count NaN or inf weights: True for lazy weights.
+
+    Raises
+    ------
+    InvalidParameterError
+        Every weight is 0 (or NaN).
+    """
+    if pair_weights is None:
+        return False
+    if pair_weights.chunks is not None:
+        return True  # not read until computed: the blocks count them
+    values = np.asarray(pair_weights.values)
+    finite = np.isfinite(values)
+    if bool((values[finite] < 0).any()):
+        return False  # solve_block refuses negative weights, naming the fix
+    if values.size and not bool((values[finite] > 0).any()):
+        given = "weights='error'" if isinstance(weights, str) else "weights"
+        raise InvalidParameterError(
+            f"{given} gives {name!r} no positive weight (all {values.size:,} are 0, NaN or "
+            "inf): every pixel would come out NaN with n_obs 0. Pass positive weights, "
+            "e.g. 1 / error² (weights='error' needs the cube's <variable>_error > 0), or "
+            "weights=None for equal weights"
         )
-    else:
-        values_bad = bool(xp.any(xp.abs(flat) == inf))
-    weights_bad = weights is not None and not bool(xp.all(xp.abs(weights) < inf))
-    if not (values_bad or weights_bad):
-        return flat
-    bad = xp.abs(flat) == inf
-    if weights_bad:
-        bad = bad | ~(xp.abs(weights) < inf)
-    return xp.where(bad, xp.asarray(float("nan"), dtype=flat.dtype), flat)
+    bad = int(values.size - np.count_nonzero(finite))
+    if bad:
+        warnings.warn(
+            f"{bad:,} of the {values.size:,} weights of {name!r} are NaN or inf: the "
+            "observations they weigh are taken as missing (not counted in n_obs). Give every "
+            "observation a finite weight >= 0 (0 drops it), e.g. weights.fillna(0)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return False
 
 
 def _resolve_mask(ds: xr.Dataset, mask: Any) -> xr.DataArray | None:
@@ -535,6 +678,7 @@ def invert(
         raise InvalidParameterError("return_outliers=True needs robust=True (or 'huber'/'tukey')")
     ds, _ = drop_duplicated_pairs(ds)
     problem = build_problem(ds, step, derivative, start, end)
+    _check_min_obs_fits(problem, options.min_obs, start, end)
     if weights is None and not options.auto_lam:
         _check_lam_fits(problem, options.lams[0])
     geometry = problem.geometry
@@ -564,11 +708,18 @@ def invert(
         "outlier": bool,
     }
 
+    # weights of a cube in memory are checked once here (all zero: refused; NaN or inf:
+    # counted in one warning); a lazy one's are counted per block, where they are read
+    resolved, report_weights = {}, {}
+    for name in variables:
+        resolved[name] = resolve_weights(cube, name, weights)
+        report_weights[name] = _check_weights_in_memory(name, resolved[name], weights)
+
     def solve_variable(name: Hashable, threads: int) -> tuple:
         var = cube[name]
         args = [var]
         core = [[PAIR_DIM]]
-        pair_weights = resolve_weights(cube, name, weights)
+        pair_weights = resolved[name]
         if pair_weights is not None:
             args.append(pair_weights)
             core.append([PAIR_DIM])
@@ -593,7 +744,15 @@ def invert(
             output_dtypes=[dtypes[n] for n in names],
             output_sizes={TIME_DIM: problem.n_cells},
             meta=meta,
-            kwargs={"options": options, "engine": engine, "threads": threads, "steps": steps},
+            kwargs={
+                "options": options,
+                "engine": engine,
+                "threads": threads,
+                "steps": steps,
+                "variable": name,
+                "report_weights": report_weights[name],
+                "lazy": is_dask,
+            },
         )
         return results
 
@@ -875,7 +1034,20 @@ class DesignMatrix:
     bandwidth: int
 
     def normal_matrix(self, lam: float, weights: np.ndarray | None = None) -> Any:
-        """``AᵀWA + lam² RᵀR`` (sparse) for pair weights ``weights`` (default ones)."""
+        """``AᵀWA + lam² RᵀR`` (sparse) for pair weights ``weights`` (default ones).
+
+        Parameters
+        ----------
+        lam : float
+            The smoothness weight.
+        weights : array-like, optional
+            ``(n_pairs,)``: each pair's weight (default: ones).
+
+        Returns
+        -------
+        scipy.sparse.csr_array
+            ``(n_cells, n_cells)``.
+        """
         a = self.matrix
         w = np.ones(a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
         import scipy.sparse as sp

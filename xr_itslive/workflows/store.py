@@ -6,8 +6,9 @@ region write).
 After a chunk's data are written, the same task writes a small marker object under
 ``_xr_itslive/done/`` inside the store. A second call with the same result skips the chunks that
 have a marker, so a killed run loses at most the chunks that were in flight. The run's
-parameters are recorded in the store (``_xr_itslive`` group attributes); resuming with others is
-refused.
+fingerprint is recorded in the store (``_xr_itslive`` group attributes): its parameters, the
+variables' shapes, coordinates and chunks, and a token of every variable's values
+(:func:`values_token`); resuming with another is refused.
 
 One process writes a store at a time: it holds a lock object, ``xr_itslive.lock`` at the store's
 root, from before it looks at the store until its last chunk is written. A second writer on the
@@ -35,6 +36,7 @@ still its run's before writing, so a writer whose lock was taken over stops.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import itertools
@@ -53,7 +55,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import ChunkingError, InvalidParameterError, StoreConflictError
+from ..errors import (
+    ChunkingError,
+    DataAccessError,
+    InvalidParameterError,
+    StoreConflictError,
+)
 from ..kernels.namespace import to_numpy
 from .cluster import local_scheduler_name, scheduler_context
 
@@ -63,7 +70,9 @@ MARKER_GROUP = "_xr_itslive"
 DONE_FOLDER = "done"
 #: Root attribute that tells a resumable store from any other zarr store.
 STORE_ATTR = "xr_itslive_store"
-RECORD_FORMAT = 1
+#: 2: the fingerprint identifies the values (``data``; ``input`` for invert_to_zarr). Stores of
+#: format 1 cannot be checked against a run, and are refused (overwrite=True starts again).
+RECORD_FORMAT = 2
 _KEPT_ENCODING = ("units", "calendar", "dtype", "_FillValue", "scale_factor", "add_offset")
 TASK_PREFIX = "xr-itslive-write"
 #: Lock object at the store's root, held by the one process writing the store (see the module
@@ -93,12 +102,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class _Target:
-    """A picklable handle on the store: URL or path plus fsspec options."""
+    """A picklable handle on the store: URL or path plus fsspec options.
+
+    An S3 store is reached through the readers' bounded filesystem
+    (:func:`xr_itslive.io.s3.s3_output_filesystem`): a frozen endpoint fails a request after
+    a few bounded attempts instead of s3fs's nested retries with default timeouts (15+
+    minutes). Its options are resolved once, when the target is made, so dask workers write
+    with the timeouts of the process that started the run.
+    """
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith(("s3://", "s3a://"))
+
     def filesystem(self) -> tuple[Any, str]:
+        if self.is_s3:
+            from ..io.s3 import s3_output_filesystem
+
+            fs = s3_output_filesystem(self.storage_options)
+            return fs, fs._strip_protocol(self.url).rstrip("/")
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
@@ -108,21 +133,28 @@ class _Target:
     def is_local(self) -> bool:
         return "://" not in self.url or self.url.startswith("file://")
 
-    def xarray_kwargs(self) -> dict[str, Any]:
-        return {} if self.is_local else {"storage_options": self.storage_options}
-
     def zarr_store(self, read_only: bool = False) -> Any:
         import zarr.storage
 
         if self.is_local:
             return zarr.storage.LocalStore(self.filesystem()[1], read_only=read_only)
+        if self.is_s3:
+            from ..io.s3 import s3_output_filesystem
+
+            fs = s3_output_filesystem(self.storage_options, asynchronous=True)
+            path = fs._strip_protocol(self.url).rstrip("/")
+            return zarr.storage.FsspecStore(fs=fs, path=path, read_only=read_only)
         return zarr.storage.FsspecStore.from_url(
             self.url, storage_options=self.storage_options, read_only=read_only
         )
 
     def marker_path(self, index: tuple[int, ...]) -> str:
         fs_root = self.filesystem()[1]
-        return f"{fs_root}/{MARKER_GROUP}/{DONE_FOLDER}/{_index_name(index)}.json"
+        return f"{fs_root}/{_marker_key(index)}"
+
+
+def _marker_key(index: tuple[int, ...]) -> str:
+    return f"{MARKER_GROUP}/{DONE_FOLDER}/{_index_name(index)}.json"
 
 
 def _target(store: Any, storage_options: Mapping[str, Any] | None) -> _Target:
@@ -142,7 +174,63 @@ def _target(store: Any, storage_options: Mapping[str, Any] | None) -> _Target:
                 "only to URLs such as 's3://bucket/out.zarr'"
             )
         store = os.path.abspath(store)  # workers may run in another working directory
-    return _Target(store, options)
+    target = _Target(store, options)
+    if target.is_s3:
+        from ..io.urls import s3_storage_options
+
+        # Bounded timeouts and retries, signed (credentials from the environment) unless the
+        # user asks for anon=True; XR_ITSLIVE_S3_TIMEOUT is read here, once.
+        target = _Target(store, s3_storage_options({"anon": False, **options}))
+    return target
+
+
+# --------------------------------------------------------------------------- storage errors
+
+
+def _access_error(target: _Target, key: str, action: str, err: BaseException) -> Exception:
+    """The :class:`~xr_itslive.errors.DataAccessError` for a failed ``action`` on ``key``."""
+    from ..io.urls import S3_TIMEOUT_ENV
+
+    where = f"{target.url.rstrip('/')}/{key}" if key else target.url
+    if target.is_local:
+        fix = "Check that the disk is mounted, writable and not full"
+    else:
+        fix = (
+            "The storage did not answer, or refused the request, after bounded retries. Check "
+            "the network, the endpoint (AWS_ENDPOINT_URL, or storage_options={'endpoint_url': "
+            "...}) and that the credentials may write there; on a slow link raise the "
+            f"per-attempt timeout: {S3_TIMEOUT_ENV}=<seconds> (default 15) or "
+            "storage_options={'config_kwargs': {'read_timeout': <seconds>}}"
+        )
+    return DataAccessError(
+        f"could not {action} {where}: {type(err).__name__}: {err}. {fix}; then run the same "
+        "command again: it resumes, keeping the chunks already written."
+    )
+
+
+#: Errors that say what is (not) in the store, not that it could not be reached.
+_ANSWERS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+@contextlib.contextmanager
+def _storage_errors(target: _Target, key: str, action: str = "write") -> Iterator[None]:
+    """Turn a storage error (timeout, connection, HTTP, disk) raised inside into a
+    :class:`~xr_itslive.errors.DataAccessError` naming the store and ``key``, chained.
+
+    Used around each operation on the store. Answers about what is there (``FileNotFoundError``,
+    ``FileExistsError``, ``NotADirectoryError``, ``IsADirectoryError``) pass unchanged: the
+    callers handle them (a missing lock, a lock taken meanwhile).
+    """
+    from ..io.faults import PASS_THROUGH, is_network_error
+
+    try:
+        yield
+    except (*PASS_THROUGH, *_ANSWERS):
+        raise
+    except Exception as err:
+        if not is_network_error(err):
+            raise
+        raise _access_error(target, key, action, err) from err
 
 
 def _index_name(index: tuple[int, ...]) -> str:
@@ -162,7 +250,8 @@ def _done_chunks(target: _Target) -> set[tuple[int, ...]]:
     folder = f"{root}/{MARKER_GROUP}/{DONE_FOLDER}"
     fs.invalidate_cache(folder)  # s3fs caches listings; other processes add markers
     try:
-        names = fs.ls(folder, detail=False)
+        with _storage_errors(target, f"{MARKER_GROUP}/{DONE_FOLDER}/", "list"):
+            names = fs.ls(folder, detail=False)
     except FileNotFoundError:
         return set()
     found = (_parse_index(name) for name in names if name.endswith(".json"))
@@ -174,7 +263,9 @@ def _read_record(target: _Target) -> dict[str, Any] | None:
     import zarr
 
     try:
-        group = zarr.open_group(target.zarr_store(read_only=True), path=MARKER_GROUP, mode="r")
+        with _storage_errors(target, f"{MARKER_GROUP}/ (the write record)", "read"):
+            store = target.zarr_store(read_only=True)
+            group = zarr.open_group(store, path=MARKER_GROUP, mode="r")
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
         return None
     record = dict(group.attrs).get("record")
@@ -193,9 +284,11 @@ def _root_kind(target: _Target) -> str:
     fs, root = target.filesystem()
     fs.invalidate_cache(root)
     try:
-        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
+        with _storage_errors(target, "", "list"):
+            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(root, detail=False)]
     except (FileNotFoundError, NotADirectoryError):
-        return "other" if fs.exists(root) else "absent"
+        with _storage_errors(target, "", "read"):
+            return "other" if fs.exists(root) else "absent"
     if PARTIAL_NAME in names:
         return "partial"
     names = [n for n in names if not _ours(n)]
@@ -205,9 +298,15 @@ def _root_kind(target: _Target) -> str:
         return "other"
     import zarr
 
+    from ..io.faults import is_network_error
+
     try:
         attrs = dict(zarr.open_group(target.zarr_store(read_only=True), mode="r").attrs)
-    except Exception:  # unreadable metadata: a template cut short while being written
+    except Exception as err:  # unreadable metadata: a template cut short while being written
+        if is_network_error(err) and not isinstance(err, FileNotFoundError):
+            # not the store's content but the way to it: never rebuild (clear) a store because
+            # the endpoint did not answer
+            raise _access_error(target, "zarr.json / .zgroup", "read", err) from err
         return "partial"
     return "ours" if STORE_ATTR in attrs else "zarr"
 
@@ -217,26 +316,35 @@ def _clear(target: _Target, keep: Sequence[str] = ()) -> None:
     fs, root = target.filesystem()
     fs.invalidate_cache(root)
     try:
-        entries = fs.ls(root, detail=False)
+        with _storage_errors(target, "", "list"):
+            entries = fs.ls(root, detail=False)
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         if not (name.startswith(LOCK_NAME) or name in keep):
-            fs.rm(entry, recursive=True)
+            with _storage_errors(target, name, "delete"):
+                fs.rm(entry, recursive=True)
     fs.invalidate_cache(root)
 
 
 def _put(target: _Target, path: str, payload: bytes) -> None:
     """Write a small object whole or not at all: a reader never sees it cut short."""
-    if target.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
-        with open(partial, "wb") as file:
-            file.write(payload)
-        os.replace(partial, path)
-    else:
-        target.filesystem()[0].pipe_file(path, payload)  # one PUT: all or nothing
+    with _storage_errors(target, _key_of(target, path)):
+        if target.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            partial = f"{path}.partial-{os.getpid()}-{threading.get_ident()}"
+            with open(partial, "wb") as file:
+                file.write(payload)
+            os.replace(partial, path)
+        else:
+            target.filesystem()[0].pipe_file(path, payload)  # one PUT: all or nothing
+
+
+def _key_of(target: _Target, path: str) -> str:
+    """``path`` (of the target's filesystem) relative to the store's root, for messages."""
+    root = target.filesystem()[1]
+    return path[len(root) :].lstrip("/") if path.startswith(root) else path
 
 
 # --------------------------------------------------------------------------- the lock
@@ -280,7 +388,8 @@ def _read_lock(target: _Target) -> dict[str, Any] | None:
     """The lock's content; None when there is no lock, ``{"unreadable": ...}`` for garbage."""
     fs, _ = target.filesystem()
     try:
-        raw = fs.cat_file(_lock_path(target))
+        with _storage_errors(target, LOCK_NAME, "read"):
+            raw = fs.cat_file(_lock_path(target))
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -294,6 +403,10 @@ def _read_lock(target: _Target) -> dict[str, Any] | None:
             modified = None
         return {"unreadable": raw[:80].decode(errors="replace"), "modified": modified}
     return info
+
+
+#: The tokens of the locks this process holds (or is taking) now.
+_HELD_TOKENS: set[str] = set()
 
 
 def _stale_reason(info: Mapping[str, Any]) -> str | None:
@@ -310,6 +423,10 @@ def _stale_reason(info: Mapping[str, Any]) -> str | None:
         pid = int(info.get("pid", -1))
         if not _pid_alive(pid, info.get("pid_start")):
             return f"its process (pid {pid}) no longer runs on this host"
+        if pid == os.getpid() and info.get("token") not in _HELD_TOKENS:
+            # A run of this very process (a notebook's kernel, say) ended without removing
+            # it, the storage not answering: no writer holds it, though its pid lives.
+            return "an earlier run of this process left it (it could not be removed then)"
     if age > STALE_AFTER_SECONDS:
         return (
             f"its writer last refreshed it {age / 60:.0f} minutes ago (a live writer does every "
@@ -470,15 +587,26 @@ class _StoreLock:
         else:
             current = _read_lock(self.target)
             if current is not None and current.get("token") == info.get("token"):
-                fs.rm(self.path)
+                with _storage_errors(self.target, LOCK_NAME, "remove"):
+                    fs.rm(self.path)
 
     def acquire(self) -> _StoreLock:
+        _HELD_TOKENS.add(self.token)  # before the lock exists: never judged stale meanwhile
+        try:
+            return self._acquire()
+        except BaseException:
+            _HELD_TOKENS.discard(self.token)
+            raise
+
+    def _acquire(self) -> _StoreLock:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         announced = False
         broken = 0
         while True:
             self.info["heartbeat_unix"] = time.time()
-            if self._create():
+            with _storage_errors(self.target, LOCK_NAME, "create"):
+                created = self._create()
+            if created:
                 break
             info = _read_lock(self.target)
             if info is None:  # released in between: try again
@@ -531,21 +659,38 @@ class _StoreLock:
             except Exception:  # a network error: the next beat tries again
                 continue
 
-    def release(self) -> None:
+    def release(self, unreachable: bool = False) -> None:
+        """Remove the lock, if still this run's; with ``unreachable`` (the run ended because
+        the storage did not answer) leave it: asking again would only wait as long once more
+        before the error reaches the user, and the next run breaks it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        try:
-            current = _read_lock(self.target)
-            if current is not None and current.get("token") == self.token:
-                self.target.filesystem()[0].rm(self.path)
-        except OSError as err:  # never hide the error that ended the run behind this one
+        if unreachable:
             warnings.warn(
-                f"could not remove the lock {self.path} ({err}); the next run breaks it if this "
-                "process is gone, or delete it by hand",
+                f"left the lock {self.path}: the storage did not answer. The next run breaks it "
+                "(at once on this host, this process included; from another host after "
+                f"{STALE_AFTER_SECONDS / 60:.0f} minutes), or delete it by hand",
                 RuntimeWarning,
                 stacklevel=3,
             )
+            _HELD_TOKENS.discard(self.token)
+            return
+        try:
+            current = _read_lock(self.target)
+            if current is not None and current.get("token") == self.token:
+                with _storage_errors(self.target, LOCK_NAME, "remove"):
+                    self.target.filesystem()[0].rm(self.path)
+        except OSError as err:  # never hide the error that ended the run behind this one
+            # (DataAccessError, for a storage that does not answer, is an OSError too)
+            warnings.warn(
+                f"could not remove the lock {self.path} ({err}); the next run breaks it (at once "
+                "on this host, this process included; from another host after "
+                f"{STALE_AFTER_SECONDS / 60:.0f} minutes), or delete it by hand",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _HELD_TOKENS.discard(self.token)
         if self.created_root:
             try:  # a run refused before writing anything leaves no empty folder behind
                 os.rmdir(self.target.filesystem()[1])
@@ -555,8 +700,13 @@ class _StoreLock:
     def __enter__(self) -> _StoreLock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        from ..io.faults import is_unreachable
+
+        cause = getattr(error, "__cause__", None)
+        self.release(
+            isinstance(error, DataAccessError) and cause is not None and is_unreachable(cause)
+        )
 
 
 def _read_lock_file(path: str) -> dict[str, Any]:
@@ -609,6 +759,181 @@ class _Plan:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def values_token(variable: xr.Variable) -> str:
+    """What identifies the values of ``variable``, deterministically and computing nothing.
+
+    dask's token: for a dask array its name, which encodes its graph (the store read and every
+    operation applied: ``cube.where(...)`` or ``vx + 100`` give another one); for data in
+    memory (numpy) a hash of the content; for a variable opened lazily without dask, its
+    backend wrapper (store, array metadata, indexing), since ``.data`` would read it. The same
+    in every process (``PYTHONHASHSEED`` included), so a resumed run in a new process matches.
+    A store's content on disk is not in a graph's name: see :func:`sources_identity`.
+
+    Parameters
+    ----------
+    variable : xarray.Variable
+        A variable of a cube or of a result.
+
+    Returns
+    -------
+    str
+        32 hex digits.
+
+    Raises
+    ------
+    InvalidParameterError
+        The data are of a kind dask cannot hash deterministically.
+    """
+    import dask
+    from dask.base import tokenize
+
+    if variable.chunks is not None or variable._in_memory:
+        data = variable.data
+    else:  # lazily indexed backend array: ``.data`` would load it
+        data = variable._data
+    try:
+        with dask.config.set({"tokenize.ensure-deterministic": True}):
+            return tokenize(tuple(map(str, variable.dims)), data)
+    except RuntimeError as err:  # dask's TokenizationError
+        raise InvalidParameterError(
+            f"the values of a {type(data).__name__} variable cannot be identified for a "
+            f"resumable store ({err}); pass numpy- or dask-backed data (e.g. .load() or "
+            ".chunk() it first)"
+        ) from err
+
+
+def _zarr_arrays(variable: xr.Variable) -> list[Any]:
+    """The zarr arrays ``variable`` is read from: the arrays dask's graph starts from (each
+    a layer of one key holding xarray's lazy wrapper), or the one a lazy variable wraps."""
+    from dask.highlevelgraph import MaterializedLayer
+
+    from ..io.faults import zarr_array_of
+
+    if variable.chunks is None:
+        found = None if variable._in_memory else zarr_array_of(variable._data)
+        return [] if found is None else [found]
+    graph = getattr(variable.data, "dask", None)
+    arrays = []
+    for layer in getattr(graph, "layers", {}).values():
+        # Only one-key layers: a Blockwise layer would be materialized by looking inside it.
+        if not isinstance(layer, MaterializedLayer) or len(layer) != 1:
+            continue
+        for value in layer.values():
+            found = zarr_array_of(getattr(value, "value", value))  # a DataNode holds its value
+            if found is not None:
+                arrays.append(found)
+    return arrays
+
+
+def _store_text(store: Any) -> str:
+    root = getattr(store, "root", None)
+    if root is not None:  # zarr's LocalStore
+        return os.fspath(root)
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is not None and isinstance(path, str):
+        return fs.unstrip_protocol(path)
+    return str(store)
+
+
+def _local_folder(store: Any) -> str | None:
+    """The folder on this machine that holds ``store``, or None for a remote store."""
+    root = getattr(store, "root", None)
+    if root is not None:
+        return os.fspath(root)
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)
+    protocol = getattr(fs, "protocol", None)
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+    return path if isinstance(path, str) and {"file", "local"} & set(protocols) else None
+
+
+def _files_digest(folder: str) -> tuple[str, int]:
+    """A digest of every file under ``folder``: relative path, size and modification time
+    (one stat each, nothing read), and how many files there are."""
+    entries = []
+    for here, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(here, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            relative = os.path.relpath(path, folder)
+            entries.append(f"{relative}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}")
+    entries.sort()
+    return hashlib.sha256("\x1e".join(entries).encode()).hexdigest()[:16], len(entries)
+
+
+#: The documents that hold a zarr store's (consolidated) metadata, v2 and v3.
+_ROOT_METADATA = (".zmetadata", "zarr.json")
+
+
+def _root_metadata_digest(store: Any, source: str) -> str | None:
+    """A digest of the store's consolidated metadata document (one small read), or None."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from ..io.faults import is_network_error, read_error
+
+    for key in _ROOT_METADATA:
+        try:
+            found = sync(store.get(key, prototype=default_buffer_prototype()))
+        except (FileNotFoundError, KeyError):
+            continue
+        except Exception as err:
+            if not is_network_error(err):
+                raise
+            raise read_error(source, [key], err) from err  # the store's URL and the key
+        if found is not None:
+            return hashlib.sha256(found.to_bytes()).hexdigest()[:16]
+    return None
+
+
+def sources_identity(variables: Sequence[xr.Variable]) -> dict[str, dict[str, Any]]:
+    """What identifies the zarr stores ``variables`` are read from, cheaply.
+
+    For each store (found in the variables' dask graphs: the path actually read, not an
+    attribute naming where the cube came from): its location, a digest of its consolidated
+    metadata (``.zmetadata`` or ``zarr.json``, one small read), and for each array read a
+    digest of its metadata and, on a local disk, of every chunk file's size and modification
+    time (one stat each, nothing read), so that values rewritten in place are told apart.
+    The chunks of a remote store are not listed (one request per 1,000 chunks on every run).
+
+    Parameters
+    ----------
+    variables : sequence of xarray.Variable
+        The variables a job reads (a cube's, or a result's: its graph holds the cubes').
+
+    Returns
+    -------
+    dict
+        ``{location: {"metadata": ..., "arrays": {path: ...}}}`` per store (keyed, so that a
+        refused resume names the store and array that differ); empty for data in memory.
+
+    Raises
+    ------
+    DataAccessError
+        The store's metadata could not be read (the storage did not answer in time).
+    """
+    stores: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for variable in variables:
+        for array in _zarr_arrays(variable):
+            text = _store_text(array.store)
+            stores.setdefault(text, (array.store, {}))[1].setdefault(array.path, array)
+    out = {}
+    for text in sorted(stores):
+        store, arrays = stores[text]
+        folder = _local_folder(store)
+        described = {}
+        for path in sorted(arrays):
+            metadata = json.dumps(arrays[path].metadata.to_dict(), sort_keys=True, default=str)
+            entry: dict[str, Any] = {"metadata": hashlib.sha256(metadata.encode()).hexdigest()[:16]}
+            if folder is not None:
+                entry["files"], entry["n_files"] = _files_digest(os.path.join(folder, path))
+            described[path] = entry
+        out[text] = {"metadata": _root_metadata_digest(store, text), "arrays": described}
+    return out
 
 
 def coord_digest(values: np.ndarray) -> str:
@@ -713,13 +1038,16 @@ def _plan(
             if n in result.coords
         },
         "chunks": {d: list(sizes[d]) for d in dims},
+        # What the values are (their graph, or their content in memory): the same attributes
+        # and coordinates with other numbers are another run.
+        "data": {str(n): values_token(v) for n, v in result.variables.items()},
     }
     return _Plan(result, names, dims, sizes, fingerprint)
 
 
 def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     out = []
-    order = ["parameters", "variables", "coords", "chunks"]
+    order = ["parameters", "variables", "coords", "chunks", "data"]
     keys = sorted(set(stored) | set(wanted), key=lambda k: (order.index(k) if k in order else 9, k))
     for key in keys:
         a, b = stored.get(key, "<absent>"), wanted.get(key, "<absent>")
@@ -840,12 +1168,17 @@ def _write_chunk(
     index: tuple[int, ...],
     *blocks: Any,
 ) -> tuple[int, ...]:
-    """Write one chunk of every variable (a zarr region write), then its done marker."""
+    """Write one chunk of every variable (a zarr region write), then its done marker.
+
+    A storage error (a frozen endpoint, a full disk) comes out as a
+    :class:`~xr_itslive.errors.DataAccessError` naming the store and the key being written.
+    """
     started = time.time()
     _check_lock(target, token, index)  # one small read: never write into a store taken over
     from xarray.backends.zarr import encode_zarr_variable
 
-    arrays, zarr_format = _stored_arrays(target, token, tuple(layout))
+    with _storage_errors(target, "(the arrays' metadata)", "open"):
+        arrays, zarr_format = _stored_arrays(target, token, tuple(layout))
     for (name, dims), block in zip(layout.items(), blocks, strict=True):
         array, encoding = arrays[name]
         # GPU (CuPy) chunks are copied to the host here; encoded as xarray encodes a region
@@ -856,7 +1189,9 @@ def _write_chunk(
             raise TypeError(
                 f"{name} encodes to {encoded.dtype} but {target.url} stores {array.dtype}"
             )
-        array[tuple(region.get(d, slice(None)) for d in dims)] = np.asarray(encoded.data)
+        selection = tuple(region.get(d, slice(None)) for d in dims)
+        with _storage_errors(target, _chunk_key(array, selection)):
+            array[selection] = np.asarray(encoded.data)
     # Only after the data are stored does the chunk count as done.
     marker = {
         "chunk": list(index),
@@ -868,6 +1203,21 @@ def _write_chunk(
     }
     _put(target, target.marker_path(index), json.dumps(marker).encode())  # never cut short
     return index
+
+
+def _chunk_key(array: Any, selection: tuple[slice, ...]) -> str:
+    """The store key(s) of the chunks of the zarr ``array`` that ``selection`` covers."""
+    try:
+        ranges = []
+        for sel, size, length in zip(selection, array.chunks, array.shape, strict=True):
+            start, stop, _ = sel.indices(length)
+            ranges.append(range(start // size, max(stop - 1, start) // size + 1))
+        keys = [array.metadata.encode_chunk_key(c) for c in itertools.product(*ranges)]
+    except Exception:  # the message must come out even where the layout is not zarr's
+        return str(array.path)
+    prefix = f"{array.path.strip('/')}/" if array.path.strip("/") else ""
+    shown = ", ".join(prefix + key for key in keys[:4])
+    return shown + (f", … ({len(keys)} chunks)" if len(keys) > 4 else "")
 
 
 #: Per process, the zarr arrays and stored encodings of the stores this process writes, keyed
@@ -915,12 +1265,18 @@ def _write_template(plan: _Plan, target: _Target) -> None:
     template.attrs[STORE_ATTR] = (
         f"written chunk by chunk by xr_itslive; progress records in {MARKER_GROUP}/"
     )
-    with warnings.catch_warnings():
+    # A remote store goes through our own zarr store (its filesystem bounded), not a URL that
+    # xarray would open with s3fs's defaults.
+    where = target.url if target.is_local else target.zarr_store()
+    with (
+        warnings.catch_warnings(),
+        _storage_errors(target, "(the template: zarr metadata and coordinates)"),
+    ):
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         warnings.filterwarnings("ignore", message=_OWN_FILES_WARNING)
         # mode="a" on the emptied store, not "w": "w" deletes the whole store, lock included
-        template.to_zarr(target.url, mode="a", compute=False, **target.xarray_kwargs())
-    root = zarr.open_group(target.zarr_store(), mode="r")
+        template.to_zarr(where, mode="a", compute=False)
+        root = zarr.open_group(target.zarr_store(), mode="r")
     record = {
         "format": RECORD_FORMAT,
         "n_chunks": plan.n_chunks,
@@ -928,14 +1284,16 @@ def _write_template(plan: _Plan, target: _Target) -> None:
         "fingerprint": plan.fingerprint,
     }
     # The record group is written last: its presence means the template is complete.
-    zarr.open_group(
-        target.zarr_store(),
-        path=MARKER_GROUP,
-        mode="w",
-        zarr_format=root.metadata.zarr_format,
-        attributes={"record": json.dumps(record, sort_keys=True)},
-    )
-    fs.rm(f"{root_path}/{PARTIAL_NAME}")
+    with _storage_errors(target, f"{MARKER_GROUP}/ (the write record)"):
+        zarr.open_group(
+            target.zarr_store(),
+            path=MARKER_GROUP,
+            mode="w",
+            zarr_format=root.metadata.zarr_format,
+            attributes={"record": json.dumps(record, sort_keys=True)},
+        )
+    with _storage_errors(target, PARTIAL_NAME, "remove"):
+        fs.rm(f"{root_path}/{PARTIAL_NAME}")
 
 
 def _progress_bar(total: int, initial: int, store: str, enabled: bool):
@@ -1024,7 +1382,9 @@ def write_resumable(
     parameters
         What identifies the run, recorded in the store and compared on resume. Default: the
         result's attributes (:func:`~xr_itslive.invert` records all its parameters there).
-        The shapes, dtypes, dimension coordinates and chunks are always compared too.
+        The shapes, dtypes, dimension coordinates and chunks are always compared too, and
+        the values: dask's token of every variable (:func:`values_token`: its graph, or its
+        content in memory), so another result with the same attributes is refused.
     overwrite
         Delete whatever is at ``store`` first. Otherwise an unfinished store from the same run
         is resumed, a finished one is left as is, and anything else is refused.
@@ -1051,10 +1411,14 @@ def write_resumable(
     Raises
     ------
     StoreConflictError
-        ``store`` holds another run (other parameters, data or chunks) or data not written by
-        xr_itslive; the message names what differs. Use a new store or ``overwrite=True``.
+        ``store`` holds another run (other parameters, values or chunks), data not written by
+        xr_itslive, or a store of an earlier release whose record cannot be checked; the
+        message names what differs. Use a new store or ``overwrite=True``.
         Or another live process is writing ``store`` (and ``lock_timeout`` ran out): the
         message names it.
+    DataAccessError
+        The storage did not answer (after bounded retries on S3) or refused a read or write:
+        the message names the store and the key; chained to the storage's own error.
     ChunkingError
         The chunks are uneven along a written dimension.
 
@@ -1117,18 +1481,36 @@ def _write_locked(
         _write_template(plan, target)
         done: set[tuple[int, ...]] = set()
     else:
+        written_format = int(record.get("format", 1))
+        if written_format < RECORD_FORMAT:
+            raise StoreConflictError(
+                f"{target.url} was written by an earlier xr_itslive (write record format "
+                f"{written_format}, this one writes {RECORD_FORMAT}) whose record does not "
+                "identify the input's values, so whether it holds this run's numbers cannot be "
+                "checked. Its data stay readable as they are (xarray.open_zarr); to compute them "
+                "again pass overwrite=True (CLI: --overwrite), or write to a new store"
+            )
         if record.get("fingerprint") != plan.fingerprint:
             diffs = _differences(record.get("fingerprint", {}), plan.fingerprint)
+            values = any(d.startswith(("data.", "parameters.input")) for d in diffs)
             raise StoreConflictError(
-                f"{target.url} holds a run with other settings: "
-                f"{'; '.join(diffs[:8])}{' ...' if len(diffs) > 8 else ''}. Expected the same "
-                "parameters, data and chunks to resume. Write to a new store, or pass "
-                "overwrite=True (CLI: --overwrite) to discard it and start again"
+                f"{target.url} holds a run with other settings or other input: "
+                f"{'; '.join(diffs[:8])}{' ...' if len(diffs) > 8 else ''}. "
+                + (
+                    "The values differ: the input cube (its data, or the operations applied "
+                    "to it) or an argument's content changed since the store was started. "
+                    if values
+                    else ""
+                )
+                + "Expected the same parameters, input values and chunks to resume. Write to a "
+                "new store, or pass overwrite=True (CLI: --overwrite) to discard it and start "
+                "again"
             )
         done = _done_chunks(target)
         fs, root = target.filesystem()
-        if fs.exists(f"{root}/{PARTIAL_NAME}"):  # a kill between the record and its removal
-            fs.rm(f"{root}/{PARTIAL_NAME}")
+        with _storage_errors(target, PARTIAL_NAME, "remove"):
+            if fs.exists(f"{root}/{PARTIAL_NAME}"):  # a kill between the record and its removal
+                fs.rm(f"{root}/{PARTIAL_NAME}")
 
     remaining = [index for index in plan.indices() if index not in done]
     n_skipped = plan.n_chunks - len(remaining)
