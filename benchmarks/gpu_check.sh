@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: the GPU tests and the CPU-vs-GPU benchmark, logs under $OUT.
+# The one prepared GPU check: the GPU tests (the inversion's and the composite's) and the
+# CPU-vs-GPU benchmark, logs under $OUT.
 #
 # Run from the repository root on a machine with a CUDA GPU, CuPy, numpy, scipy, xarray and
 # numba (the device machine of this workplace has these but not dask or array-api-compat):
@@ -45,7 +46,13 @@ for name in ("numpy", "scipy", "xarray", "dask", "numba", "cupy", "array_api_com
 EOF
 } 2>&1 | tee "$OUT/env.txt"
 
-timeout "$TEST_TIMEOUT" "$PY" -m pytest -m gpu tests/test_gpu.py -rs -v -p no:cacheprovider \
+# The GPU tests: every test marked gpu in these files (the inversion's, and the composite's
+# CuPy-chunks test next to its CPU tests).
+GPU_TESTS=(
+    tests/test_gpu.py
+    tests/test_workflows_composite.py::test_composite_on_cupy_chunks_matches_the_cpu
+)
+timeout "$TEST_TIMEOUT" "$PY" -m pytest -m gpu "${GPU_TESTS[@]}" -rs -v -p no:cacheprovider \
     2>&1 | tee "$OUT/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
 

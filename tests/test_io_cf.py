@@ -1,10 +1,11 @@
 """Results that open anywhere (``xr_itslive/io/cf.py``).
 
 Every result (invert with uncertainty, robust weights and outliers; invert with GCV; a mosaic
-of two cubes; GP regressions) is written with each installed netCDF writer (scipy's netCDF-3,
-netCDF4, h5netcdf) and to zarr, read back with the same values, and passes the IOOS compliance
-checker's CF-1.8 suite without an error; it holds one grid-mapping variable, referenced by every
-data variable. ``xr-itslive invert --out x.nc`` writes such a file.
+of two cubes; GP regressions, of a component and of the speed; the composite, its equivalent
+from an inversion and the composite mosaic) is written with each installed netCDF writer
+(scipy's netCDF-3, netCDF4, h5netcdf) and to zarr, read back with the same values, and passes
+the IOOS compliance checker's CF-1.8 suite without an error; it holds one grid-mapping variable,
+referenced by every data variable. ``xr-itslive invert --out x.nc`` writes such a file.
 """
 
 from __future__ import annotations
@@ -152,10 +153,33 @@ def _make(kind: str, demo_cube: xr.Dataset) -> xr.Dataset:
         return xr_itslive.gp_regress(recent, "vx", freq="30D", likelihood="gaussian")
     if kind == "gp_series":
         return xr_itslive.gp_regress(_point_series(), "v", freq="10D", likelihood="gaussian")
+    if kind == "gp_speed":  # the speed from the components: v_significant, v_debiased
+        pixel = demo_cube.isel(x=1, y=1)
+        recent = pixel.isel(
+            mid_date=np.flatnonzero(
+                pixel["acquisition_date_img1"].values >= np.datetime64("2023-01-01")
+            )
+        ).compute()
+        return xr_itslive.gp_regress(recent, "v", freq="30D", likelihood="gaussian",
+                                     image_errors=False)  # fmt: skip
+    if kind == "composite":  # the demo cube: 39 years, its first one NaN, int flags
+        return xr_itslive.composite(demo_cube)
+    if kind == "seasonal":  # the composite's variables from an inversion
+        cube = xr_itslive.synthetic_cube(n_pairs=600, ny=2, nx=2, years=6, start="2014-01-01",
+                                         chunks={"y": 2, "x": 2})  # fmt: skip
+        inverted = xr_itslive.invert(cube, step=30, uncertainty=True)
+        return xr_itslive.seasonal(inverted, climatology=(2015, 2018))
+    if kind == "composite_mosaic":  # two halves of a cube, with the per-pixel source flag
+        cube = xr_itslive.synthetic_cube(n_pairs=600, ny=4, nx=6, years=6, start="2014-01-01",
+                                         seed=5, chunks={"y": 2, "x": 3})  # fmt: skip
+        right, left = cube.isel(x=slice(3, None)), cube.isel(x=slice(0, 3))
+        return xr_itslive.composite_mosaic([right, left], climatology=(2015, 2018))
     raise AssertionError(kind)
 
 
-KINDS = ["invert", "invert_gcv", "mosaic", "gp_pixel", "gp_series"]
+KINDS = ["invert", "invert_gcv", "mosaic", "gp_pixel", "gp_series", "gp_speed", "composite",
+         "seasonal", "composite_mosaic"]  # fmt: skip
+COMPOSITES = ("composite", "seasonal", "composite_mosaic")
 
 
 @pytest.fixture(scope="module")
@@ -184,16 +208,22 @@ def test_netcdf_round_trip_and_cf_compliance(result, engine, tmp_path):
     assert_one_grid_mapping(back, located=kind != "gp_series")
     assert back.attrs["Conventions"] == "CF-1.8"
     assert back.attrs["history"].startswith("xr_itslive.")
-    if kind.startswith("invert") or kind == "mosaic":
+    if kind.startswith("invert") or kind == "mosaic" or kind in COMPOSITES:
         assert back["time"].attrs["bounds"] == "time_bounds"
         assert back["time_bounds"].dims == ("time", "bnds")
-        assert read_list_attribute(back.attrs, "inverted_variables") == ["vx", "vy"]
+        listed = "composite_variables" if kind in COMPOSITES else "inverted_variables"
+        assert read_list_attribute(back.attrs, listed) == ["vx", "vy"]
+    if kind in COMPOSITES:  # the flag and the stds of the annual means travel too
+        assert list(back["v_significant"].attrs["flag_values"]) == [0, 1]
+        assert {"vx_std", "vy_std", "v_std", "v_debiased"} <= set(back.data_vars)
+    if kind == "gp_speed":
+        assert {"v_significant", "v_debiased"} <= set(back.data_vars)
     findings = cf_findings(path)
     assert findings["high"] == [], findings  # errors
     assert findings["medium"] == [], findings  # warnings: none today, so none tomorrow
 
 
-@pytest.mark.parametrize("kind", ["invert", "mosaic", "gp_pixel"])
+@pytest.mark.parametrize("kind", ["invert", "mosaic", "gp_pixel", "composite"])
 def test_zarr_round_trip(kind, results, demo_cube, tmp_path):
     if kind not in results:
         results[kind] = _make(kind, demo_cube)

@@ -165,7 +165,7 @@ def test_speed_of_a_dataset_lazy_and_with_composite_names():
     assert set(derived.data_vars) == {"v", "v_std", "v_debiased", "v_significant"}
     computed = lazy.compute()
     xr.testing.assert_identical(derived.compute()["v_debiased"], computed["v_debiased"])
-    # a composite names its errors *_error
+    # a Dataset with *_error only (ITS_LIVE's own composites): those are taken
     composite = xr.Dataset(
         {
             "vx": ("time", [3.0, 0.1]),
@@ -214,13 +214,18 @@ def test_kernel_runs_on_the_array_api():
 
 def test_composite_annual_speed_of_slow_ice_is_flagged_and_debiased(slow_result):
     """The composites' annual v goes through the same primitive: on still ice (true speed 0)
-    the raw annual v is noise, the corrected one is smaller and the flag mostly says so."""
+    the raw annual v is noise, the corrected one is smaller and the flag mostly says so. Both
+    use the least-squares stds of the annual means (vx_std), not ITS_LIVE's vx_error, so that
+    xr_itslive.speed of the composite says the same."""
     cube, _ = slow_result
     out = xr_itslive.composite(cube, climatology=(2015, 2022), min_obs=30).compute()
     still, fast = out.isel(y=0, x=0), out.isel(y=0, x=4)  # true 0 and 30 m/yr
     assert bool((out.v_debiased <= out.v + 1e-4).all())
-    expected = np.sqrt(np.clip(out.v**2 - out.vx_error**2 - out.vy_error**2, 0, None))
+    expected = np.sqrt(np.clip(out.v**2 - out.vx_std**2 - out.vy_std**2, 0, None))
     np.testing.assert_allclose(out.v_debiased, expected, rtol=1e-4, atol=1e-4)
+    again = xr_itslive.speed(out)  # errors="auto": vx_std, vy_std
+    np.testing.assert_array_equal(again["v_significant"].values, out.v_significant.values == 1)
+    np.testing.assert_allclose(again["v_std"], out.v_std, rtol=1e-5)
     assert float(still.v_significant.mean()) < 0.3 < float(fast.v_significant.mean())
     assert float(still.v_debiased.mean()) < float(still.v.mean())
     assert abs(float(fast.v.mean()) - 30.0) < 2.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from xr_itslive.errors import (
 )
 from xr_itslive.kernels import composite as kc
 from xr_itslive.kernels.namespace import KERNEL_NAMES, cupy_namespace
+from xr_itslive.kernels.speed import speed_from_components
 from xr_itslive.workflows import composite as wc
 
 _spec = importlib.util.spec_from_file_location("bench_composite", REPO / "benchmarks" /
@@ -56,6 +58,26 @@ def _raw_inputs(cube, name="vx", min_year_obs=1, robust=None, weights=True):
     return setup, kept, flat, w, options
 
 
+def _dense_std(v, error, t1, t2, first_year, n_years):
+    """The least-squares std of each annual mean from the dense inverse normal matrix,
+    ``max(σ̂, 1) sqrt((N⁻¹)_kk)`` (no year pruning, no reweighting, as bench.lstsq_pixel)."""
+    ok = np.isfinite(v)
+    v, error, t1, t2 = v[ok], error[ok], t1[ok], t2[ok]
+    years = first_year + np.arange(n_years)
+    fractions = np.clip(np.minimum(t2[:, None], years + 1) - np.maximum(t1[:, None], years), 0,
+                        None) / (t2 - t1)[:, None]  # fmt: skip
+    cols = fractions.sum(axis=0) > 0
+    two_pi = 2 * np.pi
+    sin_mean = (np.cos(two_pi * t1) - np.cos(two_pi * t2)) / (two_pi * (t2 - t1))
+    cos_mean = (np.sin(two_pi * t2) - np.sin(two_pi * t1)) / (two_pi * (t2 - t1))
+    rows = np.column_stack([fractions[:, cols], sin_mean, cos_mean]) / error[:, None]
+    x = np.linalg.lstsq(rows, v / error, rcond=None)[0]
+    sigma = np.sqrt(np.sum((rows @ x - v / error) ** 2) / (v.size - rows.shape[1]))
+    std = np.full(n_years, np.nan)
+    std[cols] = max(sigma, 1.0) * np.sqrt(np.diag(np.linalg.inv(rows.T @ rows))[: cols.sum()])
+    return std
+
+
 # --------------------------------------------------------------------------- the least squares
 
 
@@ -71,19 +93,26 @@ def test_kernels_match_a_dense_lstsq_of_the_same_model_to_round_off():
     }
     center = 0.5 * (WINDOW[0] + WINDOW[1] + 1)
     error = np.asarray(kept["vx_error"].values, dtype=np.float64)
+    years = setup.first_year + np.arange(design.n_years)
+    in_window = (years >= WINDOW[0]) & (years <= WINDOW[1])
     for p in range(flat.shape[0]):
         ref = bench.lstsq_pixel(flat[p], error, t1, t2, setup.first_year, design.n_years,
                                 WINDOW, center)  # fmt: skip
+        std = _dense_std(flat[p], error, t1, t2, setup.first_year, design.n_years)
+        # the line through the annual means, weighted by 1 / std² (not ITS_LIVE's error)
+        line = np.polynomial.polynomial.polyfit(years[in_window] + 0.5 - center,
+                                                ref["mean"][in_window], 1,
+                                                w=1.0 / std[in_window])  # fmt: skip
         for raw in engines.values():
             final = kc.finish_composite(raw, design)
             np.testing.assert_allclose(raw["mean"][p], ref["mean"], rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(raw["error"][p], ref["error"], rtol=1e-9)
+            np.testing.assert_allclose(raw["std"][p], std, rtol=1e-8)
             np.testing.assert_allclose([raw["sin"][p], raw["cos"][p]], [ref["sin"], ref["cos"]],
                                        rtol=1e-9, atol=1e-9)  # fmt: skip
             cov = [[raw["cov_ss"][p], raw["cov_sc"][p]], [raw["cov_sc"][p], raw["cov_cc"][p]]]
             np.testing.assert_allclose(cov, ref["cov"], rtol=1e-7)
-            np.testing.assert_allclose([final["offset"][p], final["slope"][p]],
-                                       [ref["offset"], ref["slope"]], rtol=1e-9)  # fmt: skip
+            np.testing.assert_allclose([final["offset"][p], final["slope"][p]], line, rtol=1e-9)
             assert raw["count0"][p] == ref["count0"]
     # the xarray layer: the same numbers, as float32
     result = xr_itslive.composite(cube, climatology=WINDOW, robust=False, min_year_obs=1)
@@ -153,6 +182,114 @@ def test_recovers_amplitude_phase_trend_and_annual_means(truth):
     assert 0.85 < np.nanmean(z < 2) <= 1.0
     amp_z = np.abs(result["vx_amp"] - truth["vx_true_amp"]) / result["vx_amp_error"]
     assert float((amp_z < 3).mean()) > 0.8
+
+
+def test_the_annual_std_is_calibrated_and_the_its_live_error_is_not(truth):
+    """On the model's own truth the least-squares std is the spread of the annual means
+    (about 95% within 2 std); ITS_LIVE's error, ``1/sqrt(Σ M_ik/σ²)``, is about twice it."""
+    result = xr_itslive.composite(truth, climatology=WINDOW).compute()
+    true = truth["vx_true_annual"].sel(year=result["time"].dt.year.values).values
+    z = (result["vx"].values - true) / result["vx_std"].values
+    assert 0.85 < float(np.sqrt(np.nanmean(z**2))) < 1.15
+    assert 0.9 < float(np.nanmean(np.abs(z) < 2)) < 0.98
+    assert 1.5 < float(np.nanmedian(result["vx_error"] / result["vx_std"])) < 2.5
+    for name in ("vx_std", "vy_std", "v_std"):
+        assert result[name].dims == ("time", "y", "x") and result[name].attrs["units"]
+    assert "standard deviation" in result["vx_std"].attrs["long_name"]
+    assert "ITS_LIVE" in result["vx_error"].attrs["long_name"]
+
+
+def _still_ice(img1, img2, error, n_pixels, seed):
+    """A cube of ice that does not move (vx = vy = 0): pure Gaussian noise of ``error``."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for c in ("vx", "vy"):
+        noise = rng.normal(size=(img1.size, 1, n_pixels)) * error[:, None, None]
+        data[c] = (("mid_date", "y", "x"), noise.astype(np.float32), {"units": "meter/year"})
+        data[f"{c}_error"] = ("mid_date", error.astype(np.float32), {"units": "meter/year"})
+    return xr.Dataset(
+        data,
+        coords={
+            "mid_date": img1 + (img2 - img1) // 2,
+            "acquisition_date_img1": ("mid_date", img1),
+            "acquisition_date_img2": ("mid_date", img2),
+            "y": [3_315_847.5],
+            "x": 784_252.5 + 120.0 * np.arange(n_pixels),
+        },
+    )
+
+
+def test_a_year_seen_through_long_pairs_is_not_significant_on_still_ice():
+    """The demo cube's 1986: a year seen only through long pairs reaching into it has an
+    annual mean far noisier than ITS_LIVE's error says. On still ice, v_significant must be
+    a 5% test there too (by the error it would flag about a quarter of the pixels)."""
+    rng = np.random.default_rng(11)
+    day = np.timedelta64(86400, "s")
+    starts, lengths = [], []
+    for year in (2013, 2014, 2015, 2017, 2018, 2019):  # short pairs inside these years
+        first = np.datetime64(f"{year}-01-01", "s")
+        length = rng.uniform(5, 60, 60)
+        starts.append(first + (rng.uniform(0, 365 - length) * 86400).astype("timedelta64[s]"))
+        lengths.append(length)
+    # 2016 only inside pairs of about 18 months that start in mid-2015
+    starts.append(np.datetime64("2015-04-01", "s") + (rng.uniform(0, 180, 40) * day).astype(
+        "timedelta64[s]"))  # fmt: skip
+    lengths.append(rng.uniform(500, 560, 40))
+    img1 = np.concatenate(starts).astype("datetime64[ns]")
+    img2 = img1 + (np.concatenate(lengths) * 86400e9).astype("timedelta64[ns]")
+    error = rng.uniform(2.0, 6.0, img1.size)
+    cube = _still_ice(img1, img2, error, 600, seed=12)
+    result = xr_itslive.composite(cube, climatology=(2013, 2019), robust=False).compute()
+    year = result.sel(time="2016")
+    assert (year["count"] == 40).all()
+    assert float((year["vx_std"] / year["vx_error"]).median()) > 1.3
+    z = np.concatenate([year["vx"] / year["vx_std"], year["vy"] / year["vy_std"]], axis=None)
+    assert 0.85 < float(np.sqrt(np.mean(z**2))) < 1.15
+    assert float(year["v_significant"].mean()) < 0.09  # 5% expected; 600 pixels: sd 0.9%
+    by_error = speed_from_components(
+        year["vx"].values, year["vy"].values, year["vx_error"].values, year["vy_error"].values
+    )  # the flag as ITS_LIVE's error would set it
+    assert float(np.mean(by_error["v_significant"])) > 0.15
+    # v_debiased² (before its clip at zero) is unbiased for v² = 0 with the honest std
+    excess = year["v"] ** 2 - year["vx_std"] ** 2 - year["vy_std"] ** 2
+    assert abs(float(excess.mean())) < 0.15 * float((year["vx_std"] ** 2).mean() * 2)
+    # the years of short pairs: a 5% test as well
+    short = result.where(result["time"].dt.year != 2016, drop=True)
+    assert float(short["v_significant"].mean()) < 0.08
+
+
+def test_a_year_its_pairs_span_for_weeks_only_is_nan_with_its_count():
+    """A record that starts on October 29 (the demo cube's 1986): its first year is seen for
+    two months, through the small parts of long pairs; it is NaN, with its count, and the
+    other years are what they were."""
+    cube = exact_cube(n_pairs=1500, ny=2, nx=3, noise=3.0, seed=13)
+    late = cube["acquisition_date_img1"].values >= np.datetime64("2013-10-29")
+    cube = cube.isel(mid_date=np.flatnonzero(late))
+    result = xr_itslive.composite(cube, climatology=WINDOW).compute()
+    first = result.isel(time=0)
+    assert int(first["time"].dt.year) == 2013
+    for name in ("vx", "vx_error", "vx_std", "v", "v_std", "v_debiased"):
+        assert np.isnan(first[name]).all(), name
+    assert (first["v_significant"] == 0).all()
+    assert (first["count"] >= 3).all()  # enough pairs: the rule is the span, not the count
+    assert np.isfinite(result["vx"].isel(time=slice(1, None))).all()
+    # the rule masks the year and changes nothing else: the kernel without it
+    setup, kept, flat, w, options = _raw_inputs(cube, min_year_obs=3, robust="tukey")
+    assert options.min_year_coverage == kc.MIN_YEAR_COVERAGE == 0.5
+    everything = kc.CompositeOptions(min_year_obs=3, robust="tukey", min_year_coverage=0.0)
+    for engine in (kc.composite_pixels_compiled, lambda f, w, d, o: kc.composite_pixels(
+            f.T, w.T, d, o)):  # fmt: skip
+        masked = engine(flat, w, setup.design, options)
+        full = engine(flat, w, setup.design, everything)
+        assert np.isnan(masked["mean"][:, 0]).all() and np.isfinite(full["mean"][:, 0]).all()
+        for name in kc.RAW_NAMES:
+            later = (slice(None), slice(1, None)) if masked[name].ndim == 2 else ...
+            np.testing.assert_array_equal(masked[name][later], full[name][later], err_msg=name)
+    # seen from May on (two thirds of it): reported
+    may = exact_cube(n_pairs=1500, ny=1, nx=2, noise=3.0, seed=13)
+    may = may.isel(mid_date=np.flatnonzero(may["acquisition_date_img1"].values
+                                           >= np.datetime64("2013-05-01")))  # fmt: skip
+    assert np.isfinite(xr_itslive.composite(may, climatology=WINDOW)["vx"].isel(time=0)).all()
 
 
 def test_phase_is_the_day_of_the_maximum():
@@ -232,6 +369,77 @@ def test_mid_date_in_several_chunks_is_refused(truth):
         xr_itslive.composite(split, variables="vx")
 
 
+def test_float_fill_and_inf_in_a_lazy_cube_are_masked_with_a_count(truth):
+    # vx as ``raw.vx.astype("float32")`` of a store opened with mask_and_scale=False gives it,
+    # kept lazy: check_cube cannot see the fill without computing, so each block masks its own
+    # (as the inversion's blocks do) and one warning per block counts what it took out
+    finite = np.isfinite(truth["vx"].values)
+    row = int(np.flatnonzero(finite[:, 0, 1] & finite[:, 2, 3])[0])
+    n_fill = int((~finite[:, 0, 0]).sum())
+    assert n_fill > 0
+    leaked = truth.copy(deep=True)
+    leaked["vx"][:, 0, 0] = leaked["vx"][:, 0, 0].fillna(-32767.0)
+    leaked["vx"][row, 0, 1] = np.inf
+    leaked["vx"][row, 2, 3] = np.inf
+    as_nan = truth.copy(deep=True)
+    as_nan["vx"][row, 0, 1] = np.nan
+    as_nan["vx"][row, 2, 3] = np.nan
+    lazy = leaked.copy()
+    for name in ("vx", "vy", "vx_error", "vy_error"):
+        lazy[name] = lazy[name].chunk({"mid_date": -1} | ({"y": 2, "x": 2} if lazy[name].ndim
+                                                          > 1 else {}))  # fmt: skip
+    with raise_if_dask_computes():  # counted where the blocks are read, not up front
+        result = xr_itslive.composite(lazy, climatology=WINDOW)
+    with pytest.warns(UserWarning) as record:
+        computed = result.compute()
+    untrusted = sorted(str(w.message) for w in record if str(w.message).startswith("'vx': "))
+    tail = " are taken as missing (not counted in count or count0). To silence this, "
+    assert untrusted == [
+        f"'vx': 1 infinite values in a block of 2 pixels of a lazy cube{tail}set them to NaN "
+        "yourself: ds['vx'].where(np.isfinite(ds['vx']))",
+        f"'vx': {n_fill:,} values equal to -32767 (ITS_LIVE's fill value: int16 data cast to "
+        f"float without decoding), 1 infinite values in a block of 4 pixels of a lazy cube{tail}"
+        "open the cube with xr_itslive.open_cube (which decodes it) or mask the fill: "
+        "ds['vx'].where(ds['vx'] != -32767); set them to NaN yourself: "
+        "ds['vx'].where(np.isfinite(ds['vx']))",
+    ]
+    expected = xr_itslive.composite(as_nan, climatology=WINDOW)
+    xr.testing.assert_identical(computed, expected)
+    assert np.isfinite(computed["vx0"].values).all()
+
+
+def test_untrusted_weights_are_left_out_as_the_inversion_does(truth):
+    rows = np.flatnonzero(np.isfinite(truth["vx"].values).all(axis=(1, 2)))[[3, 10]]
+    dropped = truth.copy(deep=True)
+    dropped["vx"][rows] = np.nan
+    # weights="error": an infinite or NaN error gives its pair weight 0, which drops it by
+    # definition (resolve_weights, shared with the inversion, which is silent about it too)
+    bad_error = truth.copy(deep=True)
+    bad_error["vx_error"][rows[0]] = np.inf
+    bad_error["vx_error"][rows[1]] = np.nan
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="'vx': ")
+        got = xr_itslive.composite(bad_error, climatology=WINDOW, variables="vx")
+    expected = xr_itslive.composite(dropped, climatology=WINDOW, variables="vx")
+    xr.testing.assert_identical(got, expected)
+    # weights the user gives: NaN or inf cannot be trusted: left out, and counted
+    weights = 1.0 / truth["vx_error"].astype("float64") ** 2
+    bad = weights.copy()
+    bad[rows[0]] = np.inf
+    bad[rows[1]] = np.nan
+    n_obs = truth["vx"].isel(mid_date=rows).size  # every pixel's observation of both pairs
+    with pytest.warns(
+        UserWarning,
+        match=rf"'vx': {n_obs} observations whose weight is NaN or inf in 12 pixels are taken "
+        r"as missing \(not counted in count or count0\).*weights\.fillna\(0\)",
+    ):
+        got = xr_itslive.composite(truth, climatology=WINDOW, variables="vx", weights=bad)
+    expected = xr_itslive.composite(dropped, climatology=WINDOW, variables="vx", weights=weights)
+    xr.testing.assert_identical(got, expected)
+    with pytest.warns(UserWarning, match=r"2 of the 1,500 weights of 'vx' are NaN or inf"):
+        xr_itslive.invert(truth, variables="vx", weights=bad)  # the same pairs, also counted
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 
@@ -267,6 +475,11 @@ def test_unknown_variables_and_missing_errors_name_the_fix(truth):
         xr_itslive.composite(truth.drop_vars("vx_error"), variables="vx")
     with pytest.raises(InvalidParameterError, match=r"'v' with 'vx' and 'vy'.*Drop 'v'"):
         xr_itslive.composite(truth.assign(v=truth["vx"]), variables=("vx", "vy", "v"))
+    # a cube without 'v' (the usual case: open_cube(..., ["vx", "vy", ...])) says the same,
+    # not "'v' not found"
+    assert "v" not in truth.variables
+    with pytest.raises(InvalidParameterError, match=r"'v' with 'vx' and 'vy'.*Drop 'v'"):
+        xr_itslive.composite(truth, variables=("vx", "vy", "v"))
     with pytest.raises(InvalidParameterError, match="robust must be False, True"):
         xr_itslive.composite(truth, robust="median")
     with pytest.raises(InvalidParameterError, match="min_year_obs must be a positive integer"):
@@ -464,6 +677,7 @@ def test_composite_to_zarr_on_a_gpu_without_cupy_names_the_extra(truth, tmp_path
     assert not (tmp_path / "x.zarr").exists()
 
 
+@pytest.mark.gpu  # run by benchmarks/gpu_check.sh where a GPU is lent
 def test_composite_on_cupy_chunks_matches_the_cpu(truth):
     cupy = pytest.importorskip("cupy")
     try:

@@ -374,9 +374,8 @@ def test_speed_from_the_components_never_below_zero():
     rng = np.random.default_rng(12)
     ds = _component_series(rng)
     result = xr_itslive.gp_regress(ds, "v", likelihood="gaussian", image_errors=False)
-    assert {"vx", "vx_std", "vy", "vy_std", "v", "v_std", "v_lower", "v_upper"} == set(
-        result.data_vars
-    )
+    assert {"vx", "vx_std", "vy", "vy_std", "v", "v_std", "v_lower", "v_upper", "v_debiased",
+            "v_significant"} == set(result.data_vars)  # fmt: skip
     assert result.attrs["gp_components"] == "vx vy"
     assert result.attrs["gp_vx_n_pairs"] == 500 and "gp_vy_length_scale" in result.attrs
     days = np.diff(result["time"].values) / np.timedelta64(1, "D")
@@ -400,6 +399,67 @@ def test_speed_from_the_components_never_below_zero():
         xr_itslive.gp_regress(ds, "v", components="both")
     with pytest.raises(InvalidParameterError, match="level must be in"):
         xr_itslive.gp_regress(ds, "v", level=1.5)
+
+
+def test_the_speed_from_components_says_where_it_is_significant_and_its_bias():
+    """v_significant and v_debiased as every speed of the package has them (the inversion's,
+    the composite's: xr_itslive.speed on the result gives the same values and attributes);
+    the significance is exactly where the band leaves zero."""
+    rng = np.random.default_rng(21)
+    still = _component_series(rng, vx=0.0, vy=0.0)
+    fast = _component_series(rng, vx=40.0, vy=-30.0)
+    kwargs = dict(likelihood="gaussian", image_errors=False, freq="5D")
+    results = {name: xr_itslive.gp_regress(ds, "v", **kwargs) for name, ds in
+               (("still", still), ("fast", fast))}  # fmt: skip
+    for result in results.values():
+        again = xr_itslive.speed(result)  # from vx_std, vy_std: the posterior stds
+        for name in ("v_debiased", "v_significant"):
+            xr.testing.assert_identical(result[name].drop_vars(list(result.coords)),
+                                        again[name].drop_vars(list(again.coords)))  # fmt: skip
+        assert result["v_significant"].dtype == bool
+        assert result["v_significant"].attrs["flag_meanings"] == "not_significant significant"
+        np.testing.assert_array_equal(result["v_significant"], result["v_lower"] > 0)
+        expected = np.sqrt(np.maximum(result["v"] ** 2 - result["vx_std"] ** 2
+                                      - result["vy_std"] ** 2, 0))  # fmt: skip
+        np.testing.assert_allclose(result["v_debiased"], expected, rtol=1e-12)
+        assert bool((result["v_debiased"] <= result["v"]).all())
+    # still ice: the magnitude of the GP means is noise, and says so
+    assert float(results["still"]["v_significant"].mean()) < 0.2
+    assert float(results["still"]["v_debiased"].mean()) < float(results["still"]["v"].mean())
+    assert bool(results["fast"]["v_significant"].all())
+    # a directly fitted v has no components to test: no such fields
+    direct = xr_itslive.gp_regress(still, "v", components=None, **kwargs)
+    assert "v_significant" not in direct and "v_debiased" not in direct
+
+
+def test_undecoded_integers_are_refused_as_invert_refuses_them():
+    """A cube opened with mask_and_scale=False keeps ITS_LIVE's int16 and its -32767 fills:
+    the GP would fit them as velocities (a mean of -96 m/yr on a pixel moving at -0.3)."""
+    import warnings
+
+    raw = xr.open_dataset(xr_itslive.demo_cube_path(), mask_and_scale=False)
+    pixel = raw.isel(x=1, y=1)
+    assert pixel["vx"].dtype == np.int16 and int((pixel["vx"] == -32767).sum()) > 0
+    message = r"variable 'vx' holds undecoded integers \(int16\).*xr_itslive.open_cube"
+    with pytest.raises(NotAnITSLiveCubeError, match=message):
+        xr_itslive.gp_fit_series(pixel, "vx")
+    with pytest.raises(NotAnITSLiveCubeError, match=message):
+        xr_itslive.gp_regress(pixel, "v")  # through its components
+    with pytest.raises(NotAnITSLiveCubeError, match=r"variable 'v' holds undecoded"):
+        xr_itslive.gp_regress(pixel, "v", components=None)
+    # the same message as invert's, split along mid_date or not
+    with pytest.raises(NotAnITSLiveCubeError, match=message):
+        xr_itslive.gp_fit_series(pixel.chunk({"mid_date": 1000}), "vx")
+    with pytest.raises(NotAnITSLiveCubeError, match=message):
+        xr_itslive.invert(raw, variables=["vx"])
+    # decoded, the same pixel fits, and a split series is fine
+    decoded = xr_itslive.open_cube(xr_itslive.demo_cube_path(), variables=["vx", "vx_error"])
+    recent = decoded.isel(x=1, y=1).sel(mid_date=slice("2022-01-01", None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = xr_itslive.gp_fit_series(recent.chunk({"mid_date": 100}), "vx",
+                                       likelihood="gaussian", image_errors=False)  # fmt: skip
+    assert abs(fit.params["mean"]) < 20
 
 
 def test_a_speed_fitted_directly_is_conditioned_on_being_non_negative():

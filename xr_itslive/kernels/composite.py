@@ -33,15 +33,29 @@ component, so that they agree to round-off:
    scaled by 1.4826 × their median magnitude, Tukey's biweight (rejects beyond ``tuning``
    robust standard deviations) or Huber's weights, ``iterations`` refits.
 5. **annual means** ``m_k`` of the years with at least ``min_year_obs`` pairs of non-zero
-   weight; their error is ITS_LIVE's ``1 / sqrt(Σ_i M_ik w_i)`` (times the residual scale
-   ``σ̂`` when the pairs carry no errors, ``scale_errors``).
+   weight whose dates inside the year span at least ``min_year_coverage`` of it (from the
+   earliest to the latest: :data:`MIN_YEAR_COVERAGE`, half a year; the first and last
+   years of a record are often seen for a few weeks only). Their error is ITS_LIVE's
+   ``1 / sqrt(Σ_i M_ik w_i)`` (times the residual scale ``σ̂`` when the pairs carry no
+   errors, ``scale_errors``); their standard deviation the least-squares one,
+   ``s sqrt((N⁻¹)_kk)`` (:func:`_inverse_diagonal`), with ``s = σ̂`` when the pairs carry
+   no errors and ``s = max(σ̂, 1)`` when they do: the pairs' errors are a floor, widened
+   where the residuals scatter more than they say, never narrowed below them.
+   ITS_LIVE's error is not the spread of the estimate: it gives pair ``i`` the weight
+   ``f_ik Δ_i / σ_i²`` in year ``k`` where the least squares has ``f_ik² / σ_i²``, and
+   leaves out the correlation with the neighbouring years and the sinusoid. Where the
+   pairs' errors are their noise (the synthetic cubes of the tests) it is about twice the
+   std for years of short pairs; on real cubes, whose residuals scatter more than the
+   errors say, 0.6-0.9 of it; and a third of it for a year seen through small parts of long
+   pairs (the bundled demo cube's 1986: ITS_LIVE's 5-7 m/yr against 17-21 m/yr). The std
+   is the one the speed's significance, its bias correction and the line fit use.
 6. **climatology**: the same fit redone (no new reweighting, the final weights kept) with
    the pairs whose mid-date falls inside the window, after step 2 again; its ``a``, ``b`` and
    their covariance ``σ̂² (N⁻¹)_ab`` (``σ̂²`` the weighted residual variance).
 
 :func:`finish_composite` turns these into the published variables (line fit of the annual
-means, amplitude, phase and errors) and :func:`speed_composite` into the speed's, written
-once for every namespace.
+means weighted by ``1 / std²``, amplitude, phase and errors) and :func:`speed_composite` into
+the speed's, written once for every namespace.
 """
 
 from __future__ import annotations
@@ -65,9 +79,18 @@ from .units import DAYS_PER_YEAR
 #: Scale from the median absolute residual to a standard deviation (Gaussian noise).
 MAD_TO_STD = 1.4826
 _JIT = {"nogil": True, "cache": True}
+#: The smallest part of a year its pairs must span for its mean to be reported. A year seen
+#: for two months (the first year of a record that starts in late October) is estimated
+#: through the small parts of the pairs that reach into it: on the bundled demo cube 16-21
+#: pairs overlap 1986, nearly all of them reaching on into 1987, and its vx came out -55 to
+#: -92 m/yr on ice whose v0 is 0.6-1.5 m/yr, about three of its least-squares stds away on
+#: every pixel (an error shared by the pairs of those few images, which independent pair
+#: errors cannot show). Under half a year, the mean is mostly the climatological sinusoid's
+#: extrapolation of one season.
+MIN_YEAR_COVERAGE = 0.5
 #: Per-pixel outputs of the engines (pixels first), before :func:`finish_composite`.
 RAW_NAMES = (
-    "mean", "error", "count", "sin", "cos", "cov_ss", "cov_sc", "cov_cc",
+    "mean", "error", "std", "count", "sin", "cos", "cov_ss", "cov_sc", "cov_cc",
     "count0", "window", "rejected", "n_obs",
 )  # fmt: skip
 
@@ -92,6 +115,9 @@ class CompositeOptions:
         Multiply the annual means' errors by the residual scale ``σ̂`` (pairs without errors).
     rel_tol
         Relative pivot tolerance of the Cholesky factorization.
+    min_year_coverage
+        Smallest part of a year (0-1) that the pairs seen in it must span for its mean to be
+        reported (step 5).
     """
 
     min_obs: int = 30
@@ -101,6 +127,7 @@ class CompositeOptions:
     tuning: float | None = None
     scale_errors: bool = False
     rel_tol: float = 1e-10
+    min_year_coverage: float = MIN_YEAR_COVERAGE
 
     @property
     def robust_tuning(self) -> float:
@@ -121,6 +148,8 @@ class CompositeDesign:
         (:func:`~xr_itslive.kernels.design.interval_fractions`).
     span
         Each pair's length ``Δ`` in years.
+    start, end
+        Each pair's ends in years after the start of the first year (clipped to the years).
     sin_mean, cos_mean
         Means of ``sin 2πt`` and ``cos 2πt`` over each pair's interval.
     in_window
@@ -142,6 +171,8 @@ class CompositeDesign:
     in_window: np.ndarray
     year_offset: np.ndarray
     window_year: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
 
     @property
     def n_years(self) -> int:
@@ -244,6 +275,8 @@ def composite_design(
         in_window=in_window,
         year_offset=years + 0.5 - float(center),
         window_year=(years >= window[0]) & (years <= window[1]),
+        start=u1,
+        end=u2,
     )
 
 
@@ -477,6 +510,30 @@ def _solve(lower, rhs, present, q, x):
         x[j] = value / lower[j, j]
 
 
+@numba.njit(**_JIT)
+def _inverse_diagonal(lower, present, q, n_years, column, out):
+    """``out[k] = (N⁻¹)_kk`` for the years (``N = L Lᵀ`` over the present unknowns).
+
+    ``(N⁻¹)_kk = |L⁻¹ e_k|²``: one forward solve from row ``k`` on (``L⁻¹`` is lower
+    triangular), ``q³ / 6`` operations for all years, a few microseconds for 45 unknowns.
+    Absent unknowns have an identity row in ``L`` and take no part."""
+    for k in range(n_years):
+        if not present[k]:
+            out[k] = np.nan
+            continue
+        total = 0.0
+        for j in range(k, q):
+            if not present[j]:
+                column[j] = 0.0
+                continue
+            value = 1.0 if j == k else 0.0
+            for m in range(k, j):
+                value -= lower[j, m] * column[m]
+            column[j] = value / lower[j, j]
+            total += column[j] * column[j]
+        out[k] = total
+
+
 @numba.njit(inline="always", **_JIT)
 def _predict(i, x, geometry, n_years):
     first, width, fracs, _span, sin_mean, cos_mean, _window = geometry
@@ -529,9 +586,9 @@ def _median(a, n):
 
 @numba.njit(**_JIT)
 def _composite_range(
-    offsets, idx_all, y_all, w_all, geometry, n_years, min_obs, min_year_obs, kind,
-    iterations, tuning, scale_errors, rel_tol, start, stop,
-    mean, error, count, sin, cos, cov_ss, cov_sc, cov_cc, count0, window, rejected, n_obs,
+    offsets, idx_all, y_all, w_all, geometry, pair_start, pair_end, n_years, min_obs,
+    min_year_obs, min_coverage, kind, iterations, tuning, scale_errors, rel_tol, start, stop,
+    mean, error, std, count, sin, cos, cov_ss, cov_sc, cov_cc, count0, window, rejected, n_obs,
 ):  # fmt: skip
     """Steps 2-6 for pixels ``start .. stop`` of the compacted observations."""
     first, width, fracs, span, _s, _c, in_window = geometry
@@ -557,6 +614,9 @@ def _composite_range(
     unit = np.empty(q)
     column = np.empty(q)
     support = np.empty(n_years)
+    inverse = np.empty(n_years)
+    seen_from = np.empty(n_years)
+    seen_to = np.empty(n_years)
     nan = np.nan
     for p in range(start, stop):
         o = offsets[p]
@@ -576,6 +636,7 @@ def _composite_range(
             dropped[k] = 0
             mean[p, k] = nan
             error[p, k] = nan
+            std[p, k] = nan
             count[p, k] = 0
         sin[p] = nan
         cos[p] = nan
@@ -639,21 +700,32 @@ def _composite_range(
         n_eff = 0
         for k in range(n_years):
             support[k] = 0.0
+            seen_from[k] = 1.0
+            seen_to[k] = 0.0
         for u in range(n):
             if w[u] > 0:
                 n_eff += 1
                 i = idx[u]
                 scaled = span[i] * w[u]
                 for a in range(width[i]):
-                    support[first[i] + a] += fracs[i, a] * scaled
+                    k = first[i] + a
+                    support[k] += fracs[i, a] * scaled
+                    # the part of year k between the pairs' earliest and latest dates in it
+                    seen_from[k] = min(seen_from[k], max(pair_start[i] - k, 0.0))
+                    seen_to[k] = max(seen_to[k], min(pair_end[i] - k, 1.0))
         dof = n_eff - n_unknowns
         sigma = math.sqrt(rss / dof) if dof >= 1 else nan
+        # the std's scale: sigma-hat without errors, else the errors as a floor (NaN: 1)
+        spread = sigma if scale_errors else (sigma if sigma > 1.0 else 1.0)
+        _inverse_diagonal(lower, present, q, n_years, column, inverse)
         for k in range(n_years):
             if counts[k] > 0:
                 count[p, k] = counts[k]
-            if present[k] and counts[k] >= min_year_obs:
+            covered = seen_to[k] - seen_from[k] >= min_coverage
+            if present[k] and counts[k] >= min_year_obs and covered:
                 mean[p, k] = x[k]
                 error[p, k] = (sigma if scale_errors else 1.0) / math.sqrt(support[k])
+                std[p, k] = spread * math.sqrt(inverse[k])
         for u in range(n):
             if outlier[u] and used[u] and in_window[idx[u]]:
                 rejected[p] += 1
@@ -702,6 +774,7 @@ def _empty_raw(n_pixels: int, n_years: int) -> dict[str, np.ndarray]:
     out = {
         "mean": np.empty((n_pixels, n_years)),
         "error": np.empty((n_pixels, n_years)),
+        "std": np.empty((n_pixels, n_years)),
         "count": np.empty((n_pixels, n_years), dtype=np.int64),
     }
     for name in ("sin", "cos", "cov_ss", "cov_sc", "cov_cc"):
@@ -735,9 +808,10 @@ def composite_pixels_compiled(
     Returns
     -------
     dict
-        The arrays of :data:`RAW_NAMES`, pixels first: ``mean``, ``error``, ``count``
-        ``(n_pixels, n_years)``; the climatology fit's ``sin``, ``cos`` and covariance
-        ``cov_ss``, ``cov_sc``, ``cov_cc``; ``count0`` (its pairs), ``window`` (valid pairs
+        The arrays of :data:`RAW_NAMES`, pixels first: ``mean``, ``error`` (ITS_LIVE's),
+        ``std`` (the least-squares standard deviation), ``count`` ``(n_pixels, n_years)``;
+        the climatology fit's ``sin``, ``cos`` and covariance ``cov_ss``, ``cov_sc``,
+        ``cov_cc``; ``count0`` (its pairs), ``window`` (valid pairs
         with their mid-date in the window), ``rejected`` (of those, rejected by the robust
         fit), ``n_obs`` (valid pairs).
     """
@@ -768,11 +842,14 @@ def composite_pixels_compiled(
     w0 = np.empty(total)
     _compact(values, weights, use_weights, pairs_inner, offsets, idx, y, w0)
     geometry = design.compiled_rows()
+    pair_start = np.ascontiguousarray(design.start, dtype=np.float64)
+    pair_end = np.ascontiguousarray(design.end, dtype=np.float64)
 
     def run(start: int, stop: int) -> None:
         _composite_range(
-            offsets, idx, y, w0, geometry, design.n_years, int(options.min_obs),
-            int(options.min_year_obs), kind, int(options.iterations), float(tuning),
+            offsets, idx, y, w0, geometry, pair_start, pair_end, design.n_years,
+            int(options.min_obs), int(options.min_year_obs), float(options.min_year_coverage),
+            kind, int(options.iterations), float(tuning),
             bool(options.scale_errors), float(options.rel_tol), start, stop,
             *(out[name] for name in RAW_NAMES),
         )  # fmt: skip
@@ -810,6 +887,8 @@ class _Rows:
         self.f_cos = f * self.cos[:, None]
         self.trig = xp.stack([self.sin * self.sin, self.sin * self.cos, self.cos * self.cos])
         self.support = xp.permute_dims(f * self.span[:, None], (1, 0))  # (Y, n): M_ik
+        self.start = xp.asarray(design.start)
+        self.end = xp.asarray(design.end)
 
 
 def _t(xp: Any, a: Any) -> Any:
@@ -910,6 +989,38 @@ def _solve_array(xp: Any, lower: Any, rhs: Any, present: Any) -> Any:
     return x
 
 
+def _inverse_diagonal_array(xp: Any, lower: Any, present: Any, n_years: int) -> Any:
+    """``(N⁻¹)_kk`` of the years, ``(n_years, P)``: as :func:`_inverse_diagonal`, with
+    ``L⁻¹`` built a row at a time for all pixels (``q`` steps, none per pixel)."""
+    q = lower.shape[0]
+    n_pix = lower.shape[2]
+    inverse = xp.zeros((q, q, n_pix), dtype=xp.float64)  # L⁻¹, rows j, columns k
+    for j in range(q):
+        value = xp.zeros((q, n_pix), dtype=xp.float64)
+        value[j, :] = 1.0
+        if j:
+            value = value - xp.sum(lower[j, :j, None, :] * inverse[:j, :, :], axis=0)
+        inverse[j, :, :] = xp.where(present[j : j + 1, :], value / lower[j, j, :][None, :], 0.0)
+    return xp.sum(inverse[:, :n_years, :] * inverse[:, :n_years, :], axis=0)
+
+
+def _coverage_array(rows: _Rows, w: Any) -> Any:
+    """Per year ``(Y, P)``: the part of it between the earliest and the latest date of the
+    pairs of weight > 0 seen in it (as the numba engine's step 5), a year at a time."""
+    xp = rows.xp
+    used = w > 0
+    out = []
+    for k in range(rows.n_years):
+        seen = used & (rows.touch[:, k : k + 1] > 0.5)
+        since = xp.where(rows.start > k, rows.start - k, 0.0)[:, None]
+        until = xp.where(rows.end - k < 1.0, rows.end - k, 1.0)[:, None]
+        # -max(-x): min is not among the namespace names every kernel may use (exact)
+        earliest = -xp.max(xp.where(seen, -since, -1.0), axis=0)
+        latest = xp.max(xp.where(seen, until, 0.0), axis=0)
+        out.append(latest - earliest)
+    return xp.stack(out, axis=0)
+
+
 def _predict_array(rows: _Rows, x: Any) -> Any:
     xp = rows.xp
     n_years = rows.n_years
@@ -990,9 +1101,16 @@ def composite_pixels(
                      xp.nan)  # fmt: skip
     support = xp.matmul(rows.support, w)
     scale = sigma[None, :] if options.scale_errors else 1.0
+    covered = _coverage_array(rows, w) >= options.min_year_coverage
     estimable = solved[None, :] & present[:n_years, :] & (counts > options.min_year_obs - 0.5)
+    estimable = estimable & covered
     mean = xp.where(estimable, x[:n_years, :], xp.nan)
     error = xp.where(estimable, scale / xp.sqrt(xp.where(estimable, support, 1.0)), xp.nan)
+    # the std's scale: sigma-hat without errors, else the errors as a floor (NaN: 1)
+    spread = sigma if options.scale_errors else xp.where(sigma > 1.0, sigma, 1.0)
+    inverse = _inverse_diagonal_array(xp, fit["lower"], present, n_years)
+    std = xp.where(estimable, spread[None, :] * xp.sqrt(xp.where(estimable, inverse, 1.0)),
+                   xp.nan)  # fmt: skip
     rejected = xp.sum(xp.astype(outlier & used & in_window, xp.int64), axis=0)
     rejected = xp.where(solved, rejected, 0)
 
@@ -1018,6 +1136,7 @@ def composite_pixels(
     return {
         "mean": _t(xp, mean),
         "error": _t(xp, error),
+        "std": _t(xp, std),
         "count": _t(xp, xp.astype(year_count, xp.int64)),
         "sin": xp.where(ok_c, clim["x"][n_years, :], nan),
         "cos": xp.where(ok_c, clim["x"][n_years + 1, :], nan),
@@ -1040,12 +1159,15 @@ def line_fit(mean: Any, error: Any, design: CompositeDesign) -> dict[str, Any]:
     Weights ``1 / error²`` over the window's years with a mean; abscissa: year middle minus
     centre date. With means on both sides of the centre date: intercept ``offset`` (the
     velocity at the centre date), ``slope`` (per year) and their formal errors; with means
-    on one side only, as ITS_LIVE does, the weighted mean and its error, slope NaN.
+    on one side only, as ITS_LIVE does, the weighted mean and its error, slope NaN. The
+    annual means are taken as independent (their correlation, small between years of short
+    pairs, is left out).
 
     Parameters
     ----------
     mean, error
-        Annual means and errors, ``(n_pixels, n_years)``.
+        Annual means and their standard deviations, ``(n_pixels, n_years)``
+        (:func:`finish_composite` passes the least-squares ``std``).
     design
         Its ``year_offset`` and ``window_year``.
 
@@ -1125,6 +1247,13 @@ def amplitude_phase(sin: Any, cos: Any, cov_ss: Any, cov_sc: Any, cov_cc: Any) -
 def finish_composite(raw: dict[str, Any], design: CompositeDesign) -> dict[str, Any]:
     """One component's published variables from an engine's output (pixels first).
 
+    The line through the annual means is weighted by ``1 / std²``, the least-squares
+    variances, not by ITS_LIVE's ``1 / error²`` (which the production code uses): the ratio
+    of ITS_LIVE's error to the std depends on the pairs' lengths (a year seen through small
+    parts of long pairs gets a third of its std), so its weights favour the years the data
+    say least about. With the std the line is the weighted least-squares fit to means of
+    known variance, and ``offset_error``, ``slope_error`` are its formal errors.
+
     Parameters
     ----------
     raw
@@ -1135,13 +1264,14 @@ def finish_composite(raw: dict[str, Any], design: CompositeDesign) -> dict[str, 
     Returns
     -------
     dict
-        ``mean``, ``error``, ``count`` ``(P, Y)``; ``offset``, ``offset_error``, ``slope``,
-        ``slope_error``, ``amp``, ``amp_error``, ``phase``, ``phase_error``, ``count0``,
-        ``outlier_percent`` ``(P,)``; and ``sin``, ``cos``, ``cov_*`` (kept for the speed).
+        ``mean``, ``error``, ``std``, ``count`` ``(P, Y)``; ``offset``, ``offset_error``,
+        ``slope``, ``slope_error``, ``amp``, ``amp_error``, ``phase``, ``phase_error``,
+        ``count0``, ``outlier_percent`` ``(P,)``; and ``sin``, ``cos``, ``cov_*`` (kept for
+        the speed).
     """
     xp = get_namespace(raw["mean"])
     out = dict(raw)
-    out.update(line_fit(raw["mean"], raw["error"], design))
+    out.update(line_fit(raw["mean"], raw["std"], design))
     out.update(amplitude_phase(raw["sin"], raw["cos"], raw["cov_ss"], raw["cov_sc"],
                                raw["cov_cc"]))  # fmt: skip
     window = xp.astype(raw["window"], xp.float64)
@@ -1159,10 +1289,13 @@ def speed_composite(vx: dict[str, Any], vy: dict[str, Any]) -> dict[str, Any]:
 
     ``v`` per year and ``v0`` are magnitudes of the component means, errors by first-order
     propagation (ITS_LIVE's ``sqrt((σx vx)² + (σy vy)²) / v``), through
-    :func:`xr_itslive.kernels.speed.speed_from_components`, which also gives the annual speed
-    corrected for the noise bias and whether it differs from zero at 95%; the trend and the seasonal
-    cycle are the components' projected onto the mean flow direction ``(vx0, vy0) / v0``
-    (the sinusoids' coefficients are projected, their covariance as independent components).
+    :func:`xr_itslive.kernels.speed.speed_from_components`: ``error`` from the components'
+    ITS_LIVE errors, ``std`` from their least-squares stds, and from those stds too the
+    annual speed corrected for the noise bias (``debiased``) and whether the annual vector
+    differs from zero at 95% (``significant``): a test is only as honest as the spread it
+    divides by. The trend and the seasonal cycle are the components' projected onto the mean
+    flow direction ``(vx0, vy0) / v0`` (the sinusoids' coefficients are projected, their
+    covariance as independent components).
 
     Parameters
     ----------
@@ -1172,7 +1305,7 @@ def speed_composite(vx: dict[str, Any], vy: dict[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``mean``, ``error``, ``debiased``, ``significant`` ``(P, Y)``; ``offset``,
+        ``mean``, ``error``, ``std``, ``debiased``, ``significant`` ``(P, Y)``; ``offset``,
         ``offset_error``, ``slope``, ``slope_error``, ``amp``, ``amp_error``, ``phase``,
         ``phase_error`` ``(P,)``.
     """
@@ -1185,9 +1318,12 @@ def speed_composite(vx: dict[str, Any], vy: dict[str, Any]) -> dict[str, Any]:
         return speed["v"], speed["v_std"], speed
 
     out = {}
-    out["mean"], out["error"], annual = magnitude(vx["mean"], vy["mean"], vx["error"], vy["error"])
+    out["mean"], out["error"], _ = magnitude(vx["mean"], vy["mean"], vx["error"], vy["error"])
     # the annual speed of slow ice is biased up by the components' noise: give the corrected
-    # value and the test of the vector against zero with it (see kernels/speed.py)
+    # value and the test of the vector against zero with it (see kernels/speed.py), both by
+    # the least-squares stds (ITS_LIVE's errors can be a third of them: a confident speed
+    # out of noise)
+    _, out["std"], annual = magnitude(vx["mean"], vy["mean"], vx["std"], vy["std"])
     out["debiased"], out["significant"] = annual["v_debiased"], annual["v_significant"]
     v0, v0_error, _ = magnitude(vx["offset"], vy["offset"], vx["offset_error"], vy["offset_error"])
     out["offset"], out["offset_error"] = v0, v0_error

@@ -133,7 +133,6 @@ class _Problem:
     harmonics: np.ndarray  # (n_pairs, k)
     values: np.ndarray  # centred
     noise_basis: np.ndarray  # e_i: the error, or 365.25 / dt
-    durations: np.ndarray  # dt in days
     terms: tuple
     n_cells: int
     bandwidth: int
@@ -145,9 +144,8 @@ class _Problem:
         return self.observation.rows
 
 
-def _noise_variance(
-    params: dict[str, float], noise_basis: np.ndarray, days: np.ndarray
-) -> np.ndarray:
+def _noise_variance(params: dict[str, float], noise_basis: np.ndarray) -> np.ndarray:
+    """``σ_i² = noise_floor² + (error_scale · e_i)²``: the pair's noise variance."""
     return params["noise_floor"] ** 2 + (params["error_scale"] * noise_basis) ** 2
 
 
@@ -218,7 +216,7 @@ def _posterior(problem: _Problem, params: dict[str, float], scale_weights: np.nd
 
     ``scale_weights`` are the Student-t mixture weights (ones for Gaussian noise).
     """
-    weights = scale_weights / _noise_variance(params, problem.noise_basis, problem.durations)
+    weights = scale_weights / _noise_variance(params, problem.noise_basis)
     lower, prior_logdet = _joint_band(problem, weights, params)
     try:
         factor = sla.cholesky_banded(lower, lower=True, check_finite=False)
@@ -331,13 +329,18 @@ class GaussianProcessFit:
             f"  mean          {p['mean']:.4g}\n"
             f"  signal_std    {p['signal_std']:.4g}  (Matérn-3/2{note.get('signal_std', '')})\n"
             f"  length_scale  {p['length_scale']:.4g} d{note.get('length_scale', '')}\n"
-            f"  seasonal_std  {p['seasonal_std']:.4g}  ({self._harmonics} harmonic(s))\n"
+            f"  seasonal_std  {p['seasonal_std']:.4g}  ({self.harmonics} harmonic(s))\n"
             f"  noise_floor   {p['noise_floor']:.4g}\n"
             f"  error_scale   {p['error_scale']:.4g}  ({units})\n"
             f"  image_error_std {p['image_error_std']:.4g} m  (per-date displacement error)\n"
             f"  noise         {dof}\n"
             f"  log marginal likelihood {self.log_marginal_likelihood:.6g}"
         )
+
+    @property
+    def harmonics(self) -> int:
+        """Seasonal harmonics of the fit (1: annual; 2: annual and semi-annual; 0: none)."""
+        return self._harmonics
 
     def at_bounds(self, tolerance: float = 1e-3) -> dict[str, str]:
         """The hyperparameters the fit left at a bound of its search.
@@ -414,7 +417,7 @@ class GaussianProcessFit:
             basis = np.asarray(error, dtype=np.float64)
         else:
             basis = DAYS_PER_YEAR / (img2_days - img1_days)
-        return _noise_variance(self.params, basis, img2_days - img1_days)
+        return _noise_variance(self.params, basis)
 
     # -- public
     def predict(self, times: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -457,8 +460,26 @@ class GaussianProcessFit:
 
         With ``noise=True`` the standard deviation is that of a new *observed* pair (the
         interval average plus its noise, Student-t variance ``ν/(ν-2) σ²`` with the Student-t
-        likelihood);
-        use :meth:`pair_interval` for a band with the right tails.
+        likelihood); use :meth:`pair_interval` for a band with the right tails.
+
+        Parameters
+        ----------
+        img1, img2
+            First and second acquisition dates of each pair (``datetime64``, or days when
+            the fit was made on days), inside the fitted grid, ``img2 > img1``.
+        error
+            Per-pair errors of the new pairs (velocity units), needed with ``noise=True``
+            when the fit used per-pair errors (``uses_errors``); otherwise ignored (the noise
+            then grows as ``1 / dt``). (``v_error=``, the old spelling, still works for one
+            release.)
+        noise
+            Add the observation noise to the variance (a new observed pair); False for the
+            interval average of the latent velocity alone.
+
+        Returns
+        -------
+        mean, std : numpy.ndarray
+            Per pair.
         """
         u1 = self._cell_units(img1, "img1")
         u2 = self._cell_units(img2, "img2")
@@ -482,6 +503,23 @@ class GaussianProcessFit:
         The predictive of a pair is its interval average (Gaussian) plus its noise
         (Gaussian, or Student-t with the Student-t likelihood); the band is that sum's exact
         quantile.
+
+        Parameters
+        ----------
+        img1, img2
+            First and second acquisition dates of each pair (``datetime64``, or days when
+            the fit was made on days), inside the fitted grid, ``img2 > img1``.
+        error
+            Per-pair errors of the new pairs (velocity units); required when the fit used
+            per-pair errors (``uses_errors``), ignored otherwise. (``v_error=``, the old
+            spelling, still works for one release.)
+        level
+            Probability of the central band, in (0, 1).
+
+        Returns
+        -------
+        lower, upper : numpy.ndarray
+            Per pair.
         """
         if not 0 < level < 1:
             raise InvalidParameterError(f"level must be in (0, 1), got level={level!r}")
@@ -646,7 +684,7 @@ def gp_fit(
     n_cells = max(int(np.ceil((last - first) / step - 1e-9)), 3)
     u1, u2 = (d1 - first) / step, (d2 - first) / step
     rows = Rows.intervals(u1, u2, n_cells)
-    terms, bandwidth = build_terms(rows, step)
+    terms, bandwidth = build_terms(rows)
     stride = 2 if image_errors else 1
     image_scale = np.where(rows.span > 0, DAYS_PER_YEAR / (d2 - d1), 0.0)
     observation = Observation(rows, image_scale if image_errors else np.zeros_like(u1), stride)
@@ -658,7 +696,6 @@ def gp_fit(
         harmonics=harmonic_columns(d1, d2, harmonics),
         values=values - center,
         noise_basis=noise_basis,
-        durations=d2 - d1,
         terms=terms,
         n_cells=n_cells,
         bandwidth=bandwidth,
@@ -723,7 +760,7 @@ def gp_fit(
                 )
             if robust:
                 fit = _assemble_fit(
-                    problem, posterior, params, scale_weights, dof, origin, first, last, step,
+                    problem, posterior, params, scale_weights, dof, origin, first, step,
                     harmonics, center, errors is not None, search,
                 )  # fmt: skip
                 residual = (
@@ -735,13 +772,13 @@ def gp_fit(
                     )
                 )
                 _, latent_var = fit._moments(observation, problem.harmonics)
-                noise_var = _noise_variance(params, noise_basis, d2 - d1)
+                noise_var = _noise_variance(params, noise_basis)
                 scale_weights = (dof + 1.0) / (dof + (residual**2 + latent_var) / noise_var)
         if robust:
             posterior = _posterior(problem, params, scale_weights)
     return _assemble_fit(
         problem, posterior, params, scale_weights, dof if robust else np.inf, origin, first,
-        last, step, harmonics, center, errors is not None, search,
+        step, harmonics, center, errors is not None, search,
     )  # fmt: skip
 
 
@@ -757,8 +794,8 @@ def _single_threaded_blas():
 
 
 def _assemble_fit(
-    problem, posterior, params, scale_weights, dof, origin, first, last, step, harmonics,
-    center, uses_errors, search,
+    problem, posterior, params, scale_weights, dof, origin, first, step, harmonics, center,
+    uses_errors, search,
 ) -> GaussianProcessFit:  # fmt: skip
     full = dict(params)
     full["mean"] = center + float(posterior.coefficients[0])

@@ -274,7 +274,7 @@ class Observation:
         return out + s**2 * images + 2 * s * (with_last - with_first)
 
 
-def build_terms(rows: Rows, step: float) -> tuple:
+def build_terms(rows: Rows) -> tuple:
     """The scatter tables of ``AᵀWA`` for ``rows`` (and the bandwidth they were built for)."""
     bandwidth = max(int(rows.span.max()), 2)
     arrays = (rows.first_cell, rows.last_cell, rows.first_frac, rows.last_frac, rows.inner)

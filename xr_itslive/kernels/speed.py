@@ -29,7 +29,10 @@ deviations are known,
 
 Both rely on ``σx``, ``σy`` being the components' real errors. The inversion's ``*_std`` are
 posterior standard deviations, a little above the sampling spread of a regularized estimate,
-so that both lean to the safe side (a little low, a little rarely significant).
+so that both lean to the safe side (a little low, a little rarely significant). A composite's
+are the least-squares standard deviations of its annual means (not ITS_LIVE's ``*_error``,
+which can be a third of them for a year seen through small parts of long pairs: see
+:mod:`xr_itslive.kernels.composite`).
 """
 
 from __future__ import annotations

@@ -47,12 +47,15 @@ from .common import (
     check_cube_sequence,
     choose_engine,
     drop_duplicated_pairs,
+    fill_as_nan,
+    finite_or_nan,
     input_identity,
     open_with_name,
     resolve_weights,
     robust_kind,
     shared_key,
     unwrap_shared,
+    warn_untrusted,
 )
 from .device import call_on_device
 from .invert import check_cube
@@ -240,10 +243,12 @@ def _output_layout(variables: Sequence[str]) -> list[tuple[str, bool, Any]]:
     layout = []
     for name in variables:
         layout += [(name, True, np.float32), (f"{name}_error", True, np.float32)]
+        layout += [(f"{name}_std", True, np.float32)]
         for stem in (f"{name}0", f"d{name}_dt", f"{name}_amp", f"{name}_phase"):
             layout += [(stem, False, np.float32), (f"{stem}_error", False, np.float32)]
     if _has_speed(variables):
         layout += [("v", True, np.float32), ("v_error", True, np.float32)]
+        layout += [("v_std", True, np.float32)]
         layout += [("v_debiased", True, np.float32), ("v_significant", True, np.int32)]
         for stem in ("v0", "dv_dt", "v_amp", "v_phase"):
             layout += [(stem, False, np.float32), (f"{stem}_error", False, np.float32)]
@@ -267,7 +272,7 @@ def _outputs(final: dict[str, dict[str, Any]], variables: Sequence[str], xp: Any
     if _has_speed(variables):
         parts.append(final["v"])
     for part in parts:
-        out += [part["mean"], part["error"]]
+        out += [part["mean"], part["error"], part["std"]]
         if "debiased" in part:  # the speed's
             out += [part["debiased"], xp.astype(part["significant"], xp.int32)]
         for value, error in keys:
@@ -291,8 +296,9 @@ def _array_batch(n_pairs: int, n_years: int, sample: Any) -> int | None:
         return None
     q = n_years + 2
     # tracemalloc on numpy (5,000 pairs, 12 years, Tukey): a peak of 0.68 MB a pixel, about 17
-    # float64 (pairs, pixels) arrays; 24 leaves room for CuPy's pool to fragment
-    per_pixel = 8 * (24 * n_pairs + 4 * q * q + 8 * n_years)
+    # float64 (pairs, pixels) arrays; 24 leaves room for CuPy's pool to fragment. The
+    # (q, q) terms: normal matrix, factor, and L⁻¹ with its product for the annual stds
+    per_pixel = 8 * (24 * n_pairs + 6 * q * q + 8 * n_years)
     return max(1, int(DEVICE_MEMORY_FRACTION * free // per_pixel))
 
 
@@ -303,8 +309,16 @@ def composite_block(
     options: kc.CompositeOptions,
     engine: str | None = None,
     threads: int = 1,
+    lazy: bool = False,
 ) -> tuple[Any, ...]:
     """The composite of one block of pixels: the kernel behind :func:`composite`.
+
+    Values that cannot be trusted are taken as missing, with one ``UserWarning`` per variable
+    and block that counts them (:func:`~xr_itslive.workflows.common.warn_untrusted`, as the
+    inversion's blocks do): ITS_LIVE's fill -32767 (undecoded data cast to float; for a cube
+    in memory :func:`~xr_itslive.workflows.invert.check_cube` refuses it first), infinite
+    values, and the observations whose weight is NaN or inf. A lazy cube's values are first
+    read here, so building the graph computes nothing.
 
     Parameters
     ----------
@@ -323,6 +337,8 @@ def composite_block(
         ``"numba"`` or ``"array"``; by default from the array type.
     threads
         Threads of the numba engine.
+    lazy
+        The block is one of a dask cube (the warnings say the count is this block's).
 
     Returns
     -------
@@ -349,6 +365,14 @@ def composite_block(
                 raise InvalidParameterError(
                     f"weights of {name!r} must be >= 0; pass 1 / error² (or weights='error')"
                 )
+        # The kernels leave out ±inf and NaN or inf weights by themselves, but would fit the
+        # fill as a velocity of -32767 m/yr; all three become NaN here so that a warning can
+        # count them (the kernels then see NaN: missing, whatever its weight).
+        flat, n_fill = fill_as_nan(xp, flat)
+        flat, n_inf, n_weighted = finite_or_nan(xp, flat, weight)
+        warn_untrusted(
+            name, flat.shape[0], n_fill, n_inf, n_weighted, lazy, counts="count or count0"
+        )
         if engine == "numba":
             raw = kc.composite_pixels_compiled(
                 np.asarray(flat), None if weight is None else np.asarray(weight), design,
@@ -408,11 +432,33 @@ def _attributes(name: str, units: str, window: tuple[int, int], center: str) -> 
     )
     return {
         name: {"units": units, "long_name": f"mean annual {what} of the annual fit"},
-        f"{name}_error": {"units": units, "long_name": f"error of the mean annual {what}"},
+        f"{name}_error": {
+            "units": units,
+            "long_name": f"error of the mean annual {what}, ITS_LIVE's convention"
+            + (
+                " (propagated from vx_error, vy_error)"
+                if name == "v"
+                else ": 1/sqrt(sum_i M_ik/error_i^2), not a standard deviation of the estimate"
+            ),
+        },
+        f"{name}_std": {
+            "units": units,
+            "long_name": f"standard deviation of the mean annual {what}"
+            + (
+                " (first order, from vx_std, vy_std; not meaningful where v_significant is 0)"
+                if name == "v"
+                else ": least squares, max(residual scale, 1) sqrt((N^-1)_kk) with errors, "
+                "residual scale sqrt((N^-1)_kk) without"
+            ),
+        },
         f"{name}0": {
             "units": units,
             "long_name": f"climatological [{clim}] {what} at the centre date {center}: "
-            "weighted line through the annual means",
+            + (
+                "magnitude of vx0 and vy0"
+                if name == "v"
+                else f"line through the annual means weighted by 1/{name}_std^2"
+            ),
         },
         f"{name}0_error": {"units": units, "long_name": f"error of {name}0"},
         f"d{name}_dt": {
@@ -450,12 +496,12 @@ def _assemble(ds, results, variables, setup, options, engine, weights, start, en
         attrs["v_debiased"] = {
             "units": units,
             "long_name": "mean annual speed corrected for the noise bias of a magnitude: "
-            "sqrt(max(v^2 - vx_error^2 - vy_error^2, 0))",
+            "sqrt(max(v^2 - vx_std^2 - vy_std^2, 0))",
         }
         attrs["v_significant"] = {
             "units": "1",
-            "long_name": "1 where the annual velocity vector differs from zero at 95% "
-            "(chi-square test on vx, vy and their errors): read v only there",
+            "long_name": "1 where the annual velocity vector differs from zero at 95%: "
+            "(vx/vx_std)^2 + (vy/vy_std)^2 > chi2_2(0.95); read v only there",
             "flag_values": np.array([0, 1], dtype=np.int32),
             "flag_meanings": "not_significant significant",
         }
@@ -464,7 +510,8 @@ def _assemble(ds, results, variables, setup, options, engine, weights, start, en
     attrs["count"] = {
         "units": "1",
         "long_name": "image pairs overlapping the year used in its fit (the components' mean, "
-        "rounded up); for a year left out, the pairs it had (fewer than min_year_obs)",
+        "rounded up); for a year left out, the pairs it had (fewer than min_year_obs); a "
+        "year with pairs but no mean is one they span less than half of",
     }
     attrs["count0"] = {
         "units": "1",
@@ -586,7 +633,11 @@ def composite(
     min_year_obs
         Fewest pairs overlapping a year for its mean; a year with fewer is left out of the
         fit with the pairs that overlap it (they cannot be modelled without it) and is NaN,
-        its ``count`` saying how many it had.
+        its ``count`` saying how many it had. A year whose pairs, from the earliest date to
+        the latest inside it, span less than half of it (the first and last years of a
+        record often: a record starting in late October) is fitted but reported NaN, with
+        its ``count``: its mean would be the seasonal fit's extrapolation of a few weeks
+        (:data:`xr_itslive.kernels.composite.MIN_YEAR_COVERAGE`).
     robust_iterations
         Reweightings (each one more fit); by default 2 with weights, 4 without, as the
         inversion.
@@ -598,14 +649,30 @@ def composite(
     -------
     xarray.Dataset
         ITS_LIVE's names. Per year (``time`` at the middle of each calendar year, with
-        ``time_bounds``): ``vx``, ``vy``, ``v`` and their ``*_error``, ``count``. Per pixel:
+        ``time_bounds``): ``vx``, ``vy``, ``v``, their ``*_error`` and ``*_std``, ``count``;
+        with ``vx`` and ``vy``, ``v_debiased`` and ``v_significant``. Per pixel:
         ``vx0``, ``vy0``, ``v0``, ``dvx_dt``, ``dvy_dt``, ``dv_dt`` (per year),
         ``vx_amp``, ``vy_amp``, ``v_amp``, ``vx_phase``, ``vy_phase``, ``v_phase`` (day of
-        year of the maximum) and their ``*_error``, ``count0``, ``outlier_percent``. Errors:
-        annual means ``1 / sqrt(Σ_i M_ik w_i)`` (ITS_LIVE's); ``*0`` and ``d*_dt`` the line
-        fit's formal errors (ITS_LIVE reports ``sqrt(Σ σ_k²) / (n - 1)`` instead); amplitude
-        and phase propagated from the covariance of ``a``, ``b`` scaled by the residual
-        variance; speed errors propagated from the components.
+        year of the maximum) and their ``*_error``, ``count0``, ``outlier_percent``.
+
+        Uncertainty of the annual means: ``*_error`` is ITS_LIVE's ``1 / sqrt(Σ_i M_ik
+        w_i)``, kept to compare with the published product; it is not the spread of the
+        estimate (on the bundled demo cube 0.7-0.9 of it in most years, and a third of it
+        for a year seen through small parts of long pairs). ``*_std`` is the least-squares standard
+        deviation, ``max(σ̂, 1) sqrt((N⁻¹)_kk)`` from the fit's normal matrix ``N`` (``σ̂``,
+        the weighted residual scale, alone with ``weights=None``): the pairs' errors are a
+        floor, raised where the residuals scatter more. The std is what the rest uses:
+        ``v_significant`` (the annual vector differs from zero at 95%:
+        ``(vx/vx_std)² + (vy/vy_std)² > 5.99``; where 0, ``v`` is noise), ``v_debiased``
+        (``sqrt(max(v² - vx_std² - vy_std², 0))``, see :func:`xr_itslive.speed`) and the
+        weights ``1 / std²`` of the line through the annual means (ITS_LIVE weights it by
+        ``1 / error²``, which favours the years the data say least about). It assumes
+        independent pair errors: pairs sharing an image share its error, so where few
+        images make many pairs the std is still too small. ``*0`` and ``d*_dt`` have the
+        line fit's formal errors (ITS_LIVE reports ``sqrt(Σ σ_k²) / (n - 1)`` instead);
+        amplitude and phase errors are propagated from the covariance of ``a``, ``b`` scaled
+        by the residual variance; speed errors from the components (``v_error`` from their
+        errors, ``v_std`` from their stds).
 
     Raises
     ------
@@ -628,14 +695,16 @@ def composite(
     ['2014', '2015']
     """
     variables = [variables] if isinstance(variables, str) else [str(v) for v in variables]
-    check_cube(ds, variables)
-    if len(set(variables)) != len(variables):
-        raise InvalidParameterError(f"variables has repeated names: {variables}")
+    # before the cube's checks: a cube without 'v' would otherwise answer "'v' not found",
+    # as if it were missing data rather than a request that makes no sense
     if "v" in variables and _has_speed(variables):
         raise InvalidParameterError(
             "variables holds 'v' with 'vx' and 'vy': the speed's composite is derived from the "
             "components (magnitudes and projections onto the flow). Drop 'v' from variables"
         )
+    check_cube(ds, variables)
+    if len(set(variables)) != len(variables):
+        raise InvalidParameterError(f"variables has repeated names: {variables}")
     min_obs = _positive_int(min_obs, "min_obs")
     min_year_obs = _positive_int(min_year_obs, "min_year_obs")
     kind = robust_kind(robust)
@@ -706,6 +775,7 @@ def composite(
             "options": options,
             "engine": engine,
             "threads": threads,
+            "lazy": is_dask,
         },
     )
     title = "ITS_LIVE annual and climatological composites (xr_itslive)"

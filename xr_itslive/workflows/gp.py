@@ -17,9 +17,18 @@ from ..errors import (
     renamed_parameters,
 )
 from ..io.cf import to_cf
-from ..io.format import PAIR_DIM, TIME_DIM, check_dataset, check_pairs, check_variables
+from ..io.format import (
+    PAIR_DATE_VARIABLES,
+    PAIR_DIM,
+    TIME_DIM,
+    check_dataset,
+    check_pairs,
+    check_variables,
+)
 from ..kernels.gp import GaussianProcessFit, gp_fit
-from ..kernels.speed import nonnegative_summary, speed_band, speed_from_components
+from ..kernels.speed import nonnegative_summary, speed_band
+from .invert import check_cube
+from .speed import speed_variables
 
 __all__ = ["GaussianProcessFit", "gp_fit", "gp_fit_series", "gp_regress", "series_arrays"]
 
@@ -56,12 +65,13 @@ def series_arrays(ds: Any, variable: Hashable, weights: Hashable | None = None):
             f"{PAIR_DIM!r} is needed: select a pixel first, e.g. ds.isel(x=0, y=0)"
         )
     check_pairs(ds, need_dimension=False)
+    error = _error_variable(ds, variable, weights)
+    _check_decoded(ds, [variable] + ([error] if error in ds.data_vars else []))
     values = (
         np.asarray(da.squeeze(extra, drop=True).values, dtype=np.float64)
         if extra
         else (np.asarray(da.values, dtype=np.float64))
     )
-    error = _error_variable(ds, variable, weights)
     errors = None
     if error is not None:
         if error not in ds.variables:
@@ -74,6 +84,19 @@ def series_arrays(ds: Any, variable: Hashable, weights: Hashable | None = None):
     img1 = np.asarray(ds["acquisition_date_img1"].values)
     img2 = np.asarray(ds["acquisition_date_img2"].values)
     return img1, img2, values, errors
+
+
+def _check_decoded(ds: xr.Dataset, names: list[Hashable]) -> None:
+    """The inversion's checks of a cube (:func:`~xr_itslive.workflows.invert.check_cube`,
+    with its messages) on the variables a series is read from: above all undecoded
+    integers, whose fill value -32767 a GP would fit as a velocity like any other (a cube
+    opened with ``mask_and_scale=False``). The GP reads a series whole, so one split along
+    ``mid_date`` is checked as if in one chunk (lazily: nothing is read here)."""
+    names = [n for n in names if PAIR_DIM in ds[n].dims]
+    if any(ds[n].chunks is not None for n in names):
+        dates = [d for d in PAIR_DATE_VARIABLES if d in ds.data_vars]  # coords come along
+        ds = ds[[*names, *dates]].chunk({PAIR_DIM: -1})
+    check_cube(ds, names)
 
 
 def _error_variable(ds: Any, variable: Hashable, weights: Any) -> Hashable | None:
@@ -175,9 +198,12 @@ def gp_regress(
     xarray.Dataset
         Along ``time``: ``{variable}`` (posterior mean), ``{variable}_std``,
         ``{variable}_lower`` and ``{variable}_upper`` (the ``level`` band); with components
-        also each component's mean and ``_std``. The fitted hyperparameters are in the
-        attributes (``gp_*``, or ``gp_vx_*`` and ``gp_vy_*``), with ``gp_at_bounds`` naming
-        any that stopped at a bound of the search.
+        also each component's mean and ``_std``, and as in every speed of the package
+        (:func:`xr_itslive.speed`) ``{variable}_debiased`` (``sqrt(max(v² - vx_std² -
+        vy_std², 0))``) and ``{variable}_significant`` (the vector of the posterior means
+        differs from zero at ``level``: exactly where ``{variable}_lower > 0``). The fitted
+        hyperparameters are in the attributes (``gp_*``, or ``gp_vx_*`` and ``gp_vy_*``),
+        with ``gp_at_bounds`` naming any that stopped at a bound of the search.
 
     Examples
     --------
@@ -236,17 +262,24 @@ def gp_regress(
             data[name] = (TIME_DIM, mean, {**var_attrs, "long_name": f"mean of the {what}"})
             data[f"{name}_std"] = (TIME_DIM, std, {**var_attrs, "long_name": f"std of the {what}"})
             attrs.update(_fit_attributes(fits[name], f"gp_{name}_"))
-        speed = speed_from_components(mx, my, sx, sy, level=level)
+        # the package's one speed (as the inversion's and the composite's): the magnitude,
+        # its std, and from the posterior stds the bias correction and the test against zero
+        speed = speed_variables(
+            *(xr.DataArray(a, dims=TIME_DIM, attrs=var_attrs) for a in (mx, my, sx, sy)),
+            level=level,
+        )
         lower, upper = speed_band(mx, my, sx, sy, level=level)
         name = str(variable)
         data[name] = (
-            TIME_DIM, speed["v"],
+            TIME_DIM, speed["v"].values,
             {**var_attrs, "long_name": f"speed: magnitude of the GP means of {names}"},
         )  # fmt: skip
         data[f"{name}_std"] = (
-            TIME_DIM, speed["v_std"],
+            TIME_DIM, speed["v_std"].values,
             {**var_attrs, "long_name": "std of the speed, first order (not meaningful near 0)"},
         )  # fmt: skip
+        for kind in ("debiased", "significant"):
+            data[f"{name}_{kind}"] = speed[f"v_{kind}"].variable
         for end, values in (("lower", lower), ("upper", upper)):
             data[f"{name}_{end}"] = (
                 TIME_DIM, values,
@@ -306,7 +339,7 @@ def _fit_attributes(fit: GaussianProcessFit, prefix: str) -> dict[str, Any]:
     attrs.update(
         {
             f"{prefix}step_days": fit.step,
-            f"{prefix}harmonics": fit._harmonics,
+            f"{prefix}harmonics": fit.harmonics,
             f"{prefix}n_pairs": fit.n_pairs,
             f"{prefix}log_marginal_likelihood": fit.log_marginal_likelihood,
             f"{prefix}uses_errors": int(fit.uses_errors),

@@ -135,9 +135,11 @@ def speed(
     components
         Names of the two components.
     errors
-        Their standard deviations: ``"auto"`` takes ``vx_std``/``vy_std`` (the inversion's)
-        or else ``vx_error``/``vy_error`` (a composite's), when present; a pair of names;
-        None for ``v`` alone.
+        Their standard deviations: ``"auto"`` takes ``vx_std``/``vy_std`` (the inversion's,
+        the GP's, and a composite's least-squares stds of its annual means) or else
+        ``vx_error``/``vy_error``, when present; a pair of names; None for ``v`` alone.
+        (A composite's ``*_error`` is ITS_LIVE's convention, not the spread of the
+        estimate: it is not what a test of significance should divide by.)
     level
         Probability of the significance test behind ``v_significant``.
 
