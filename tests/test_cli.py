@@ -85,7 +85,7 @@ def test_other_parameters_need_overwrite(edge_cube, tmp_path, capsys):
 
 def test_outline_masks_pixels(edge_cube, tmp_path):
     out = str(tmp_path / "out.zarr")
-    argv = ["invert", edge_cube, "--out", out, "--step", "60", "--outline", str(OUTLINE)]
+    argv = ["invert", edge_cube, "--out", out, "--step", "60", "--mask", str(OUTLINE)]
     assert main([*argv, "--min-obs", "3", "--variables", "vx", "--no-progress"]) == 0
     written = xr.open_zarr(out).load()
     cube = xr_itslive.open_cube(edge_cube, variables=["vx"])
@@ -106,9 +106,9 @@ def test_every_inversion_parameter_is_a_flag():
     args = parser.parse_args(
         ["invert", "cube.zarr", "--out", "o.zarr", "--step", "6", "--lam", "1,10,100",
          "--derivative", "1", "--start", "2018-01-01", "--end", "2020-01-01", "--min-obs", "7",
-         "--variables", "vx", "--outline", "g.geojson", "--weights", "error", "--robust",
+         "--variables", "vx", "--mask", "g.geojson", "--weights", "error", "--robust",
          "huber", "--robust-iterations", "2", "--uncertainty", "--return-outliers",
-         "--engine", "array", "--scheduler", "local", "--workers", "2", "--chunk-size", "5",
+         "--engine", "array", "--scheduler", "local", "--workers", "2", "--chunks", "5",
          "--no-progress", "--overwrite", "--storage-option", "anon=false"]
     )  # fmt: skip
     assert args.lam == [1.0, 10.0, 100.0] and args.storage_option == [("anon", False)]
@@ -117,7 +117,6 @@ def test_every_inversion_parameter_is_a_flag():
     invert_parameters = set(inspect.signature(xr_itslive.invert).parameters) - {"ds"}
     flags = {action.dest for action in parser._subparsers._group_actions[0].choices[
         "invert"]._actions}  # fmt: skip
-    flags |= {"mask"} if "outline" in flags else set()
     assert invert_parameters <= flags, invert_parameters - flags
 
 

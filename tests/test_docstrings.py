@@ -1,7 +1,8 @@
 """Every public function and class documents its parameters (a numpydoc ``Parameters`` section).
 
 The objects checked: the names of ``xr_itslive.__all__`` (exception classes excepted: they take
-a message only), the public methods of the ``ds.itslive`` accessor
+a message only) and the public methods of its classes, those of ``xr_itslive.kernels.__all__``
+(the array-level namespace) and their methods, the public methods of the ``ds.itslive`` accessor
 (``xr_itslive.accessor.ITSLiveAccessor``), and the map widget ``xr_itslive.widget.GlacierMap``
 with its public methods. A callable with no parameters besides ``self`` (and private ``_name``
 ones) is skipped. The docstring is parsed with ``numpydoc.docscrape``; its ``Parameters``
@@ -22,6 +23,7 @@ import pytest
 docscrape = pytest.importorskip("numpydoc.docscrape")
 
 import xr_itslive  # noqa: E402
+from xr_itslive import kernels  # noqa: E402
 from xr_itslive.accessor import ITSLiveAccessor  # noqa: E402
 from xr_itslive.widget import GlacierMap  # noqa: E402
 
@@ -47,6 +49,14 @@ def _targets() -> list[tuple[str, object]]:
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             continue  # exceptions take a message only
         targets.append((f"xr_itslive.{name}", obj))
+        if inspect.isclass(obj):  # and what users call on its objects
+            targets += _public_methods(obj, f"xr_itslive.{name}")
+    # The array kernels' own namespace (for array-level use, e.g. other engines)
+    for name in kernels.__all__:
+        obj = getattr(kernels, name)
+        targets.append((f"xr_itslive.kernels.{name}", obj))
+        if inspect.isclass(obj):
+            targets += _public_methods(obj, f"xr_itslive.kernels.{name}")
     # The accessor itself is built by xarray (``ds.itslive``); users call its methods.
     targets += _public_methods(ITSLiveAccessor, "xr_itslive.accessor.ITSLiveAccessor")
     targets.append(("xr_itslive.widget.GlacierMap", GlacierMap))

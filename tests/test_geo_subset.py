@@ -225,11 +225,37 @@ def test_select_dates(cube):
     assert (acq.acquisition_date_img2.values <= np.datetime64("2018-12-31")).all()
     assert acq.sizes["mid_date"] < sub.sizes["mid_date"]
     with pytest.raises(
-        EmptySelectionError, match=r"no pair between start='1950-01-01'.*run from 19"
+        EmptySelectionError, match=r"no pair between pairs_start='1950-01-01'.*run from 19"
     ):
         select_dates(cube, "1950-01-01", "1951-01-01")
-    with pytest.raises(InvalidParameterError, match=r"start='2019' is after end='2018'"):
+    with pytest.raises(
+        InvalidParameterError, match=r"pairs_start='2019' is after pairs_end='2018'"
+    ):
         select_dates(cube, "2019", "2018")
+
+
+def test_date_filters_take_pairs_start_and_pairs_end(cube):
+    # start=/end= name an inversion's window (whose grid drops pairs reaching outside it);
+    # the pair filters' bounds are pairs_start=/pairs_end=, the old names deprecated
+    new = filter_pairs(cube, pairs_start="2018-01-01", pairs_end="2018-12-31")
+    with pytest.warns(DeprecationWarning) as record:
+        old = filter_pairs(cube, start="2018-01-01", end="2018-12-31")
+    assert sorted(str(w.message).split(" is ")[0] for w in record) == [
+        "filter_pairs(end=...)",
+        "filter_pairs(start=...)",
+    ]
+    xr.testing.assert_identical(old, new)
+    with pytest.warns(DeprecationWarning, match=r"select_dates\(end=...\).*pairs_end="):
+        xr.testing.assert_identical(
+            select_dates(cube, end="2018-12-31"), select_dates(cube, None, "2018-12-31")
+        )
+    by_images = filter_pairs(
+        cube, pairs_start="2018-01-01", pairs_end="2018-12-31", by="acquisition"
+    )
+    xr.testing.assert_identical(
+        by_images, select_dates(cube, "2018-01-01", "2018-12-31", by="acquisition")
+    )
+    assert by_images.sizes["mid_date"] < new.sizes["mid_date"]
 
 
 def test_baseline(cube):
@@ -272,7 +298,7 @@ def test_valid_fraction(small):
 
 def test_filter_pairs_combines_the_filters(small):
     combined = small.itslive.filter(
-        satellites=["L8", "L9"], start="2016-01-01", max_days=100, min_valid_fraction=0.5
+        satellites=["L8", "L9"], pairs_start="2016-01-01", max_days=100, min_valid_fraction=0.5
     )
     step = select_platforms(small, satellites=["L8", "L9"])
     step = select_dates(step, "2016-01-01")
@@ -522,7 +548,7 @@ def test_cli_filters_are_those_of_filter_pairs(tmp_path, capsys):
     written = xr.open_zarr(out)
     cube = xr_itslive.open_cube(BUNDLED, variables=["vx", "vy", "satellite_img1"])
     kept = filter_pairs(
-        cube, satellites=["L8", "L9"], images="first", max_days=200, start="2014-01-01"
+        cube, satellites=["L8", "L9"], images="first", max_days=200, pairs_start="2014-01-01"
     )
     expected = xr_itslive.invert(kept[["vx", "vy"]], step=60.0).compute()
     xr.testing.assert_allclose(written.vx.load(), expected.vx)
@@ -561,8 +587,8 @@ def test_cli_parses_every_filter_flag():
         "images": "either",
         "min_days": 5.0,
         "max_days": 64.5,
-        "start": "2015-01-01",
-        "end": "2020-12-31",
+        "pairs_start": "2015-01-01",
+        "pairs_end": "2020-12-31",
         "min_valid_fraction": 0.2,
     }
     bare = build_parser().parse_args(["invert", "cube.zarr", "--out", "o.zarr"])

@@ -145,8 +145,8 @@ def _pair_filters(args: argparse.Namespace) -> dict[str, Any]:
         "images": args.images,
         "min_days": args.min_days,
         "max_days": args.max_days,
-        "start": args.pairs_start,
-        "end": args.pairs_end,
+        "pairs_start": args.pairs_start,
+        "pairs_end": args.pairs_end,
         "min_valid_fraction": args.min_valid_fraction,
     }
     return flat | {k: v for k, v in scalars.items() if v is not None}
@@ -627,9 +627,12 @@ def _add_demo(subparsers: Any) -> None:
             "(zarr) and a plot of the centre pixel (pairs, inverted series, GP) to --out."
         ),
     )
-    parser.add_argument("--out", default="xr_itslive_demo", help="output folder (xr_itslive_demo)")
-    parser.add_argument("--step", type=float, default=12.0, help="cell length in days (12)")
-    parser.add_argument("--lam", type=float, default=30.0, help="smoothness weight (30)")
+    from .demo import DEMO_DEFAULTS as DEFAULTS
+
+    out, step, lam = DEFAULTS["out_dir"], DEFAULTS["step"], DEFAULTS["lam"]
+    parser.add_argument("--out", default=out, help=f"output folder ({out})")
+    parser.add_argument("--step", type=float, default=step, help=f"cell length in days ({step:g})")
+    parser.add_argument("--lam", type=float, default=lam, help=f"smoothness weight ({lam:g})")
     parser.set_defaults(handler=_run_demo)
 
 

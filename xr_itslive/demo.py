@@ -27,12 +27,23 @@ from .workflows.speed import flow_and_noise
 GP_STEP = 8.0
 
 
+#: The demo's settings: :func:`run_demo`'s defaults, and the flags' of ``xr-itslive demo``
+#: (one place, so the two cannot drift apart).
+DEMO_DEFAULTS: dict = {
+    "out_dir": "xr_itslive_demo",
+    "step": 12.0,
+    "lam": 30.0,
+    "start": "2013-06-01",
+    "end": "2024-11-14",
+}
+
+
 def run_demo(
-    out_dir: str | Path = "xr_itslive_demo",
-    step: float = 12.0,
-    lam: float = 30.0,
-    start: str = "2013-06-01",
-    end: str = "2024-11-14",
+    out_dir: str | Path = DEMO_DEFAULTS["out_dir"],
+    step: float = DEMO_DEFAULTS["step"],
+    lam: float = DEMO_DEFAULTS["lam"],
+    start: str = DEMO_DEFAULTS["start"],
+    end: str = DEMO_DEFAULTS["end"],
 ) -> dict:
     """Invert the bundled 3×3 ITS_LIVE subset (robust, error-weighted, with uncertainty).
 

@@ -471,26 +471,33 @@ def select_platforms(
     return ds.isel({PAIR_DIM: np.flatnonzero(keep)}) if not keep.all() else ds
 
 
+@renamed_parameters(start="pairs_start", end="pairs_end")
 def select_dates(
     ds: xr.Dataset,
-    start: Any = None,
-    end: Any = None,
+    pairs_start: Any = None,
+    pairs_end: Any = None,
     *,
     by: Literal["mid_date", "acquisition"] = "mid_date",
 ) -> xr.Dataset:
     """Keep the pairs within a date range.
 
+    The bounds are ``pairs_start``/``pairs_end``, not ``start``/``end``: those name the time
+    window of an inversion's grid (:func:`xr_itslive.invert`), which also drops the pairs
+    reaching outside it; here nothing but the pairs is selected.
+
     Parameters
     ----------
-    start, end
+    pairs_start, pairs_end
         Inclusive bounds (strings like ``"2018-01-01"`` or datetime64); ``None`` is open.
+        ``start=``/``end=``, the old names, work for one more release (DeprecationWarning).
     by
         ``"mid_date"``: the pair's middle date is in the range; ``"acquisition"``: both images
         were acquired in it.
     """
-    t0, t1 = to_datetime64(start, "start"), to_datetime64(end, "end")
+    start, end = pairs_start, pairs_end
+    t0, t1 = to_datetime64(start, "pairs_start"), to_datetime64(end, "pairs_end")
     if t0 is not None and t1 is not None and t0 > t1:
-        raise InvalidParameterError(f"start={start!r} is after end={end!r}; swap them")
+        raise InvalidParameterError(f"pairs_start={start!r} is after pairs_end={end!r}; swap them")
     if by == "mid_date":
         first = last = ds[PAIR_DIM].values
     elif by == "acquisition":
@@ -506,7 +513,8 @@ def select_dates(
     if not keep.any():
         dates = ds[PAIR_DIM].values
         raise EmptySelectionError(
-            f"no pair between start={start!r} and end={end!r} (by={by!r}); the cube's pairs "
+            f"no pair between pairs_start={start!r} and pairs_end={end!r} (by={by!r}); the "
+            "cube's pairs "
             f"run from {str(dates.min())[:10]} to {str(dates.max())[:10]}"
         )
     return ds.isel({PAIR_DIM: np.flatnonzero(keep)}) if not keep.all() else ds
@@ -637,7 +645,7 @@ def select_valid_fraction(
     return ds.isel({PAIR_DIM: np.flatnonzero(keep)}) if not keep.all() else ds
 
 
-@renamed_parameters(within="mask")
+@renamed_parameters(within="mask", start="pairs_start", end="pairs_end")
 def filter_pairs(
     ds: xr.Dataset,
     *,
@@ -645,8 +653,9 @@ def filter_pairs(
     satellites: str | Iterable[str] | None = None,
     sensors: str | Iterable[str] | None = None,
     images: Literal["both", "either", "first"] = "both",
-    start: Any = None,
-    end: Any = None,
+    pairs_start: Any = None,
+    pairs_end: Any = None,
+    by: Literal["mid_date", "acquisition"] = "mid_date",
     min_days: float | None = None,
     max_days: float | None = None,
     min_valid_fraction: float | None = None,
@@ -670,9 +679,13 @@ def filter_pairs(
     images
         Which images of a pair must match them: ``"both"`` (default), ``"either"`` or
         ``"first"`` (for cubes holding only ``satellite_img1``, like the bundled demo cube).
-    start, end
-        Keep the pairs whose ``mid_date`` lies in this range (see
-        :func:`~xr_itslive.geo.pairs.select_dates`).
+    pairs_start, pairs_end
+        Keep the pairs whose dates lie in this range (see
+        :func:`~xr_itslive.geo.pairs.select_dates`; ``start=``/``end=``, the old names, work
+        for one more release with a DeprecationWarning: they now name an inversion's window).
+    by
+        Which dates: ``"mid_date"`` (default) or ``"acquisition"`` (both images in the range,
+        the inversion's rule).
     min_days, max_days
         Keep the pairs whose temporal baseline lies in this range, in days.
     min_valid_fraction
@@ -698,8 +711,8 @@ def filter_pairs(
         )
     if any(v is not None for v in (missions, satellites, sensors)):
         ds = select_platforms(ds, missions, satellites, sensors, images=images)
-    if start is not None or end is not None:
-        ds = select_dates(ds, start, end)
+    if pairs_start is not None or pairs_end is not None:
+        ds = select_dates(ds, pairs_start, pairs_end, by=by)
     if min_days is not None or max_days is not None:
         ds = select_baseline(ds, min_days, max_days)
     if min_valid_fraction is not None:

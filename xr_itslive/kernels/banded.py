@@ -53,6 +53,14 @@ def assemble_normal_equations(weights, weighted_values, terms, n_cells: int, ban
         ``(gram_pair, gram_cell, gram_coef, gram_kind_starts, rhs_pair, rhs_cell, rhs_coef,
         rhs_kind_starts)`` from :func:`xr_itslive.kernels.design.normal_terms`, as arrays of the
         namespace of ``weights`` (starts as Python ints).
+    n_cells, bandwidth
+        The number of cells of the series and the band's width (offsets ``0..bandwidth``).
+
+    Returns
+    -------
+    gram, rhs
+        ``(n_cells * (bandwidth + 1), n_pixels)`` with ``gram[j * (bandwidth + 1) + k, p] =
+        G_p[j, j + k]``, and ``(n_cells, n_pixels)``.
     """
     xp = get_namespace(weights)
     gp, gc, gv, gs, rp, rc, rv, rs = terms
@@ -87,6 +95,22 @@ def banded_cholesky(band, n_cells: int, bandwidth: int, rel_tol: float = 1e-11):
     On return ``band[j * (bw + 1) + k, p] = L_p[j + k, j]``. A pixel whose pivot falls below
     ``rel_tol`` × its largest diagonal entry is flagged singular (its columns are decoupled
     so that the other pixels are unaffected and no NaN spreads).
+
+    Parameters
+    ----------
+    band
+        ``(n_cells * (bandwidth + 1), n_pixels)``: the upper band of each pixel's symmetric
+        matrix, ``band[j * (bandwidth + 1) + k, p] = G_p[j, j + k]``; overwritten.
+    n_cells, bandwidth
+        The matrix's size and bandwidth.
+    rel_tol
+        A pivot at or below ``rel_tol`` times the pixel's largest diagonal entry makes it
+        singular.
+
+    Returns
+    -------
+    factor, singular
+        ``band`` holding the factor, and ``(n_pixels,)`` booleans.
     """
     xp = get_namespace(band)
     width = bandwidth + 1
@@ -115,7 +139,22 @@ def banded_cholesky(band, n_cells: int, bandwidth: int, rel_tol: float = 1e-11):
 
 
 def banded_solve(factor, rhs, n_cells: int, bandwidth: int):
-    """Solve ``L Lᵀ x = rhs`` for every pixel from :func:`banded_cholesky`'s factor."""
+    """Solve ``L Lᵀ x = rhs`` for every pixel from :func:`banded_cholesky`'s factor.
+
+    Parameters
+    ----------
+    factor
+        ``(n_cells * (bandwidth + 1), n_pixels)`` from :func:`banded_cholesky`.
+    rhs
+        ``(n_cells, n_pixels)``; not modified.
+    n_cells, bandwidth
+        The factor's size and bandwidth.
+
+    Returns
+    -------
+    array
+        ``(n_cells, n_pixels)``: ``x``.
+    """
     xp = get_namespace(factor)
     width = bandwidth + 1
     z = xp.asarray(rhs, copy=True)
@@ -140,7 +179,24 @@ def banded_solve(factor, rhs, n_cells: int, bandwidth: int):
 
 
 def predict_pairs(x, first, last, first_frac, last_frac, inner):
-    """Mean of each pixel's series over each pair: ``A @ x`` via prefix sums, (pairs, lanes)."""
+    """Mean of each pixel's series over each pair: ``A @ x`` via prefix sums, (pairs, lanes).
+
+    Parameters
+    ----------
+    x
+        ``(n_cells, lanes)``: the series, one cell a row.
+    first, last
+        ``(n_pairs,)`` integer arrays: each pair's first and last cell.
+    first_frac, last_frac
+        ``(n_pairs,)``: the weights of the pair's first and last (partial) cells in its mean.
+    inner
+        ``(n_pairs,)``: the weight of each cell strictly between them (``1 / length``).
+
+    Returns
+    -------
+    array
+        ``(n_pairs, lanes)``.
+    """
     xp = get_namespace(x)
     prefix = xp.concat([xp.zeros((1, x.shape[1]), dtype=x.dtype), _cumsum(xp, x, 0)])
     interior = xp.take(prefix, last, axis=0) - xp.take(prefix, first + 1, axis=0)
@@ -291,7 +347,29 @@ def reweight(y, pred, w0, kind: str, tuning: float):
 
 
 class ArrayOps:
-    """:mod:`.pipeline` primitives for all pixels of a chunk in one array namespace."""
+    """:mod:`.pipeline` primitives for all pixels of a chunk in one array namespace.
+
+    Each method is one step of :func:`~xr_itslive.kernels.run_pipeline` on arrays of
+    ``(…, lanes)``, pixels on the last axis; the numba engine's ``CompiledOps`` has the same
+    methods.
+
+    Parameters
+    ----------
+    xp
+        The array namespace (numpy, cupy, ``array_api_strict``, ...).
+    terms
+        Scatter tables (see :func:`assemble_normal_equations`).
+    geometry
+        ``(first_cell, last_cell, first_frac, last_frac, inner)`` of every pair (see
+        :func:`predict_pairs`).
+    regularization
+        ``(n_cells * (bandwidth + 1),)``: the upper band of the smoothness term for
+        ``lam = 1``.
+    n_cells, bandwidth
+        The series' number of cells and the normal matrix's bandwidth.
+    rel_tol
+        The pivot tolerance of :func:`banded_cholesky`.
+    """
 
     name = "array"
 
@@ -306,32 +384,98 @@ class ArrayOps:
         self.rel_tol = rel_tol
 
     def assemble(self, w, wy):
+        """``AᵀWA`` and ``AᵀWy`` (:func:`assemble_normal_equations`).
+
+        Parameters
+        ----------
+        w, wy
+            ``(n_pairs, lanes)``: the weights (0 where missing) and weights times values.
+        """
         return assemble_normal_equations(w, wy, self.terms, self.n_cells, self.bandwidth)
 
     def factor(self, gram, lam2):
+        """The factor of ``gram + lam2 R`` and the singular lanes (:func:`banded_cholesky`).
+
+        Parameters
+        ----------
+        gram
+            ``(n_cells * (bandwidth + 1), lanes)``: ``AᵀWA``; not modified.
+        lam2
+            ``(lanes,)``: each lane's ``lam²``.
+        """
         band = gram + self.regularization[:, None] * lam2[None, :]
         return banded_cholesky(band, self.n_cells, self.bandwidth, self.rel_tol)
 
     def solve(self, factor, rhs):
+        """``x`` from the factor (:func:`banded_solve`).
+
+        Parameters
+        ----------
+        factor
+            From :meth:`factor`.
+        rhs
+            ``(n_cells, lanes)``: ``AᵀWy``.
+        """
         return banded_solve(factor, rhs, self.n_cells, self.bandwidth)
 
     def predict(self, x):
+        """Each pair's mean of the series (:func:`predict_pairs`).
+
+        Parameters
+        ----------
+        x
+            ``(n_cells, lanes)``.
+        """
         return predict_pairs(x, *self.geometry)
 
     def selected_inverse(self, factor):
+        """The band of ``G⁻¹`` (:func:`selected_inverse`).
+
+        Parameters
+        ----------
+        factor
+            From :meth:`factor`.
+        """
         return selected_inverse(factor, self.n_cells, self.bandwidth)
 
     def penalty_trace(self, z, lam2):
+        """``trace(G⁻¹ lam2 R)`` per lane (:func:`penalty_trace`).
+
+        Parameters
+        ----------
+        z
+            From :meth:`selected_inverse`.
+        lam2
+            ``(lanes,)``: each lane's ``lam²``.
+        """
         return penalty_trace(
             z, self.regularization, lam2, self.n_cells, self.bandwidth, self.reg_width
         )
 
     def weighted_rss(self, y, pred, w):
+        """``Σ w (y - pred)²`` over the pairs with a weight, per lane.
+
+        Parameters
+        ----------
+        y, pred, w
+            ``(n_pairs, lanes)``: values (NaN where missing), predictions and weights.
+        """
         xp = self.xp
         residual = xp.where(w > 0, y - pred, 0.0)
         return xp.sum(w * residual * residual, axis=0)
 
     def reweight(self, y, pred, w0, kind, tuning):
+        """IRLS weights, weights times values and outlier flags (:func:`reweight`).
+
+        Parameters
+        ----------
+        y, pred, w0
+            ``(n_pairs, lanes)``: values, predictions and the initial weights.
+        kind
+            ``"huber"`` or ``"tukey"``.
+        tuning
+            The tuning constant, in units of the robust scale.
+        """
         return reweight(y, pred, w0, kind, tuning)
 
 
@@ -352,6 +496,8 @@ def solve_pixels(
         ``(first_cell, last_cell, first_frac, last_frac, inner)`` of every pair.
     regularization
         ``(n_cells * (bandwidth + 1),)`` upper band of the smoothness term for ``lam = 1``.
+    n_cells, bandwidth
+        The series' number of cells and the normal matrix's bandwidth.
     options
         :class:`.pipeline.Options`.
 

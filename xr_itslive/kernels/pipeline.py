@@ -30,7 +30,25 @@ DEFAULT_TUNING = {"huber": 1.345, "tukey": 4.685}
 
 @dataclass(frozen=True)
 class Options:
-    """What to compute for every pixel (shared by all pixels of a cube)."""
+    """What to compute for every pixel (shared by all pixels of a cube).
+
+    Parameters
+    ----------
+    min_obs
+        Fewest pairs with a weight for a pixel to be solved.
+    lams
+        The smoothness weight, or several candidates from which GCV picks one per pixel.
+    robust
+        ``None``, ``"huber"`` or ``"tukey"``: the IRLS reweighting.
+    iterations
+        Reweightings after the first fit (with ``robust``).
+    tuning
+        The reweighting's tuning constant (default: 1.345 Huber, 4.685 Tukey).
+    uncertainty
+        Compute each cell's standard deviation.
+    outliers
+        With ``robust``, return the outlier flags.
+    """
 
     min_obs: int = 5
     lams: tuple[float, ...] = (10.0,)
@@ -59,7 +77,26 @@ class Options:
 
 
 def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Options) -> dict:
-    """Solve one batch; returns ``solution`` (cells, lanes) and the optional outputs."""
+    """Solve one batch; returns ``solution`` (cells, lanes) and the optional outputs.
+
+    Parameters
+    ----------
+    ops
+        The engine's primitives (:class:`~xr_itslive.kernels.ArrayOps` or the numba
+        engine's), built for this batch's pairs.
+    y, w0, wy0
+        ``(n_pairs, lanes)``: values (NaN where missing), initial weights (0 where missing)
+        and weights times values.
+    counts
+        ``(lanes,)``: each pixel's number of pairs with a weight.
+    options
+        What to compute.
+
+    Returns
+    -------
+    dict
+        ``solution`` and, as ``options`` ask, ``std``, ``lam`` and ``outlier``.
+    """
     xp = ops.xp
     lanes = y.shape[1]
     n = xp.astype(xp.asarray(counts), xp.float64)
