@@ -299,3 +299,20 @@ def test_warnings_do_not_fire_on_clean_data(cube):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xr_itslive.invert(cube, step=30, uncertainty=True)
+
+
+@requires_shared
+def test_the_store_checks_benchmark_runs(capsys):
+    # benchmarks/bench_store_checks.py prints what the missing-chunk check and the input
+    # identity cost (docs/reliability.md quotes it); run once so that it cannot break unseen
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_store_checks.py"
+    spec = importlib.util.spec_from_file_location("bench_store_checks", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main(["--cube", str(GLACIER_CUBE), "--repeat", "1"])
+    assert set(figures) == {"open", "open_checked", "open_checked_all", "identity"}
+    assert all(0 < seconds < 60 for seconds in figures.values())
+    assert "input_identity(cube, ['vx', 'vy'])" in capsys.readouterr().out

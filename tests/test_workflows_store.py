@@ -520,7 +520,7 @@ def test_writing_to_a_frozen_endpoint_fails_in_bounded_time_naming_url_and_key(
                 result, url, storage_options=options, progress=False, scheduler="synchronous"
             )
     elapsed = time.monotonic() - start
-    print(f"frozen endpoint: DataAccessError after {elapsed:.1f} s")  # for docs/reliability.md
+    print(f"frozen endpoint: DataAccessError after {elapsed:.1f} s")
     assert elapsed < BOUND_S, elapsed
     message = str(info.value)
     assert re.search(
