@@ -507,3 +507,30 @@ def test_a_cube_too_thin_for_min_obs_is_left_out_with_a_warning(cube, whole):
     assert set(np.unique(mosaic["source"].values)) <= {-1, 1}
     with pytest.raises(EmptySelectionError, match=r"no cube of the mosaic can be inverted"):
         xr_itslive.invert_mosaic([thin, left.isel(mid_date=slice(0, 3))], **KWARGS)
+
+
+def test_a_mosaic_written_on_a_local_cluster_and_plotted(cube, whole, tmp_path):
+    # the mosaic works with invert_to_zarr on a cluster of worker processes (the same numbers
+    # as the whole cube on threads) and with the plots (a pixel's series, a map)
+    pytest.importorskip("distributed")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xr_itslive.workflows.cluster import scheduler_context
+
+    left, right = cube.isel(x=slice(0, 17)), cube.isel(x=slice(17, None))
+    store = tmp_path / "mosaic.zarr"
+    with scheduler_context("local", n_workers=2, threads_per_worker=1) as client:
+        summary = xr_itslive.invert_to_zarr([right, left], store, scheduler=client, **KWARGS)
+    assert summary.complete
+    written = xr.open_zarr(store).load()
+    for name in ("vx", "vy", "vx_std", "n_obs"):
+        np.testing.assert_array_equal(written[name].values, whole[name].values, err_msg=name)
+    y, x = np.unravel_index(int(written["n_obs"].values.argmax()), written["n_obs"].shape)
+    point = cube.isel(y=int(y), x=int(x)).compute()
+    png = tmp_path / "series.png"
+    xr_itslive.plot_series(point, "vx", inverted=written.isel(y=int(y), x=int(x)), path=png)
+    assert png.stat().st_size > 10_000
+    mesh = written["v"].sel(time="2020").mean("time").plot()
+    mesh.figure.savefig(tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 10_000
