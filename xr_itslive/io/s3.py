@@ -23,7 +23,7 @@ class BoundedS3FileSystem(s3fs.S3FileSystem):
     (:data:`~xr_itslive.io.urls.DEFAULT_S3_CONFIG`) remain. ``retries`` is kept in the
     instance's ``storage_options``, so copies made for zarr's async store and for dask workers
     (through fsspec's JSON and pickle forms) retry the same way. Uploads go without
-    ``Expect: 100-continue``, whose wait aiohttp does not time out (:func:`_no_expect_continue`).
+    ``Expect: 100-continue``, whose wait aiohttp does not time out (``_no_expect_continue``).
 
     Parameters
     ----------
@@ -42,7 +42,7 @@ class BoundedS3FileSystem(s3fs.S3FileSystem):
 
     async def get_s3(self, bucket: str | None = None) -> Any:
         """s3fs's client, without ``Expect: 100-continue`` on uploads (see
-        :func:`_no_expect_continue`)."""
+        ``_no_expect_continue``)."""
         client = await super().get_s3(bucket)
         client.meta.events.register_last(
             "before-call.s3", _no_expect_continue, unique_id=_NO_EXPECT_CONTINUE

@@ -349,7 +349,7 @@ def reweight(y, pred, w0, kind: str, tuning: float):
 class ArrayOps:
     """:mod:`.pipeline` primitives for all pixels of a chunk in one array namespace.
 
-    Each method is one step of :func:`~xr_itslive.kernels.run_pipeline` on arrays of
+    Each method is one step of :func:`~xr_itslive.kernels.pipeline.run_pipeline` on arrays of
     ``(…, lanes)``, pixels on the last axis; the numba engine's ``CompiledOps`` has the same
     methods.
 

@@ -38,7 +38,7 @@ component, so that they agree to round-off:
    years of a record are often seen for a few weeks only). Their error is ITS_LIVE's
    ``1 / sqrt(Σ_i M_ik w_i)`` (times the residual scale ``σ̂`` when the pairs carry no
    errors, ``scale_errors``); their standard deviation the least-squares one,
-   ``s sqrt((N⁻¹)_kk)`` (:func:`_inverse_diagonal`), with ``s = σ̂`` when the pairs carry
+   ``s sqrt((N⁻¹)_kk)`` (``_inverse_diagonal``), with ``s = σ̂`` when the pairs carry
    no errors and ``s = max(σ̂, 1)`` when they do: the pairs' errors are a floor, widened
    where the residuals scatter more than they say, never narrowed below them.
    ITS_LIVE's error is not the spread of the estimate: it gives pair ``i`` the weight
@@ -990,7 +990,7 @@ def _solve_array(xp: Any, lower: Any, rhs: Any, present: Any) -> Any:
 
 
 def _inverse_diagonal_array(xp: Any, lower: Any, present: Any, n_years: int) -> Any:
-    """``(N⁻¹)_kk`` of the years, ``(n_years, P)``: as :func:`_inverse_diagonal`, with
+    """``(N⁻¹)_kk`` of the years, ``(n_years, P)``: as ``_inverse_diagonal``, with
     ``L⁻¹`` built a row at a time for all pixels (``q`` steps, none per pixel)."""
     q = lower.shape[0]
     n_pix = lower.shape[2]

@@ -82,7 +82,7 @@ def run_pipeline(ops: Any, y: Any, w0: Any, wy0: Any, counts: Any, options: Opti
     Parameters
     ----------
     ops
-        The engine's primitives (:class:`~xr_itslive.kernels.ArrayOps` or the numba
+        The engine's primitives (:class:`~xr_itslive.kernels.banded.ArrayOps` or the numba
         engine's), built for this batch's pairs.
     y, w0, wy0
         ``(n_pairs, lanes)``: values (NaN where missing), initial weights (0 where missing)

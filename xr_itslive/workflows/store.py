@@ -1383,8 +1383,9 @@ def write_resumable(
         What identifies the run, recorded in the store and compared on resume. Default: the
         result's attributes (:func:`~xr_itslive.invert` records all its parameters there).
         The shapes, dtypes, dimension coordinates and chunks are always compared too, and
-        the values: dask's token of every variable (:func:`values_token`: its graph, or its
-        content in memory), so another result with the same attributes is refused.
+        the values: dask's token of every variable
+        (:func:`~xr_itslive.workflows.store.values_token`: its graph, or its content in
+        memory), so another result with the same attributes is refused.
     overwrite
         Delete whatever is at ``store`` first. Otherwise an unfinished store from the same run
         is resumed, a finished one is left as is, and anything else is refused.
