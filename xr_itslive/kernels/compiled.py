@@ -307,8 +307,9 @@ def _put_outliers(typingctx, array, offset, size, prior):
 
 # --------------------------------------------------------------------------- kernels
 @numba.njit(**_JIT)
-def _count_valid(values, pairs_first, counts):
-    """Add each pixel's values that are not NaN to ``counts``; whether any value is ±inf.
+def _count_valid(values, pairs_first, fill, counts):
+    """Add each pixel's values that are not NaN to ``counts``; whether any value is ±inf or
+    equal to ``fill``.
 
     ``values`` as for :func:`_load_block`: ``(n_pairs, n_pixels)`` with ``pairs_first``, else
     ``(n_pixels, n_pairs)``; one pass in memory order.
@@ -319,14 +320,14 @@ def _count_valid(values, pairs_first, counts):
             for p in range(values.shape[1]):
                 v = values[i, p]
                 counts[p] += v == v
-                bad |= abs(v) == np.inf
+                bad |= (abs(v) == np.inf) | (v == fill)
     else:
         for p in range(values.shape[0]):
             n = 0
             for i in range(values.shape[1]):
                 v = values[p, i]
                 n += v == v
-                bad |= abs(v) == np.inf
+                bad |= (abs(v) == np.inf) | (v == fill)
             counts[p] += n
     return bad
 
@@ -342,8 +343,9 @@ def _in_memory_order(values: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(values), False
 
 
-def count_valid(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Per pixel, the observations that are not NaN, and whether any value is ±inf.
+def count_valid(values: np.ndarray, fill: float = np.nan) -> tuple[np.ndarray, bool]:
+    """Per pixel, the observations that are not NaN, and whether any value is ±inf or
+    ``fill`` (values the caller must not take as data).
 
     One pass over ``values`` in its memory order, without temporaries: what
     :func:`solve_pixels_compiled` needs to know before it solves.
@@ -352,18 +354,20 @@ def count_valid(values: np.ndarray) -> tuple[np.ndarray, bool]:
     ----------
     values : numpy.ndarray
         ``(n_pixels, n_pairs)``, float32 or float64, in any memory layout.
+    fill : float, optional
+        A fill value that undecoded data would hold (ITS_LIVE's -32767); NaN: none.
 
     Returns
     -------
     counts : numpy.ndarray
         ``(n_pixels,)`` int64.
-    has_inf : bool
-        Whether any value is infinite.
+    untrusted : bool
+        Whether any value is infinite or equal to ``fill``.
     """
     source, pairs_first = _in_memory_order(values)
     counts = np.zeros(values.shape[0], dtype=np.int64)
-    has_inf = _count_valid(source, pairs_first, counts)
-    return counts, bool(has_inf)
+    untrusted = _count_valid(source, pairs_first, float(fill), counts)
+    return counts, bool(untrusted)
 
 
 @numba.njit(**_JIT)

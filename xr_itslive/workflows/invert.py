@@ -357,18 +357,20 @@ def solve_block(
                 "negative value(s); pass 1 / error² (or weights='error') or clip them at 0"
             )
     compiled = engine == "numba" and is_host_numpy(flat)
-    flat, n_fill = fill_as_nan(xp, flat)
     finite_weights = weights is None or bool(xp.all(xp.abs(weights) < float("inf")))
     n_obs = None
-    n_inf = n_weighted = 0
+    n_fill = n_inf = n_weighted = 0
     if compiled and finite_weights:
         from ..kernels.compiled import count_valid
 
-        # one pass in the chunk's memory order; ±inf (rare) is turned into NaN below
-        n_obs, has_inf = count_valid(flat)
-        if has_inf:
+        # one pass in the chunk's memory order counts the valid values and tells whether any
+        # is ±inf or ITS_LIVE's fill (rare: both are then turned into NaN below), so clean
+        # chunks are read once here, not once more for each check
+        n_obs, untrusted = count_valid(flat, FLOAT_FILL)
+        if untrusted:
             n_obs = None
     if n_obs is None:
+        flat, n_fill = fill_as_nan(xp, flat)
         flat, n_inf, n_weighted = finite_or_nan(xp, flat, weights)
         if is_host_numpy(flat):
             n_obs = np.count_nonzero(~np.isnan(flat), axis=1)
